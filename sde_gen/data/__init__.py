@@ -1,0 +1,25 @@
+"""Data sets: analytic Gaussian mixtures (exact score), 2-D toys, image sets."""
+
+from sde_gen.data.base import DataSource, TensorData
+from sde_gen.data.gaussian_mixture import (
+    GaussianMixture,
+    MixtureScore,
+    random_mixture,
+    ring_mixture,
+)
+from sde_gen.data.images import Digits, NpzImages
+from sde_gen.data.toy2d import Checkerboard, SwissRoll, TwoMoons
+
+__all__ = [
+    "DataSource",
+    "TensorData",
+    "GaussianMixture",
+    "MixtureScore",
+    "ring_mixture",
+    "random_mixture",
+    "Digits",
+    "NpzImages",
+    "SwissRoll",
+    "TwoMoons",
+    "Checkerboard",
+]

@@ -1,0 +1,58 @@
+"""Preconditioning: an ε-predicting network as a score function, s_θ(x, t) = −ε_θ(x, t)/σ_t."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from sde_gen.sde import SDE, expand_as
+
+
+class ScoreModel(nn.Module):
+    """s_θ = −ε_θ/σ_t (survey §4.3) around a network ``eps_net(x, t)`` with continuous t ∈ [0, T].
+
+    The network sees x in its own dtype and t as float32; the schedule is evaluated in float64.
+    A network with a learned variance returns 2C channels (ε then v); only ε enters the score.
+    """
+
+    def __init__(self, eps_net: nn.Module, sde: SDE):
+        super().__init__()
+        self.eps_net = eps_net
+        self.sde = sde
+
+    def eps_and_extra(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+        """ε_θ(x, t) and, for learned-variance networks, the extra output v (else None)."""
+        out = self.eps_net(x, t.to(x.dtype))
+        if out.shape == x.shape:
+            return out, None
+        if (
+            out.shape[0] == x.shape[0]
+            and out.shape[1] == 2 * x.shape[1]
+            and out.shape[2:] == x.shape[2:]
+        ):
+            return out.chunk(2, dim=1)
+        raise ValueError(
+            f"eps_net returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
+            "expected the input shape (or twice its channels for a learned variance)"
+        )
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """ε_θ(x, t)."""
+        return self.eps_and_extra(x, t)[0]
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """s_θ(x, t) = −ε_θ(x, t) / σ_t."""
+        return -self.eps(x, t) / expand_as(self.sde.sigma(t), x)
+
+    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
+        """Tweedie's x̂₀ = (x − σ_t ε_θ)/γ_t."""
+        return (x - expand_as(self.sde.sigma(t), x) * self.eps(x, t)) / expand_as(
+            self.sde.gamma(t), x
+        )
+
+
+def eps_from_score(score_fn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
+    """ε = −σ_t s(x, t) for any score function."""
+    return -expand_as(sde.sigma(t), x) * score_fn(x, t)
+
+
+__all__ = ["ScoreModel", "eps_from_score"]
