@@ -42,12 +42,18 @@ class NpzImages(TensorData):
         if not p.is_file():
             raise ValueError(f"npz path={str(p)!r} does not exist")
         try:
-            with np.load(p) as f:
-                if key not in f.files:
-                    raise ValueError(f"key={key!r} not in {p}; it holds {f.files}")
-                x = f[key]
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            archive = np.load(p, allow_pickle=False)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
             raise ValueError(f"could not read npz file {str(p)!r}: {e}") from e
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"{str(p)!r} is a single .npy array, not an .npz archive")
+        with archive as f:
+            if key not in f.files:
+                raise ValueError(f"key={key!r} not in {p}; it holds {f.files}")
+            try:
+                x = f[key]
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                raise ValueError(f"could not read array {key!r} of {str(p)!r}: {e}") from e
         if x.dtype != np.uint8:
             raise ValueError(f"array {key!r} in {p} has dtype {x.dtype}; expected uint8 images")
         if x.ndim == 3:
