@@ -1,0 +1,50 @@
+"""Training objectives: continuous DSM with weighting λ(t) and time sampler r(t) (survey §4.3),
+and the discrete DDPM losses L_simple, L_vlb, L_hybrid (survey §3.1).
+
+Contract: ``loss(model: ScoreModel, x0, generator=None) -> scalar``; stateful losses update
+their own state inside ``__call__`` and expose ``state_dict()``/``load_state_dict()``.
+"""
+
+from sde_gen.losses.discrete import (
+    HybridLoss,
+    SimpleLoss,
+    VLBLoss,
+    model_mean_log_variance,
+    prior_term,
+    schedule_of,
+    vlb,
+    vlb_term,
+    vlb_terms,
+)
+from sde_gen.losses.dsm import DSMLoss
+from sde_gen.losses.step_samplers import LossAwareStepSampler, StepSampler, UniformStepSampler
+from sde_gen.losses.time_samplers import ImportanceTimeSampler, TimeSampler, UniformTimeSampler
+from sde_gen.losses.weighting import (
+    LikelihoodWeighting,
+    OnesWeighting,
+    SigmaSquaredWeighting,
+    Weighting,
+)
+
+__all__ = [
+    "DSMLoss",
+    "TimeSampler",
+    "UniformTimeSampler",
+    "ImportanceTimeSampler",
+    "Weighting",
+    "SigmaSquaredWeighting",
+    "LikelihoodWeighting",
+    "OnesWeighting",
+    "SimpleLoss",
+    "VLBLoss",
+    "HybridLoss",
+    "StepSampler",
+    "UniformStepSampler",
+    "LossAwareStepSampler",
+    "model_mean_log_variance",
+    "vlb_term",
+    "prior_term",
+    "vlb_terms",
+    "vlb",
+    "schedule_of",
+]
