@@ -1,0 +1,73 @@
+"""DPM-Solver++ multistep (Lu et al. 2022b, Alg. 2 and its 3rd-order variant) in the log-SNR
+λ = log(γ_t/σ_t), on the data prediction x̂0 = (x − σ_t ε̂)/γ_t = (x + σ_t² s_θ)/γ_t.
+
+With h = λ_s − λ_t and φ₁ = e^{−h} − 1, first order: x_s = (σ_s/σ_t) x_t − γ_s φ₁ D₀;
+higher orders replace D₀ by finite differences of earlier x̂0 in λ. Earlier x̂0 live in the step
+context's memory (one call), not on the solver; the first steps warm up with lower orders.
+
+Third order: D₁ ≈ h x̂0′ and D₂ = (D₁,₀ − D₁,₁)/(r₀ + r₁) ≈ ½ h² x̂0″, and the exact weight of
+½ h² x̂0″ in ∫ e^{λ} x̂0(λ) dλ is 2φ₃ with φ₃ = (e^{−h} − 1 + h)/h² − ½. The reference code
+(dpm_solver_pytorch, diffusers) weights D₂ by φ₃, which leaves a local O(h³) error: measured
+global order 2.0 with φ₃ against ≈ 4 with 2φ₃ on Gaussian data (tests/test_solvers.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from sde_gen.solvers.base import FixedStepSolver, StepContext
+from sde_gen.solvers.grids import Grid
+
+__all__ = ["DPMSolver"]
+
+ORDERS = (2, 3)
+
+
+class DPMSolver(FixedStepSolver):
+    """DPM-Solver++(``order``M): one score evaluation per step."""
+
+    def __init__(
+        self,
+        steps: int = 20,
+        t_min: float = 1e-3,
+        grid: Grid | str = "logsnr",
+        order: int = 2,
+        denoise_final: bool = False,
+        progress: bool = False,
+    ):
+        super().__init__(steps, t_min, grid, denoise_final, progress)
+        if isinstance(order, bool) or order not in ORDERS:
+            raise ValueError(f"order={order!r} is not one of {ORDERS}")
+        self.order = order
+
+    def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
+        gamma_t, sigma_t = ctx.gamma(t), ctx.sigma(t)
+        gamma_s, sigma_s = ctx.gamma(s), ctx.sigma(s)
+        lam_t, lam_s = math.log(gamma_t / sigma_t), math.log(gamma_s / sigma_s)
+        h = lam_s - lam_t
+        m0 = (x + sigma_t**2 * ctx.score(x, t)) / gamma_t
+        history = ctx.memory.setdefault("history", [])  # [(λ, x̂0)], newest last
+        order = min(self.order, len(history) + 1)
+        phi1 = math.expm1(-h)
+        if order == 1:
+            x_s = (sigma_s / sigma_t) * x - gamma_s * phi1 * m0
+        elif order == 2:
+            lam1, m1 = history[-1]
+            r0 = (lam_t - lam1) / h
+            d1 = (m0 - m1) / r0
+            x_s = (sigma_s / sigma_t) * x - gamma_s * phi1 * (m0 + 0.5 * d1)
+        else:
+            (lam2, m2), (lam1, m1) = history[-2], history[-1]
+            r0, r1 = (lam_t - lam1) / h, (lam1 - lam2) / h
+            d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+            d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            phi2 = phi1 / h + 1
+            phi3 = phi2 / h - 0.5
+            x_s = (sigma_s / sigma_t) * x - gamma_s * phi1 * m0 + gamma_s * phi2 * d1
+            x_s = x_s - 2 * gamma_s * phi3 * d2
+        history.append((lam_t, m0))
+        del history[: -max(self.order - 1, 1)]
+        return x_s

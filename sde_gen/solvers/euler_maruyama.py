@@ -1,0 +1,27 @@
+"""Euler–Maruyama on the reverse-time SDE dx = [f(t) x − g(t)² ∇log q_t(x)] dt + g(t) dw̄
+(Anderson 1982; survey §4.3)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from sde_gen.solvers.base import FixedStepSolver, StepContext
+
+__all__ = ["EulerMaruyama", "euler_maruyama_step"]
+
+
+def euler_maruyama_step(ctx: StepContext, x: Tensor, t: float, s: float, noise: bool = True):
+    """x_s = x_t − [f x_t − g² s_θ(x_t, t)] h + g √h z, h = t − s > 0."""
+    h = t - s
+    f, g2 = ctx.f(t), ctx.g2(t)
+    x = x - (f * x - g2 * ctx.score(x, t)) * h
+    return x + math.sqrt(g2 * h) * ctx.noise(x) if noise else x
+
+
+class EulerMaruyama(FixedStepSolver):
+    """Euler–Maruyama on the reverse SDE; one score evaluation per step."""
+
+    def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
+        return euler_maruyama_step(ctx, x, t, s)

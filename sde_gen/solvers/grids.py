@@ -1,0 +1,101 @@
+"""Time grids T = t_0 > t_1 > … > t_N = t_min for fixed-step reverse-time solvers.
+
+Each grid is a small class whose ``__call__(sde, steps, t_min)`` returns the N + 1 times in
+float64, strictly decreasing. Configs pick one by ``_target_``; ``make_grid`` also accepts the
+names ``uniform``, ``quadratic``, ``logsnr`` and ``karras`` at the config boundary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sde_gen.sde import SDE
+
+__all__ = ["Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "make_grid"]
+
+
+def _t(value: float) -> Tensor:
+    return torch.tensor([value], dtype=torch.float64)
+
+
+class Grid:
+    """Base: a decreasing grid of ``steps + 1`` times from sde.T to t_min."""
+
+    def __call__(self, sde: SDE, steps: int, t_min: float) -> Tensor:
+        if steps < 1:
+            raise ValueError(f"steps={steps} must be >= 1")
+        if not 0 < t_min < sde.T:
+            raise ValueError(f"t_min={t_min} must lie in (0, T={sde.T})")
+        u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+        times = self.times(sde, u, float(t_min))
+        times[0], times[-1] = sde.T, t_min
+        if not bool((times[1:] < times[:-1]).all()):
+            raise ValueError(f"{type(self).__name__} gave a non-decreasing grid for steps={steps}")
+        return times
+
+    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
+        """Times at fractions u ∈ [0, 1] of the way from T (u = 0) to t_min (u = 1)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class UniformGrid(Grid):
+    """t_i = T − i (T − t_min)/N."""
+
+    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
+        return sde.T + (t_min - sde.T) * u
+
+
+class QuadraticGrid(Grid):
+    """t_i = t_min + (T − t_min)(1 − i/N)²: dense near the data (Song et al. 2021a, DDIM)."""
+
+    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
+        return t_min + (sde.T - t_min) * (1 - u) ** 2
+
+
+class LogSNRGrid(Grid):
+    """Uniform in the log-SNR λ_t = log(γ_t²/σ_t²) (Lu et al. 2022, DPM-Solver)."""
+
+    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
+        lam_T, lam_min = sde.log_snr(_t(sde.T)), sde.log_snr(_t(t_min))
+        return sde.t_from_log_snr(lam_T + (lam_min - lam_T) * u)
+
+
+class KarrasGrid(Grid):
+    """EDM noise levels σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, σ̃ = σ_t/γ_t
+    (Karras et al. 2022, eq. 5), mapped back to t through the log-SNR λ = −2 log σ̃."""
+
+    def __init__(self, rho: float = 7.0):
+        if not rho > 0:
+            raise ValueError(f"rho={rho} must be > 0")
+        self.rho = float(rho)
+
+    def __repr__(self) -> str:
+        return f"KarrasGrid(rho={self.rho})"
+
+    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
+        s_max = torch.exp(-0.5 * sde.log_snr(_t(sde.T)))
+        s_min = torch.exp(-0.5 * sde.log_snr(_t(t_min)))
+        inv = 1.0 / self.rho
+        sig = (s_max**inv + u * (s_min**inv - s_max**inv)) ** self.rho
+        return sde.t_from_log_snr(-2 * torch.log(sig))
+
+
+GRIDS: dict[str, type[Grid]] = {
+    "uniform": UniformGrid,
+    "quadratic": QuadraticGrid,
+    "logsnr": LogSNRGrid,
+    "karras": KarrasGrid,
+}
+
+
+def make_grid(grid: Grid | str) -> Grid:
+    """A grid object, or one of the names in ``GRIDS`` (the config boundary)."""
+    if isinstance(grid, Grid):
+        return grid
+    if isinstance(grid, str) and grid in GRIDS:
+        return GRIDS[grid]()
+    raise ValueError(f"grid={grid!r} is not a Grid; allowed names: {sorted(GRIDS)}")
