@@ -1,0 +1,199 @@
+"""``sde-gen-collect <multirun dir>``: every ``summary.json`` below a directory → one table.
+
+Writes ``summaries.csv`` and ``summaries.md`` into the directory and, when the runs have an
+``nfe`` and a metric, ``summaries.png`` (metric vs NFE, one curve per solver, log–log).
+Each row also holds the run's Hydra overrides (``.hydra/overrides.yaml``) when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sde_gen.runtime import SUMMARY_FILE, atomic_write
+
+DEFAULT_METRICS = ("nll_gap", "mmd2", "endpoint_error", "nll", "bpd", "loss", "final_loss")
+RESULT_KEYS = ("solver", "steps", "nfe", "time_s", "wall_s", "mode_fraction", *DEFAULT_METRICS)
+"""Columns the compact Markdown table always keeps (when present) beside the varying ones."""
+OUTPUT_STEM = "summaries"
+
+
+def _run_key(rel: str) -> tuple:
+    """Sort runs naturally: multirun job numbers as integers."""
+    return tuple(int(p) if p.isdigit() else math.inf for p in Path(rel).parts) + (rel,)
+
+
+def _overrides(run_dir: Path) -> str | None:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    lines = [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- ")]
+    return " ".join(lines)
+
+
+def read_summaries(directory: str | os.PathLike) -> list[dict[str, Any]]:
+    """One dict a run, sorted by run directory, with ``run`` (the path relative to
+    ``directory``) and ``overrides`` added."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"directory {str(root)!r} does not exist")
+    rows = []
+    for path in root.rglob(SUMMARY_FILE):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} holds a {type(record).__name__}, not a JSON object")
+        rel = str(path.parent.relative_to(root)) or "."
+        row = {"run": rel, **record}
+        over = _overrides(path.parent)
+        if over is not None:
+            row["overrides"] = over
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"no {SUMMARY_FILE} below {str(root)!r}")
+    return sorted(rows, key=lambda r: _run_key(r["run"]))
+
+
+def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """All keys, ``run`` first and ``overrides`` last, the rest in first-seen order."""
+    cols: list[str] = []
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    middle = [c for c in cols if c not in ("run", "overrides")]
+    return ["run", *middle] + (["overrides"] if "overrides" in cols else [])
+
+
+def compact_columns(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> list[str]:
+    """``run``, the columns whose value differs between runs, and the result keys: what a
+    sweep changed and what it measured (the CSV keeps every column)."""
+
+    def varies(c: str) -> bool:
+        return len({json.dumps(r.get(c), sort_keys=True) for r in rows}) > 1
+
+    keep = [c for c in cols if c == "run" or c in RESULT_KEYS or (c != "overrides" and varies(c))]
+    return keep
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def to_csv(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in cols])
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(esc(_cell(r.get(c))) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def pick_metric(rows: Sequence[dict[str, Any]], metric: str | None) -> str | None:
+    """``metric`` if given (it must occur), else the first of DEFAULT_METRICS that occurs."""
+    present = {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
+    if metric is not None:
+        if metric not in present:
+            raise ValueError(f"metric={metric!r} is in no summary; numeric keys: {sorted(present)}")
+        return metric
+    return next((m for m in DEFAULT_METRICS if m in present), None)
+
+
+def plot_rows(
+    rows: Sequence[dict[str, Any]], metric: str, path: Path, group: str = "solver"
+) -> Path | None:
+    """|metric| vs NFE, one curve per ``group`` value (mean over repeated NFE), with the mean
+    ``<metric>_floor`` of the runs (the Monte Carlo floor) as a band when they report one."""
+    from sde_gen.plotting import plot_solver_comparison
+
+    curves: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        nfe, val = r.get("nfe"), r.get(metric)
+        if not isinstance(nfe, (int, float)) or not isinstance(val, (int, float)) or nfe <= 0:
+            continue
+        if not math.isfinite(val):
+            continue
+        curves.setdefault(str(r.get(group, "run")), {}).setdefault(float(nfe), []).append(val)
+    if not curves:
+        return None
+    data = {
+        name: (sorted(pts), [sum(pts[k]) / len(pts[k]) for k in sorted(pts)])
+        for name, pts in curves.items()
+    }
+    floors = [r[f"{metric}_floor"] for r in rows if isinstance(r.get(f"{metric}_floor"), float)]
+    floor = (0.0, sum(floors) / len(floors)) if floors else None
+    return plot_solver_comparison(
+        data, path, floor=floor, ylabel=f"|{metric}|", title=f"{metric} vs NFE"
+    )
+
+
+def collect(
+    directory: str | os.PathLike,
+    metric: str | None = None,
+    group: str = "solver",
+    all_columns: bool = False,
+) -> dict[str, Path]:
+    """Read the summaries below ``directory``; write the CSV (every column), the Markdown
+    (compact unless ``all_columns``) and, when runs have an NFE and a metric, the plot."""
+    root = Path(directory)
+    rows = read_summaries(root)
+    cols = columns_of(rows)
+    md_cols = cols if all_columns else compact_columns(rows, cols)
+    out = {
+        "csv": atomic_write(
+            root / f"{OUTPUT_STEM}.csv", lambda t: Path(t).write_text(to_csv(rows, cols))
+        ),
+        "md": atomic_write(
+            root / f"{OUTPUT_STEM}.md", lambda t: Path(t).write_text(to_markdown(rows, md_cols))
+        ),
+    }
+    chosen = pick_metric(rows, metric)
+    if chosen is not None and any("nfe" in r for r in rows):
+        png = plot_rows(rows, chosen, root / f"{OUTPUT_STEM}.png", group)
+        if png is not None:
+            out["png"] = png
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="sde-gen-collect", description="Gather summary.json files of a sweep into a table."
+    )
+    parser.add_argument("directory", help="a multirun directory (or any folder of runs)")
+    parser.add_argument("--metric", default=None, help="metric to plot against nfe")
+    parser.add_argument("--group", default="solver", help="key naming the curves (solver)")
+    parser.add_argument("--all", action="store_true", help="every column in the Markdown table")
+    args = parser.parse_args(argv)
+    try:
+        written = collect(args.directory, args.metric, args.group, args.all)
+    except ValueError as e:
+        parser.exit(2, f"sde-gen-collect: error: {e}\n")
+    rows = read_summaries(args.directory)
+    print(Path(written["md"]).read_text(), end="")
+    print(f"{len(rows)} runs -> " + ", ".join(str(p) for p in written.values()))
+
+
+if __name__ == "__main__":
+    main()
