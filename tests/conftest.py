@@ -5,7 +5,7 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
-torch.set_num_threads(int(os.environ.get("SDE_GEN_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("SDE_GEN_TEST_THREADS", "1")))
 
 
 @pytest.fixture

@@ -1,0 +1,112 @@
+"""Hugging Face diffusers schedulers driven by an exact ε, with the solver contract of sde_gen.
+
+The peers run on diffusers' own discrete chain (β linear 1e-4 → 0.02, 1000 train steps), which is
+our ``sde=ddpm_linear`` (``DiscreteVPSDE``). Time mapping: diffusers' 0-based train timestep k has
+``alphas_cumprod[k] = Π_{j≤k}(1 − β_j) = ᾱ_{k+1}``, which ``DiscreteVPSDE`` reaches at t = (k+1)/N.
+Schedulers that use fractional timesteps τ (Euler, Heun on ``linspace`` spacing) interpolate
+σ_EDM(τ) = √((1−ᾱ)/ᾱ) linearly in τ; we map every τ through that same interpolation to its
+log-SNR λ = −2 log σ_EDM(τ) and then to t = sde.t_from_log_snr(λ), which gives t = (k+1)/N at
+integer τ = k and the exact noise level the scheduler assumes elsewhere. The model input after
+``scale_model_input`` is in VP scale, so the exact ε there is ε = −σ_t ∇log q_t(x).
+
+``diffusers`` is the optional ``bench`` extra: this module does not import it; the scheduler
+configs (``_target_: diffusers.…``) fail to instantiate without it, and the experiment skips them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sde_gen.sde import SDE, DiscreteVPSDE
+
+
+@dataclass
+class PeerResult:
+    """Same fields as ``sde_gen.solvers.SampleResult``."""
+
+    x0: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: list[Tensor] | None = None
+
+
+class ExactEps:
+    """ε(x_in, τ) = −σ_t ∇log q_t(x_in) at the time t whose log-SNR matches diffusers' τ."""
+
+    def __init__(self, sde: SDE, score_fn: Callable[[Tensor, Tensor], Tensor], alphas_cumprod):
+        ac = np.asarray(alphas_cumprod, dtype=np.float64)
+        self.sde, self.score_fn = sde, score_fn
+        self.train_sigmas = np.sqrt((1 - ac) / ac)
+        self.nfe = 0
+        self._times: dict[float, float] = {}
+
+    def times_of(self, taus: Tensor) -> Tensor:
+        """t(τ) = t_from_log_snr(−2 log σ_EDM(τ)) for a batch of diffusers timesteps (cached)."""
+        taus64 = np.asarray(taus, dtype=np.float64).reshape(-1)
+        sigma_edm = np.interp(taus64, np.arange(len(self.train_sigmas)), self.train_sigmas)
+        log_snr = torch.as_tensor(-2 * np.log(sigma_edm), dtype=torch.float64)
+        t = self.sde.t_from_log_snr(log_snr)
+        self._times.update(zip(taus64.tolist(), t.tolist()))
+        return t
+
+    def __call__(self, x: Tensor, tau: Tensor | float) -> Tensor:
+        self.nfe += 1
+        tau = float(tau)
+        if tau not in self._times:
+            self.times_of(torch.tensor([tau]))
+        t = torch.full((x.shape[0],), self._times[tau], dtype=torch.float64)
+        x64 = x.to(torch.float64)
+        eps = -self.sde.sigma(t)[:, None] * self.score_fn(x64, t)
+        return eps.to(x.dtype)
+
+
+class DiffusersSampler:
+    """A diffusers scheduler as a solver: ``sampler(sde, score_fn, x_T, generator, record)``.
+
+    ``scheduler`` is a diffusers scheduler instance (built by Hydra from its ``_target_``);
+    ``steps`` is ``num_inference_steps``. The loop is diffusers' pipeline loop:
+    x = x_T · init_noise_sigma; for τ: x = step(ε(scale_model_input(x, τ), τ), τ, x).
+    """
+
+    def __init__(self, scheduler, steps: int = 50):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps={steps!r} must be a positive integer")
+        self.scheduler, self.steps = scheduler, steps
+
+    def __call__(
+        self,
+        sde: SDE,
+        score_fn: Callable[[Tensor, Tensor], Tensor],
+        x_T: Tensor,
+        generator: torch.Generator | None = None,
+        record: bool = False,
+    ) -> PeerResult:
+        if not isinstance(sde, DiscreteVPSDE) or sde.N != self.scheduler.config.num_train_timesteps:
+            raise ValueError(
+                f"diffusers peers need sde=ddpm_linear (a DiscreteVPSDE with N="
+                f"{self.scheduler.config.num_train_timesteps}), got {sde!r}"
+            )
+        ours = torch.exp(sde._log_alpha_bar[1:])
+        theirs = self.scheduler.alphas_cumprod.to(torch.float64)
+        if not torch.allclose(ours, theirs, rtol=1e-4):
+            raise ValueError("the scheduler's alphas_cumprod differ from the SDE's ᾱ")
+        eps = ExactEps(sde, score_fn, theirs.numpy())
+        sched = self.scheduler
+        sched.set_timesteps(self.steps)
+        times = eps.times_of(sched.timesteps)
+        takes_generator = "generator" in inspect.signature(sched.step).parameters
+        kwargs = {"generator": generator} if takes_generator else {}
+        x = x_T.to(torch.float32) * sched.init_noise_sigma
+        trajectory = [x.clone()] if record else None
+        for tau in sched.timesteps:
+            x_in = sched.scale_model_input(x, tau)
+            x = sched.step(eps(x_in, tau), tau, x, **kwargs).prev_sample
+            if record:
+                trajectory.append(x.clone())
+        return PeerResult(x0=x, nfe=eps.nfe, times=times, trajectory=trajectory)

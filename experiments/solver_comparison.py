@@ -1,0 +1,199 @@
+"""Solver × NFE budget × data on exact-score Gaussian mixtures: MMD², NLL gap, ODE end-point error.
+
+One Hydra job = one (solver, NFE budget, data, sde). It samples from a fixed x_T, scores the
+samples against an exact reference set and writes ``summary.json``; the shared pieces of a
+(data, sde) pair (x_T, the reference set, the kernel bandwidths, the Monte Carlo floors and the
+tight PF-ODE reference end points) are computed once and cached under ``out_dir/cache``.
+At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
+plot to ``out_dir``. The command is in docs/results.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from sde_gen.data.gaussian_mixture import GaussianMixture
+from sde_gen.metrics import (
+    endpoint_error,
+    median_bandwidth,
+    mixture_flow,
+    mmd2_unbiased,
+    monte_carlo_floor,
+    nll_gap,
+)
+from sde_gen.runtime import SUMMARY_FILE, atomic_write, write_summary
+from sde_gen.sde import SDE
+
+CALIBRATION_STEPS = (4, 8)
+
+
+# -- shared per (data, sde) --------------------------------------------------------------------
+def shared_setup(cfg: DictConfig, mixture: GaussianMixture, sde: SDE, key: str) -> dict[str, Any]:
+    """x_T, reference samples, bandwidths, Monte Carlo floors and ODE reference end points."""
+    path = Path(cfg.out_dir) / "cache" / f"{key}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    n = cfg.n if mixture.dim <= 2 else cfg.n_high_dim
+    g = torch.Generator().manual_seed(cfg.seed)
+    reference = mixture.sample64(n, g)
+    x_T = sde.prior_sample((n, mixture.dim), g, dtype=torch.float64)
+    h = median_bandwidth(reference)
+    bandwidths = [h * s for s in cfg.bandwidth_scales]
+    seeds = range(cfg.floor_seeds)
+    floors = {
+        "mmd2": monte_carlo_floor(
+            lambda a, b: mmd2_unbiased(a, b, bandwidths), mixture.sample64, n, seeds=seeds
+        ),
+        "nll_gap": monte_carlo_floor(
+            lambda a, b: nll_gap(mixture, a, b), mixture.sample64, n, seeds=seeds
+        ),
+    }
+    t0 = time.perf_counter()
+    ref_x0, ref_nfe = mixture_flow(mixture, sde, x_T, cfg.solver_overrides.t_min, **cfg.reference)
+    shared = {
+        "n": n,
+        "reference": reference,
+        "x_T": x_T,
+        "bandwidths": bandwidths,
+        "floors": {k: vars(v) for k, v in floors.items()},
+        "ode_reference": ref_x0,
+        "ode_reference_nfe": ref_nfe,
+        "flow": flow_metrics(mixture, ref_x0, reference, bandwidths),
+        "ode_reference_seconds": time.perf_counter() - t0,
+    }
+    atomic_write(path, lambda tmp: torch.save(shared, tmp))
+    return shared
+
+
+def flow_metrics(
+    mixture: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, bandwidths: list[float]
+) -> dict[str, float]:
+    """MMD² and NLL gap of the exact PF-ODE end points: the limit of every ODE solver from this
+    x_T (one draw of the Monte Carlo noise, shared by all ODE solvers)."""
+    return {
+        "mmd2": mmd2_unbiased(x, reference, bandwidths),
+        "nll_gap": nll_gap(mixture, x, reference),
+    }
+
+
+# -- one job -------------------------------------------------------------------------------------
+def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
+    """The solver spending about ``cfg.nfe`` score evaluations; returns (solver, setting).
+
+    Fixed-step solvers: NFE(steps) = a + b·steps is measured on two probe runs and inverted.
+    Adaptive ones (no ``steps`` option): rtol = atol = ``adaptive_tolerance[nfe]``.
+    """
+    scfg = OmegaConf.to_container(cfg.solver, resolve=True)
+    scfg = OmegaConf.create(scfg)
+    for key, value in cfg.solver_overrides.items():
+        if key in scfg:
+            scfg[key] = value
+    if "steps" not in scfg:
+        tol = float(cfg.adaptive_tolerance[cfg.nfe])
+        for key in cfg.tolerance_keys:
+            if OmegaConf.select(scfg, key) is None:
+                raise ValueError(f"adaptive solver config has no {key!r} to set rtol={tol} on")
+            OmegaConf.update(scfg, key, tol)
+        return hydra.utils.instantiate(scfg), {"rtol": tol}
+    lo, hi = CALIBRATION_STEPS
+    nfe_lo = hydra.utils.instantiate(scfg, steps=lo)(sde, score_fn, x_probe).nfe
+    nfe_hi = hydra.utils.instantiate(scfg, steps=hi)(sde, score_fn, x_probe).nfe
+    per_step = (nfe_hi - nfe_lo) / (hi - lo)
+    offset = nfe_lo - per_step * lo
+    steps = max(1, math.floor((cfg.nfe - offset) / per_step + 0.5))
+    return hydra.utils.instantiate(scfg, steps=steps), {"steps": steps, "nfe_per_step": per_step}
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    choices = HydraConfig.get().runtime.choices
+    names = {"solver": choices["solver"], "data": choices["data"], "sde": choices["sde"]}
+    row: dict[str, Any] = {**names, "nfe_budget": int(cfg.nfe)}
+    mixture = hydra.utils.instantiate(cfg.data)
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"data={names['data']} has no exact density; use a Gaussian mixture")
+    sde = hydra.utils.instantiate(cfg.sde)
+    shared = shared_setup(cfg, mixture, sde, f"{names['sde']}_{names['data']}_n{cfg.n}_s{cfg.seed}")
+    score_fn = mixture.score_fn(sde)
+    x_T = shared["x_T"]
+    try:
+        solver, setting = build_solver(cfg, sde, score_fn, x_T[:2])
+    except (ImportError, InstantiationException, ValueError) as e:
+        return {**row, "status": "skipped", "reason": f"{type(e).__name__}: {e}"[:300]}
+    row.update(setting)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    t0 = time.perf_counter()
+    result = solver(sde, score_fn, x_T, generator=g)
+    row["seconds"] = time.perf_counter() - t0
+    x0 = result.x0.to(torch.float64)
+    row["nfe"] = int(result.nfe)
+    row["finite"] = bool(torch.isfinite(x0).all())
+    if row["finite"]:
+        row["mmd2"] = mmd2_unbiased(x0, shared["reference"], shared["bandwidths"])
+        row["nll_gap"] = nll_gap(mixture, x0, shared["reference"])
+        if names["solver"] in cfg.ode_solvers:
+            row["endpoint_error"] = endpoint_error(x0, shared["ode_reference"])
+    for metric, value in shared["flow"].items():
+        row[f"{metric}_exact_flow"] = value
+    for metric, floor in shared["floors"].items():
+        row[f"{metric}_floor_mean"], row[f"{metric}_floor_std"] = floor["mean"], floor["std"]
+        row[f"{metric}_floor_rms"] = floor["rms"]
+    row.update(n=shared["n"], dim=mixture.dim, reference_nfe=shared["ode_reference_nfe"])
+    row["status"] = "ok"
+    return row
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="solver_comparison")
+def main(cfg: DictConfig) -> None:
+    if cfg.collect_only:
+        collect(Path(cfg.out_dir) / "sweep", Path(cfg.out_dir))
+        return
+    torch.set_num_threads(1)
+    row = run_job(cfg)
+    write_summary(HydraConfig.get().runtime.output_dir, row)
+    shown = {k: row.get(k) for k in ("solver", "data", "nfe", "mmd2", "nll_gap", "status")}
+    print(json.dumps(shown))
+
+
+# -- collection -----------------------------------------------------------------------------------
+class CollectResults(Callback):
+    """Hydra callback: build the CSV, table and plot when the multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        collect(Path(config.hydra.sweep.dir), Path(config.out_dir))
+
+
+def collect(sweep_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
+    """Gather every summary.json below ``sweep_dir`` into CSV, Markdown and PNG in ``out_dir``."""
+    from solver_comparison_report import write_report  # noqa: PLC0415 (experiments/ on sys.path)
+
+    rows = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob(SUMMARY_FILE))]
+    if not rows:
+        raise ValueError(f"no {SUMMARY_FILE} files below {sweep_dir}")
+    keys = sorted({k for r in rows for k in r})
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(out_dir / "solver_comparison.csv", write_csv)
+    write_report(rows, out_dir)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

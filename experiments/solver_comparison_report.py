@@ -1,0 +1,220 @@
+"""Tables, targets and the error-vs-NFE plot of the solver comparison (from its summary rows)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sde_gen.plotting import plot_solver_comparison  # noqa: E402
+from sde_gen.runtime import atomic_write  # noqa: E402
+
+PEER_PREFIX = "diffusers_"
+METRICS = (
+    ("mmd2", "MMD² to exact samples", 1e3, "×10⁻³"),
+    ("nll_gap", "NLL gap E_gen[−log p] − E_data[−log p]", 1.0, "nats"),
+    ("endpoint_error", "ODE end-point RMS error vs DOP853 1e-8", 1.0, ""),
+)
+
+
+def _is_peer(solver: str) -> bool:
+    return solver.startswith(PEER_PREFIX)
+
+
+def _order(solvers: set[str]) -> list[str]:
+    return sorted(solvers, key=lambda s: (_is_peer(s), s))
+
+
+def _cell(row: dict[str, Any] | None, metric: str, scale: float) -> str:
+    if row is None:
+        return ""
+    if row.get("status") != "ok":
+        return "skip"
+    if not row.get("finite", True):
+        return "nan"
+    if metric not in row:
+        return ""
+    text = f"{row[metric] * scale:.3g}"
+    if abs(row["nfe"] - row["nfe_budget"]) > 0.1 * row["nfe_budget"]:
+        text += f" ({row['nfe']})"
+    return text
+
+
+def markdown_tables(rows: list[dict[str, Any]]) -> str:
+    """One table per (sde, data, metric): solvers × NFE budgets; actual NFE in brackets when it
+    differs from the budget by more than 10 %."""
+    out = []
+    ok = [r for r in rows if r.get("status") == "ok"]
+    for (sde, data), group in sorted(_groups(rows).items()):
+        budgets = sorted({r["nfe_budget"] for r in group})
+        table = {(r["solver"], r["nfe_budget"]): r for r in group}
+        solvers = _order({r["solver"] for r in group})
+        floors = next((r for r in ok if r["sde"] == sde and r["data"] == data), None)
+        for metric, title, scale, unit in METRICS:
+            shown = [
+                s for s in solvers if any(metric in (table.get((s, b)) or {}) for b in budgets)
+            ]
+            if not shown:
+                continue
+            head = f"**{data}, sde={sde}: {title}**" + (f" ({unit})" if unit else "")
+            if floors is not None and f"{metric}_floor_rms" in floors:
+                f_mean = floors[f"{metric}_floor_mean"] * scale
+                f_std = floors[f"{metric}_floor_std"] * scale
+                head += (
+                    f"; Monte Carlo floor (exact vs exact, n={floors['n']}): "
+                    f"{f_mean:.3g} ± {f_std:.3g}"
+                )
+            if floors is not None and f"{metric}_exact_flow" in floors:
+                head += (
+                    f"; exact PF-ODE flow from the same x_T (the ODE solvers' limit): "
+                    f"{floors[f'{metric}_exact_flow'] * scale:.3g}"
+                )
+            lines = [head, "", "| solver | " + " | ".join(f"NFE {b}" for b in budgets) + " |"]
+            lines.append("|---" * (len(budgets) + 1) + "|")
+            for s in shown:
+                cells = [_cell(table.get((s, b)), metric, scale) for b in budgets]
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["sde"], r["data"])].append(r)
+    return groups
+
+
+def targets(rows: list[dict[str, Any]]) -> str:
+    """The issue's two targets, per (sde, 2-D data): best of ours at 20 NFE within 2× the MMD²
+    floor (RMS of exact-vs-exact MMD²); at 10 NFE at most ¼ of the best diffusers scheduler."""
+    lines = []
+    for (sde, data), group in sorted(_groups(rows).items()):
+        ok = [r for r in group if r.get("status") == "ok" and r.get("finite") and "mmd2" in r]
+        if not ok or ok[0]["dim"] > 2:
+            continue
+        floor = ok[0]["mmd2_floor_rms"]
+
+        def best(budget: int, peers: bool, ok=ok) -> dict[str, Any] | None:
+            cands = [
+                r
+                for r in ok
+                if r["nfe_budget"] == budget
+                and _is_peer(r["solver"]) == peers
+                and r["nfe"] <= 1.1 * budget
+            ]
+            return min(cands, key=lambda r: r["mmd2"]) if cands else None
+
+        b20, b10, p10 = best(20, False), best(10, False), best(10, True)
+        if b20 is not None:
+            verdict = "met" if b20["mmd2"] <= 2 * floor else "MISSED"
+            lines.append(
+                f"- {data}, sde={sde}: best of ours at 20 NFE = {b20['solver']} "
+                f"MMD² {b20['mmd2']:.3g} vs 2× floor {2 * floor:.3g} → {verdict}"
+            )
+        ode20 = [
+            r for r in ok if r["nfe_budget"] == 20 and "endpoint_error" in r and r["nfe"] <= 22
+        ]
+        if ode20 and "mmd2_exact_flow" in ok[0]:
+            flow = ok[0]["mmd2_exact_flow"]
+            b = min(ode20, key=lambda r: r["mmd2"])
+            verdict = "met" if b["mmd2"] - flow <= 2 * floor else "MISSED"
+            lines.append(
+                f"- {data}, sde={sde}: paired (ODE solvers, same x_T): {b['solver']} at 20 NFE "
+                f"exceeds the exact flow's MMD² {flow:.3g} by {b['mmd2'] - flow:.3g} vs 2× floor "
+                f"{2 * floor:.3g} → {verdict}"
+            )
+        if b10 is not None and p10 is not None:
+            verdict = "met" if b10["mmd2"] <= 0.25 * p10["mmd2"] else "MISSED"
+            lines.append(
+                f"- {data}, sde={sde}: at 10 NFE best of ours {b10['solver']} MMD² "
+                f"{b10['mmd2']:.3g} vs ¼ × best diffusers {p10['solver']} "
+                f"{p10['mmd2']:.3g} → {verdict}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], sde: str, path: Path) -> None:
+    """Error vs NFE (log–log), one panel per (data, metric) drawn by
+    ``sde_gen.plotting.plot_solver_comparison``; diffusers dashed; floor = |mean| + 2 sd band."""
+    groups = {k: v for k, v in _groups(rows).items() if k[0] == sde}
+    data_names = sorted(d for _, d in groups)
+    if not data_names:
+        return
+    fig, axes = plt.subplots(
+        len(data_names),
+        len(METRICS),
+        figsize=(4.2 * len(METRICS), 3.4 * len(data_names)),
+        squeeze=False,
+    )
+    solvers = _order({r["solver"] for g in groups.values() for r in g})
+    ours, peers = [s for s in solvers if not _is_peer(s)], [s for s in solvers if _is_peer(s)]
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(ours)}
+    colours.update({s: plt.get_cmap("Dark2")(i % 8) for i, s in enumerate(peers)})
+    for i, data in enumerate(data_names):
+        group = [r for r in groups[(sde, data)] if r.get("status") == "ok" and r.get("finite")]
+        for j, (metric, _title, _, _) in enumerate(METRICS):
+            ax = axes[i, j]
+            floor_rms = next((r.get(f"{metric}_floor_rms") for r in group), None)
+            lowest = floor_rms / 10 if floor_rms else 1e-6
+            curves = {}
+            for s in solvers:
+                pts = sorted(
+                    (r["nfe"], r[metric]) for r in group if r["solver"] == s and metric in r
+                )
+                if pts:
+                    curves[s] = ([p[0] for p in pts], [max(abs(p[1]), lowest) for p in pts])
+            if not curves:
+                ax.set_axis_off()
+                continue
+            floor = None
+            if floor_rms:
+                f_mean = next(r[f"{metric}_floor_mean"] for r in group)
+                f_std = next(r[f"{metric}_floor_std"] for r in group)
+                floor = (lowest, abs(f_mean) + 2 * f_std)
+            plot_solver_comparison(curves, ax=ax, floor=floor, ylabel=metric, title=data)
+            for line in ax.get_lines():
+                name = line.get_label()
+                line.set_color(colours[name])
+                line.set_linestyle("--" if _is_peer(name) else "-")
+                line.set_marker("s" if _is_peer(name) else "o")
+                line.set_markersize(3)
+            ax.get_legend().remove()
+            ax.set_title(f"{data}: {metric}", fontsize=9)
+            ax.grid(True, which="major", lw=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.suptitle(
+        f"sde={sde}: |metric| vs NFE (values below the floor drawn at its bottom)", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0, 0.86, 0.97))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=72, format="png"))
+    plt.close(fig)
+
+
+def write_report(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    skipped = [r for r in rows if r.get("status") != "ok"]
+    text = "# Solver comparison\n\n" + markdown_tables(rows) + "\n## Targets\n\n" + targets(rows)
+    if skipped:
+        text += (
+            "\n## Skipped jobs\n\n"
+            + "\n".join(
+                f"- {r['sde']}/{r['data']}/{r['solver']}/NFE {r['nfe_budget']}: {r.get('reason')}"
+                for r in skipped
+            )
+            + "\n"
+        )
+    seconds = sum(r.get("seconds", 0.0) for r in rows)
+    text += f"\nTotal sampling time over {len(rows)} jobs: {seconds:.1f} s.\n"
+    atomic_write(out_dir / "solver_comparison.md", lambda tmp: Path(tmp).write_text(text))
+    for sde in sorted({r["sde"] for r in rows}):
+        plot(rows, sde, out_dir / f"solver_comparison_{sde}.png")
+    print(text)
+    if any(math.isnan(r.get("mmd2", 0.0)) for r in rows):
+        print("warning: NaN MMD² in some rows")
