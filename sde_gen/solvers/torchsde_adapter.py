@@ -104,7 +104,7 @@ def torchsde_integrate(
     levy = "space-time" if method == "srk" else "none"
     bm = torchsde.BrownianInterval(
         t0=0.0,
-        t1=span,
+        t1=max(span, float(us[-1])),  # us is in x's dtype: float32 may round span up
         size=y0.shape,
         dtype=y0.dtype,
         device=y0.device,
