@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.data.base import DataSource
 from sde_gen.data.gaussian_mixture import GaussianMixture
-from sde_gen.runtime import atomic_write, pick_device, write_summary
+from sde_gen.runtime import atomic_write, pick_device, set_threads, write_summary
 from sde_gen.sde import SDE
 
 METRIC_SAMPLES = 2000
@@ -168,6 +168,7 @@ def run_sampling(
         raise ValueError(f"n={n} must be >= 2")
     if seed < 0:
         raise ValueError(f"seed={seed} must be >= 0")
+    set_threads(cfg.get("threads"))
     device = pick_device(str(cfg.device))
     if not cfg.checkpoint:
         device = torch.device("cpu")  # the exact mixture score is evaluated in float64 on the CPU

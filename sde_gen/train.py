@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.config_checks import build, trainer_settings
-from sde_gen.runtime import seed_everything
+from sde_gen.runtime import seed_everything, set_threads
 from sde_gen.trainer import Trainer
 
 
@@ -53,6 +53,7 @@ def run(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r} is invalid: need a non-negative integer")
     seed_everything(seed)
+    set_threads(cfg.get("threads"))
     parts = build(cfg)
     settings = trainer_settings(cfg.trainer)
     progress = bool(settings.pop("progress", True)) and progress
