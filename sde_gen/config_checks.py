@@ -153,22 +153,8 @@ def build(cfg: Any) -> Parts:
         raise ValueError(f"unknown trainer key(s) {unknown}; known: {sorted(TRAINER_KEYS)}")
     check_keys = {
         k: settings[k]
-        for k in (
-            "steps",
-            "batch_size",
-            "lr",
-            "weight_decay",
-            "betas",
-            "warmup_steps",
-            "grad_clip",
-            "ema_decay",
-            "log_every",
-            "sample_every",
-            "sample_count",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "resume",
-        )
+        for k in TRAINER_KEYS
+        if k not in ("checkpoint_dir", "progress")
         if k in settings
     }
     for k in ("steps", "batch_size", "lr"):

@@ -30,15 +30,6 @@ from sde_gen.solvers.torchsde_adapter import SDE_TYPE_OF_METHOD
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small 2-D batches: intra-op threads only add overhead (≈10× slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 MU = torch.tensor([[1.0, -0.5]], dtype=F64)
 S = 0.5
 T_MIN = 1e-3

@@ -29,15 +29,6 @@ from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, Uniform
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small 2-D batches: intra-op threads only add overhead (≈10× slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf" / "solver"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
 MU = torch.tensor([[1.0, -0.5]], dtype=F64)
