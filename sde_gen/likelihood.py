@@ -1,0 +1,218 @@
+"""Exact likelihood through the probability-flow ODE, and bits/dim of discrete data (survey §4.3).
+
+The PF-ODE dx/dt = f(t) x − ½ g(t)² s(x, t) transports q_{t_min} onto q_T. By the instantaneous
+change of variables (Chen et al. 2018; Song et al. 2021, eq. 39)
+
+    d log p_t(x_t)/dt = −∇·drift(x_t, t),
+    log p_{t_min}(x) = log π(x_T) + ∫_{t_min}^T ∇·drift(x_t, t) dt,
+
+where π is the prior; the state [x, ∫∇·drift] goes from t_min to T with scipy's ``solve_ivp``.
+The divergence is exact (autograd, one backward pass per dimension) or Hutchinson's unbiased
+estimate E_ε[εᵀ (∂drift/∂x) ε] with probes ε fixed along the whole path (Grathwohl et al. 2019).
+
+What is measured is the model density of x *at t_min*, not at t = 0: the ODE starts from
+q_{t_min} = (γ_{t_min} ·)_# q_0 ∗ N(0, σ_{t_min}² I). For smooth data with per-dimension scale s the
+bias is O(D σ_{t_min}²/s²) nats, plus D log γ_{t_min} (≈ −½ D β_min t_min for VP): at the default
+t_min = 1e-5 with the VP SDE both are below 1e-4 nats per dimension for s ≥ 0.1. For discrete data
+the bias is absorbed by dequantization (``bits_per_dim``): uniform noise of a bin's width dwarfs
+σ_{t_min}. ``prior_logp`` replaces log π, e.g. by the exact log q_T to remove the prior mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sde_gen.sde import SDE
+
+__all__ = [
+    "ScoreFn",
+    "rademacher_probe",
+    "gaussian_probe",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "ode_log_likelihood",
+    "dequantize",
+    "nats_to_bits_per_dim",
+    "bits_per_dim",
+]
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def rademacher_probe(shape: tuple[int, ...], generator: torch.Generator | None, dtype, device):
+    """ε with i.i.d. entries ±1 (E εεᵀ = I; zero variance when the Jacobian is diagonal)."""
+    bits = torch.randint(0, 2, shape, generator=generator, device=device)
+    return (2 * bits - 1).to(dtype)
+
+
+def gaussian_probe(shape: tuple[int, ...], generator: torch.Generator | None, dtype, device):
+    """ε ~ N(0, I)."""
+    return torch.randn(shape, generator=generator, device=device).to(dtype)
+
+
+_PROBES = {"rademacher": rademacher_probe, "gaussian": gaussian_probe}
+
+
+def exact_divergence(drift: Tensor, x: Tensor) -> Tensor:
+    """∇·drift = Σ_i ∂drift_i/∂x_i per sample, by one backward pass per dimension."""
+    flat = drift.flatten(1)
+    div = torch.zeros(x.shape[0], dtype=drift.dtype, device=drift.device)
+    for i in range(flat.shape[1]):
+        (grad,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
+        div = div + grad.flatten(1)[:, i]
+    return div
+
+
+def hutchinson_divergence(drift: Tensor, x: Tensor, probes: Tensor) -> Tensor:
+    """(1/P) Σ_p ε_pᵀ (∂drift/∂x) ε_p per sample (Hutchinson 1989); probes: (P, *x.shape)."""
+    div = torch.zeros(x.shape[0], dtype=drift.dtype, device=drift.device)
+    for eps in probes:
+        (vjp,) = torch.autograd.grad((drift * eps).sum(), x, retain_graph=True)
+        div = div + (vjp * eps).flatten(1).sum(1)
+    return div / probes.shape[0]
+
+
+def _check_options(sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe) -> None:
+    if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] < 1 or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a floating tensor of shape (B, ...), got {shape}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    if not rtol > 0:
+        raise ValueError(f"rtol={rtol} must be > 0")
+    if not atol > 0:
+        raise ValueError(f"atol={atol} must be > 0")
+    if not 0 < t_min < sde.T:
+        raise ValueError(f"t_min={t_min} must lie in (0, T={sde.T})")
+    if not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes={num_probes!r} must be an integer >= 1")
+    if not callable(probe) and probe not in _PROBES:
+        raise ValueError(f"probe={probe!r}: expected one of {sorted(_PROBES)} or a callable")
+
+
+def ode_log_likelihood(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    exact_trace: bool = False,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "RK45",
+    t_min: float = 1e-5,
+    num_probes: int = 1,
+    probe: str | Callable = "rademacher",
+    generator: torch.Generator | None = None,
+    prior_logp: Callable[[Tensor], Tensor] | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, int]:
+    """log p_{t_min}(x) per sample in nats (float64) and the number of score evaluations.
+
+    log p_{t_min}(x) = log π(x_T) + ∫_{t_min}^T ∇·[f x − ½ g² s(x, t)] dt  (survey §4.3).
+    The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe`` is
+    ``"rademacher"``, ``"gaussian"`` or a callable ``(shape, generator, dtype, device) -> ε``;
+    ``num_probes`` probes per sample are drawn once from ``generator`` (Hutchinson only).
+    One NFE is one call of ``score_fn`` on the whole batch.
+    """
+    _check_options(sde, x, rtol, atol, t_min, num_probes, probe)
+    shape, dtype, device = x.shape, x.dtype, x.device
+    batch, n_x = shape[0], x.numel()
+    probes = None
+    if not exact_trace:
+        draw = _PROBES[probe] if isinstance(probe, str) else probe
+        probes = draw((num_probes, *shape), generator, dtype, device)
+    nfe = 0
+    bar = tqdm(total=sde.T - t_min, disable=not progress, desc="PF-ODE", unit="t", leave=False)
+
+    def rhs(t: float, state: np.ndarray) -> np.ndarray:
+        nonlocal nfe
+        xt = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)
+        tt = torch.full((batch,), t, dtype=dtype, device=device)
+        with torch.enable_grad():
+            xt.requires_grad_(True)
+            score = score_fn(xt, tt)
+            nfe += 1
+            if not isinstance(score, Tensor) or score.shape != shape:
+                got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
+                raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(shape)}")
+            drift = sde.ode_drift(xt, tt, score)
+            div = (
+                exact_divergence(drift, xt)
+                if exact_trace
+                else hutchinson_divergence(drift, xt, probes)
+            )
+        bar.update(max(0.0, t - t_min - bar.n))
+        out = torch.cat([drift.detach().flatten(), div.detach()])
+        return out.to(torch.float64).cpu().numpy()
+
+    state0 = np.concatenate([x.detach().to(torch.float64).cpu().flatten().numpy(), np.zeros(batch)])
+    try:
+        sol = solve_ivp(rhs, (t_min, sde.T), state0, method=method, rtol=rtol, atol=atol)
+    finally:
+        bar.close()
+    if not sol.success:
+        raise ValueError(f"PF-ODE integration failed ({method}, rtol={rtol}): {sol.message}")
+    end = torch.as_tensor(sol.y[:, -1], dtype=torch.float64, device=device)
+    x_T, int_div = end[:n_x].reshape(shape), end[n_x:]
+    log_prior = (sde.prior_logp if prior_logp is None else prior_logp)(x_T)
+    return log_prior.to(torch.float64) + int_div, nfe
+
+
+def dequantize(x: Tensor, num_bins: int, generator: torch.Generator | None = None) -> Tensor:
+    """y = x + Δ(u − ½), u ~ U(0, 1)^D, Δ = 2/(num_bins − 1): uniform noise over x's bin."""
+    width = 2.0 / (num_bins - 1)
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return x + width * (u - 0.5)
+
+
+def nats_to_bits_per_dim(logp: Tensor, dim: int, num_bins: int | None = None) -> Tensor:
+    """−log p in bits per dimension, in the units of the original ``num_bins`` levels.
+
+    Data levels k ∈ {0..K−1} are stored as x = a k − 1, a = 2/(K−1) (``scale_to_unit``). With
+    dequantized levels v = k + u (u ∈ [0,1), bins of unit width) and y = a(v − ½) − 1 the model's
+    variable, p_v(v) = p_y(y) |dy/dv|^D = p_y(y) a^D, so
+
+        bpd = −(log p_y(y) + D log a) / (D ln 2) = (−log p_y(y) − D log(2/(K−1))) / (D ln 2),
+
+    and by Jensen's inequality E_u[bpd] ≥ −log₂ P(k)/D for the discrete model P(k) = ∫ p_v(k+u) du.
+    Uniform p_y on [−1 − a/2, 1 + a/2]^D gives exactly log₂ K. ``num_bins=None``: continuous data,
+    bpd = −log p/(D ln 2).
+    """
+    if dim < 1:
+        raise ValueError(f"dim={dim} must be >= 1")
+    log_scale = 0.0 if num_bins is None else dim * math.log(2.0 / (num_bins - 1))
+    return -(logp + log_scale) / (dim * math.log(2.0))
+
+
+def bits_per_dim(
+    sde: SDE,
+    score_fn: ScoreFn,
+    x: Tensor,
+    num_bins: int,
+    num_draws: int = 1,
+    generator: torch.Generator | None = None,
+    **ode_kwargs,
+) -> tuple[Tensor, int]:
+    """Bits/dim per sample of data x on ``num_bins`` levels in [−1, 1], and the total NFE.
+
+    Averages ``nats_to_bits_per_dim`` of the PF-ODE log-likelihood over ``num_draws`` uniform
+    dequantizations (an upper bound on the discrete NLL, ``nats_to_bits_per_dim``), all solved as
+    one stacked batch of num_draws·B samples. Dequantization noise and Hutchinson probes both come
+    from ``generator``.
+    """
+    if not isinstance(num_bins, int) or num_bins < 2:
+        raise ValueError(f"num_bins={num_bins!r} must be an integer >= 2")
+    if not isinstance(num_draws, int) or num_draws < 1:
+        raise ValueError(f"num_draws={num_draws!r} must be an integer >= 1")
+    if isinstance(x, Tensor) and x.numel() and (x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6):
+        raise ValueError(f"x must lie in [-1, 1], got range [{x.min():.4g}, {x.max():.4g}]")
+    y = dequantize(x.repeat(num_draws, *([1] * (x.ndim - 1))), num_bins, generator)
+    logp, nfe = ode_log_likelihood(sde, score_fn, y, generator=generator, **ode_kwargs)
+    bpd = nats_to_bits_per_dim(logp, x[0].numel(), num_bins)
+    return bpd.reshape(num_draws, x.shape[0]).mean(0), nfe
