@@ -16,55 +16,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from sde_gen.data.base import DataSource
 from sde_gen.likelihood import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
 from sde_gen.runtime import pick_device, write_summary
+from sde_gen.score_source import load_score_source
 from sde_gen.sde import SDE, DiscreteVPSDE
 
-__all__ = ["EvalSource", "load_eval_source", "likelihood_report", "vlb_bits_per_dim", "main"]
-
-
-@dataclass
-class EvalSource:
-    """What to evaluate: an SDE, its score function, the data and the dtype the score runs in."""
-
-    sde: SDE
-    score_fn: ScoreFn
-    data: DataSource
-    dtype: torch.dtype
-    origin: str
-    model: torch.nn.Module | None = None
-
-
-def load_eval_source(cfg: DictConfig, device: torch.device) -> EvalSource:
-    """A trained ScoreModel (``checkpoint=``) or the exact score of a mixture ``data=`` config."""
-    if cfg.checkpoint:
-        from sde_gen.checkpoint import load_score_model
-
-        model, _, data = load_score_model(cfg.checkpoint, device, ema=bool(cfg.ema))
-        model.requires_grad_(False)
-        return EvalSource(
-            model.sde, model, data, torch.float32, f"checkpoint:{cfg.checkpoint}", model
-        )
-    data = instantiate(cfg.data)
-    if data.exact is None:
-        raise ValueError(
-            f"data={cfg.data.get('_target_')} has no exact score: give checkpoint=<path> of a "
-            "trained model, or a Gaussian-mixture data config (ring, mixture2d, mixture64)"
-        )
-    sde = instantiate(cfg.sde)
-    return EvalSource(sde, data.exact.score_fn(sde), data, torch.float64, "exact")
+__all__ = ["likelihood_report", "vlb_bits_per_dim", "main"]
 
 
 def _check(cfg: DictConfig) -> None:
@@ -158,7 +124,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg`` and write ``summary.json`` into ``out_dir``."""
     _check(cfg)
     device = pick_device(str(cfg.device))
-    src = load_eval_source(cfg, device)
+    src = load_score_source(cfg, device)
     x = src.data.split(str(cfg.split), None if cfg.n is None else int(cfg.n))
     if cfg.n is not None:
         x = x[: int(cfg.n)]

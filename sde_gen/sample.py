@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sde_gen.data.base import DataSource
 from sde_gen.data.gaussian_mixture import GaussianMixture
 from sde_gen.runtime import atomic_write, pick_device, set_threads, write_summary
-from sde_gen.sde import SDE
+from sde_gen.score_source import ScoreSource, data_shape, load_score_source
 
 METRIC_SAMPLES = 2000
 """At most this many samples enter the O(n²) MMD estimate."""
-
-
-@dataclass
-class Source:
-    """What to sample: the SDE, a score function, the data it stands for (and how it was got)."""
-
-    sde: SDE
-    score_fn: Any
-    data: DataSource
-    origin: str
-
-
-def _shape(data: DataSource) -> tuple[int, ...]:
-    return tuple(int(s) for s in data.shape)
-
-
-def load_source(cfg: DictConfig, device: torch.device, data_chosen: bool) -> Source:
-    """A trained score model (``checkpoint=``, EMA weights unless ``ema=false``) or the exact score
-    of a mixture ``data=`` config. A ``data=`` given beside a checkpoint must have its shape."""
-    if cfg.checkpoint:
-        from sde_gen.checkpoint import load_score_model
-
-        model, train_cfg, trained_on = load_score_model(cfg.checkpoint, device, ema=bool(cfg.ema))
-        data = trained_on
-        if data_chosen:
-            data = instantiate(cfg.data)
-            if _shape(data) != _shape(trained_on):
-                raise ValueError(
-                    f"checkpoint {cfg.checkpoint!r} was trained on data of shape "
-                    f"{_shape(trained_on)} ({train_cfg.data.get('_target_')}), but data= gives "
-                    f"shape {_shape(data)} ({cfg.data.get('_target_')}); drop data= or pick a "
-                    "data set of the trained shape"
-                )
-        return Source(model.sde, model, data, f"checkpoint:{cfg.checkpoint}")
-    data = instantiate(cfg.data)
-    if data.exact is None:
-        raise ValueError(
-            f"data={cfg.data.get('_target_')} has no exact score: give checkpoint=<path> of a "
-            "trained model, or a Gaussian-mixture data config (ring, mixture2d, mixture64)"
-        )
-    sde = instantiate(cfg.sde)
-    return Source(sde, data.exact.score_fn(sde), data, "exact")
 
 
 def build_solver(solver_cfg: DictConfig, progress: bool) -> tuple[Any, int | None, str | None]:
@@ -130,11 +86,11 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def save_plots(src: Source, out_dir: Path, x0: torch.Tensor, result: Any) -> list[Path]:
+def save_plots(src: ScoreSource, out_dir: Path, x0: torch.Tensor, result: Any) -> list[Path]:
     """Scatter (2-D) or grid (images) of the samples; trajectory plots when recorded."""
     from sde_gen import plotting
 
-    shape, paths = _shape(src.data), []
+    shape, paths = data_shape(src.data), []
     density = plotting.mixture_density(src.data.exact, src.sde) if src.data.exact else None
     if shape == (2,):
         ref = src.data.sample(min(len(x0), 2000), torch.Generator().manual_seed(1))
@@ -172,13 +128,13 @@ def run_sampling(
     device = pick_device(str(cfg.device))
     if not cfg.checkpoint:
         device = torch.device("cpu")  # the exact mixture score is evaluated in float64 on the CPU
-    src = load_source(cfg, device, data_chosen)
+    src = load_score_source(cfg, device, data_chosen)
     solver, steps, note = build_solver(cfg.solver, bool(cfg.progress))
     if note:
         print(note)
-    dtype = torch.float64 if src.origin == "exact" else torch.float32
+    dtype = src.dtype
     generator = torch.Generator(device).manual_seed(seed)
-    x_T = src.sde.prior_sample((n, *_shape(src.data)), generator, dtype=dtype, device=device)
+    x_T = src.sde.prior_sample((n, *data_shape(src.data)), generator, dtype=dtype, device=device)
     start = time.perf_counter()
     with torch.no_grad():
         result = solver(src.sde, src.score_fn, x_T, generator=generator, record=bool(cfg.record))
@@ -203,7 +159,7 @@ def run_sampling(
         "seed": seed,
         "source": src.origin,
         "sde": repr(src.sde),
-        "data_shape": list(_shape(src.data)),
+        "data_shape": list(data_shape(src.data)),
         "finite": finite,
     }
     if cfg.checkpoint:
