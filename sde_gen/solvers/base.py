@@ -26,6 +26,7 @@ __all__ = [
     "Solver",
     "FixedStepSolver",
     "scalar",
+    "check_int",
     "tweedie_x0",
 ]
 
@@ -90,6 +91,13 @@ def _check_x_T(x_T: Any) -> None:
         raise ValueError(f"x_T must be a floating tensor of shape (B, ...), got {x_T!r:.80}")
     if not bool(torch.isfinite(x_T).all()):
         raise ValueError("x_T contains NaN or inf")
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int ≥ ``minimum`` (bools rejected), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
 
 
 def _check_t_min(t_min: float) -> float:
@@ -228,9 +236,7 @@ class FixedStepSolver(Solver):
         progress: bool = False,
     ):
         super().__init__(t_min=t_min, denoise_final=denoise_final, progress=progress)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r} must be an integer >= 1")
-        self.steps = steps
+        self.steps = check_int("steps", steps, 1)
         self.grid = make_grid(grid if grid is not None else UniformGrid())
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde_gen.solvers.base import FixedStepSolver, StepContext
+from sde_gen.solvers.base import FixedStepSolver, StepContext, check_int
 from sde_gen.solvers.euler_maruyama import euler_maruyama_step
 from sde_gen.solvers.grids import Grid
 
@@ -73,10 +73,7 @@ class PredictorCorrector(FixedStepSolver):
         self.predictor = ReverseDiffusionPredictor() if predictor is None else predictor
         if not callable(self.predictor):
             raise ValueError(f"predictor={predictor!r} must be a predictor object")
-        if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int):
-            raise ValueError(f"corrector_steps={corrector_steps!r} must be an integer >= 0")
-        if corrector_steps < 0:
-            raise ValueError(f"corrector_steps={corrector_steps} must be >= 0")
+        check_int("corrector_steps", corrector_steps, 0)
         if not (isinstance(snr, int | float) and snr > 0 and math.isfinite(snr)):
             raise ValueError(f"snr={snr} must be a finite number > 0")
         self.corrector_steps, self.snr = corrector_steps, float(snr)

@@ -16,7 +16,7 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.solvers.base import CountedScore, Solver, scalar
+from sde_gen.solvers.base import CountedScore, Solver, check_int, scalar
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
 __all__ = ["PFODE", "ScipyODE", "TorchsdeODE"]
@@ -109,9 +109,7 @@ class TorchsdeODE:
         atol: float = 1e-5,
     ):
         self.method = check_method(method)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r} must be an integer >= 1")
-        self.steps, self.adaptive = steps, bool(adaptive)
+        self.steps, self.adaptive = check_int("steps", steps, 1), bool(adaptive)
         self.rtol, self.atol = _check_tol("rtol", rtol), _check_tol("atol", atol)
 
     def __repr__(self) -> str:
@@ -161,13 +159,7 @@ class PFODE(Solver):
         self.backend = ScipyODE() if backend is None else backend
         if not callable(self.backend):
             raise ValueError(f"backend={backend!r} must be ScipyODE or TorchsdeODE")
-        if (
-            isinstance(record_points, bool)
-            or not isinstance(record_points, int)
-            or record_points < 2
-        ):
-            raise ValueError(f"record_points={record_points!r} must be an integer >= 2")
-        self.record_points = record_points
+        self.record_points = check_int("record_points", record_points, 2)
 
     def __repr__(self) -> str:
         return (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sde_gen.solvers.base import Solver
+from sde_gen.solvers.base import Solver, check_int
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
 __all__ = ["TorchsdeSolver"]
@@ -28,9 +28,7 @@ class TorchsdeSolver(Solver):
     ):
         super().__init__(t_min=t_min, denoise_final=denoise_final, progress=progress)
         self.method = check_method(method)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r} must be an integer >= 1")
-        self.steps = steps
+        self.steps = check_int("steps", steps, 1)
 
     def __repr__(self) -> str:
         return (
