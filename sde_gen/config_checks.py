@@ -128,6 +128,20 @@ def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
         raise ValueError(f"config group '{group}' is invalid: {e}") from e
 
 
+def match_bins(loss_fn: Any, data: Any) -> None:
+    """Give a discrete-decoder loss the data's number of levels (``num_bins: null``), or reject
+    an explicit value that disagrees with the data's quantisation."""
+    if not hasattr(loss_fn, "num_bins"):
+        return
+    if loss_fn.num_bins is None:
+        loss_fn.num_bins = data.num_bins
+    elif data.num_bins is not None and loss_fn.num_bins != data.num_bins:
+        raise ValueError(
+            f"loss.num_bins={loss_fn.num_bins} but the data have {data.num_bins} levels; "
+            "set loss.num_bins=null to take it from the data"
+        )
+
+
 def trainer_settings(cfg_trainer: Any) -> dict[str, Any]:
     """The trainer node as a plain dict without Hydra's ``_target_``/``_partial_`` keys."""
     from omegaconf import OmegaConf
@@ -169,6 +183,7 @@ def build(cfg: Any) -> Parts:
     model = ScoreModel(eps_net, sde)
     _probe(model, data)
     loss_fn = _instantiate("loss", cfg.loss)
+    match_bins(loss_fn, data)
     _probe_loss(loss_fn, model, data)
     solver = _instantiate("solver", cfg.solver) if cfg.get("solver") is not None else None
     return Parts(sde=sde, data=data, model=model, loss_fn=loss_fn, solver=solver, device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import numpy as np
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 from scipy import integrate
 from torch import nn
 
+from sde_gen.config_checks import match_bins
 from sde_gen.data import ring_mixture
 from sde_gen.ddpm import LinearSchedule
 from sde_gen.losses import (
@@ -392,6 +394,8 @@ def test_dsm_configs_run(loss_name, sde_name):
 @pytest.mark.parametrize("loss_name", list(DDPM_CONFIGS))
 def test_ddpm_configs_run(loss_name):
     loss = _load("loss", loss_name)
+    assert loss.num_bins is None  # the configs take the levels from the data
+    match_bins(loss, SimpleNamespace(num_bins=256))
     model = ScoreModel(
         MLP((1, 4, 4), hidden=32, num_layers=1, learn_variance=True),
         _load("sde", DDPM_CONFIGS[loss_name]),

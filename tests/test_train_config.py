@@ -130,3 +130,23 @@ def test_cli_multirun_writes_one_summary_per_weighting(tmp_path):
     summaries = [json.loads(p.read_text()) for p in sorted(Path(tmp_path).glob("*/summary.json"))]
     assert sorted(s["loss.weighting"] for s in summaries) == ["likelihood", "sigma2"]
     assert all(s["steps"] == 6 for s in summaries)
+
+
+DDPM_DIGITS = [
+    "data=digits",
+    "sde=ddpm_linear",
+    "model=unet_digits",
+    "model.base_channels=16",
+    "model.learn_variance=true",
+]
+
+
+def test_decoder_bins_come_from_the_data():
+    """loss.num_bins=null takes the data's levels (17 for digits); an explicit value that
+    disagrees with the data is rejected, naming both."""
+    from sde_gen.config_checks import build
+
+    parts = build(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid"))
+    assert parts.loss_fn.num_bins == 17 == parts.data.num_bins
+    with pytest.raises(ValueError, match=r"loss.num_bins=256 but the data have 17 levels"):
+        build(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid", "loss.num_bins=256"))

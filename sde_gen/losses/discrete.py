@@ -167,7 +167,8 @@ class _DiscreteLoss:
 
     ``schedule`` is the chain (from the config); it must equal ``model.sde``'s DiscreteVPSDE
     (ValueError otherwise), and ``None`` takes it from ``model.sde``. ``num_bins`` is the number
-    of levels of the data for the decoder L_0: 256 for uint8 images, 17 for digits.
+    of levels of the data for the decoder L_0: 256 for uint8 images, 17 for digits; ``None``
+    (the configs' default) lets the trainer set it from the data's ``num_bins``.
     """
 
     simple_weight: float = 0.0
@@ -177,13 +178,14 @@ class _DiscreteLoss:
     def __init__(
         self,
         schedule: DiscreteSchedule | None = None,
-        num_bins: int = 256,
+        num_bins: int | None = 256,
         step_sampler: StepSampler | None = None,
         large_variance: bool = False,
     ):
-        if num_bins < 2:
+        if num_bins is not None and num_bins < 2:
             raise ValueError(f"num_bins={num_bins} must be >= 2")
-        self.schedule, self.num_bins = schedule, int(num_bins)
+        self.schedule = schedule
+        self.num_bins = None if num_bins is None else int(num_bins)
         self.step_sampler = UniformStepSampler() if step_sampler is None else step_sampler
         self.large_variance = large_variance
 
@@ -202,6 +204,11 @@ class _DiscreteLoss:
         out = {"steps": steps, "weights": weights, "xt": xt, "noise": noise, "T": schedule.T}
         out["simple"] = (noise - eps).pow(2).flatten(1).mean(1)
         if self.vlb_weight > 0:
+            if self.num_bins is None:
+                raise ValueError(
+                    "num_bins=None: the decoder L_0 needs the data's number of levels; set "
+                    "loss.num_bins (the trainer sets it from discrete data)"
+                )
             if self.detach_mean:
                 mean = mean.detach()
             out["vb"] = _terms_from_mean(schedule, x0, xt, steps, mean, log_var, self.num_bins)
@@ -267,7 +274,7 @@ class HybridLoss(_DiscreteLoss):
     def __init__(
         self,
         schedule: DiscreteSchedule | None = None,
-        num_bins: int = 256,
+        num_bins: int | None = 256,
         step_sampler: StepSampler | None = None,
         vlb_weight: float = 0.001,
         large_variance: bool = False,
