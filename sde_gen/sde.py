@@ -454,6 +454,14 @@ class DiscreteVPSDE(SDE):
     def _sigma2(self, t: Tensor) -> Tensor:
         return -torch.expm1(2 * self._log_gamma(t))
 
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Exact inverse: log ᾱ = log sigmoid(λ), then the segment of the piecewise-linear log ᾱ."""
+        target = torch.nn.functional.logsigmoid(log_snr.to(torch.float64))
+        neg = -self._log_alpha_bar.to(target.device)  # increasing from 0
+        i = (torch.searchsorted(neg, -target.contiguous()) - 1).clamp(0, self.N - 1)
+        u = (neg[i] + target) / (neg[i] - neg[i + 1])
+        return ((i + u.clamp(0, 1)) / self.N).to(log_snr.dtype)
+
     @property
     def prior_std(self) -> float:
         return 1.0

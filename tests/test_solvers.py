@@ -24,7 +24,7 @@ from sde_gen.solvers import (
     TorchsdeODE,
     TorchsdeSolver,
 )
-from sde_gen.solvers.pf_ode import SCIPY_METHODS
+from sde_gen.solvers.pf_ode import SCIPY_METHODS, ScaledCoordinates
 from sde_gen.solvers.torchsde_adapter import SDE_TYPE_OF_METHOD
 
 F64 = torch.float64
@@ -138,6 +138,41 @@ def test_pf_ode_scipy_matches_closed_form(method):
     res = PFODE(ScipyODE(method, rtol=1e-8, atol=1e-8), T_MIN)(sde, gaussian().score_fn(sde), x_T)
     assert (res.x0 - pf_ode_exact(sde, x_T, T_MIN)).abs().max() < 2e-6
     assert res.nfe > 10
+
+
+@pytest.mark.parametrize(
+    "sde", [VPSDE(), VESDE(), DiscreteVPSDE(LinearSchedule().betas)], ids=["vp", "ve", "ddpm"]
+)
+def test_pf_ode_scaled_coordinates_match_closed_form(sde):
+    """The PF-ODE in y = x/γ, u = log σ̃ is the same ODE: the closed-form end point, and the
+    recorded path at the requested t equals the closed form there too."""
+    x_T = prior(sde, n=4)
+    solver = PFODE(ScipyODE("DOP853", 1e-10, 1e-10, ScaledCoordinates()), T_MIN, record_points=5)
+    res = solver(sde, gaussian().score_fn(sde), x_T, record=True)
+    assert (res.x0 - pf_ode_exact(sde, x_T, T_MIN)).abs().max() < 1e-6
+    for t, x in zip(res.times.tolist()[1:-1], res.trajectory[1:-1], strict=True):
+        assert (x - pf_ode_exact(sde, x_T, t)).abs().max() < 1e-5
+
+
+def test_pf_ode_scaled_coordinates_survive_a_discrete_schedule():
+    """On the DDPM chain β(t) jumps at 1000 nodes: RK45 in t stalls (its error control is fooled),
+    RK45 in the smooth scaled variables reaches a 10× smaller error with fewer NFE."""
+    sde = DiscreteVPSDE(LinearSchedule().betas)
+    x_T = prior(sde, n=64)
+    score = gaussian().score_fn(sde)
+    exact = pf_ode_exact(sde, x_T, T_MIN)
+    plain = PFODE(ScipyODE("RK45", 1e-6, 1e-6), T_MIN)(sde, score, x_T)
+    scaled = PFODE(ScipyODE("RK45", 1e-6, 1e-6, ScaledCoordinates()), T_MIN)(sde, score, x_T)
+    err_plain = (plain.x0 - exact).abs().max()
+    err_scaled = (scaled.x0 - exact).abs().max()
+    assert err_scaled < 1e-5 and err_scaled < 0.1 * err_plain
+    assert scaled.nfe < plain.nfe
+
+
+def test_discrete_vpsde_log_snr_inverse_is_exact():
+    sde = DiscreteVPSDE(LinearSchedule().betas)
+    t = torch.linspace(1e-3, 1.0, 997, dtype=F64)
+    assert torch.allclose(sde.t_from_log_snr(sde.log_snr(t)), t, atol=1e-12)
 
 
 def test_pf_ode_scipy_and_torchsde_agree():

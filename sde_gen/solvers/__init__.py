@@ -9,7 +9,13 @@ from sde_gen.solvers.euler_maruyama import EulerMaruyama
 from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sde_gen.solvers.heun import Heun
 from sde_gen.solvers.pc import EulerMaruyamaPredictor, PredictorCorrector, ReverseDiffusionPredictor
-from sde_gen.solvers.pf_ode import PFODE, ScipyODE, TorchsdeODE
+from sde_gen.solvers.pf_ode import (
+    PFODE,
+    ScaledCoordinates,
+    ScipyODE,
+    TimeCoordinates,
+    TorchsdeODE,
+)
 from sde_gen.solvers.torchsde_solver import TorchsdeSolver
 
 __all__ = [
@@ -23,6 +29,8 @@ __all__ = [
     "EulerMaruyamaPredictor",
     "PFODE",
     "ScipyODE",
+    "ScaledCoordinates",
+    "TimeCoordinates",
     "TorchsdeODE",
     "TorchsdeSolver",
     "DDIM",

@@ -19,7 +19,7 @@ from sde_gen.sde import SDE
 from sde_gen.solvers.base import CountedScore, Solver, check_int, scalar
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
-__all__ = ["PFODE", "ScipyODE", "TorchsdeODE"]
+__all__ = ["PFODE", "ScipyODE", "TorchsdeODE", "TimeCoordinates", "ScaledCoordinates"]
 
 SCIPY_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 IMPLICIT = ("Radau", "BDF")
@@ -31,14 +31,87 @@ def _check_tol(name: str, value: float) -> float:
     return float(value)
 
 
+class TimeCoordinates:
+    """Integrate the PF-ODE as written: state x, variable t (from T down to t_min)."""
+
+    def bounds(self, sde: SDE, t_min: float) -> tuple[float, float]:
+        return sde.T, t_min
+
+    def u_of_t(self, sde: SDE, t: Tensor) -> Tensor:
+        return t
+
+    def t_of_u(self, sde: SDE, u: float) -> float:
+        return u
+
+    def to_state(self, sde: SDE, x: Tensor, u: float) -> Tensor:
+        return x
+
+    def to_x(self, sde: SDE, y: Tensor, u: float) -> Tensor:
+        return y
+
+    def rhs(self, sde: SDE, score: CountedScore, y: Tensor, u: float) -> Tensor:
+        """dx/dt = f x − ½ g² ∇log q_t(x)."""
+        f, g2 = scalar(sde.f, u), scalar(sde.g2, u)
+        return f * y - 0.5 * g2 * score(y, u)
+
+    def __repr__(self) -> str:
+        return "TimeCoordinates()"
+
+
+class ScaledCoordinates(TimeCoordinates):
+    """The same ODE in y = x/γ_t and u = log σ̃_t, σ̃ = σ/γ (Karras et al. 2022's scaled form):
+    dy/dσ̃ = ε(x, t) with ε = −σ_t ∇log q_t, so dy/du = σ̃ ε.
+
+    Smooth in u whatever β(t) does, so adaptive steps work on schedules with kinks or jumps in
+    β(t) (the DDPM chain as ``DiscreteVPSDE``); t(u) comes from ``sde.t_from_log_snr(−2u)``.
+    """
+
+    def _log_sigma_tilde(self, sde: SDE, t: Tensor) -> Tensor:
+        return -0.5 * sde.log_snr(t.to(torch.float64))
+
+    def bounds(self, sde: SDE, t_min: float) -> tuple[float, float]:
+        u = self._log_sigma_tilde(sde, torch.tensor([sde.T, t_min], dtype=torch.float64))
+        return float(u[0]), float(u[1])
+
+    def u_of_t(self, sde: SDE, t: Tensor) -> Tensor:
+        return self._log_sigma_tilde(sde, t)
+
+    def t_of_u(self, sde: SDE, u: float) -> float:
+        t = float(sde.t_from_log_snr(torch.tensor([-2.0 * u], dtype=torch.float64))[0])
+        return min(max(t, 0.0), sde.T)
+
+    def to_state(self, sde: SDE, x: Tensor, u: float) -> Tensor:
+        return x / scalar(sde.gamma, self.t_of_u(sde, u))
+
+    def to_x(self, sde: SDE, y: Tensor, u: float) -> Tensor:
+        return y * scalar(sde.gamma, self.t_of_u(sde, u))
+
+    def rhs(self, sde: SDE, score: CountedScore, y: Tensor, u: float) -> Tensor:
+        t = self.t_of_u(sde, u)
+        gamma, sigma = scalar(sde.gamma, t), scalar(sde.sigma, t)
+        eps = -sigma * score(gamma * y, t)
+        return (sigma / gamma) * eps
+
+    def __repr__(self) -> str:
+        return "ScaledCoordinates()"
+
+
 class ScipyODE:
     """``solve_ivp`` on the whole batch flattened into one state vector (float64).
 
-    Implicit methods get the Jacobian's block-diagonal structure (samples are independent), so a
-    finite-difference Jacobian costs one evaluation per data dimension, not per state entry.
+    ``coordinates``: ``TimeCoordinates()`` (x in t, the default) or ``ScaledCoordinates()``
+    (x/γ in log σ̃: smooth for discrete schedules). Implicit methods get the Jacobian's
+    block-diagonal structure (samples are independent), so a finite-difference Jacobian costs one
+    evaluation per data dimension, not per state entry.
     """
 
-    def __init__(self, method: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
+    def __init__(
+        self,
+        method: str = "RK45",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        coordinates: TimeCoordinates | None = None,
+    ):
         if method not in SCIPY_METHODS:
             raise ValueError(
                 f"method={method!r} is not a solve_ivp method; allowed: {SCIPY_METHODS}"
@@ -48,24 +121,35 @@ class ScipyODE:
             _check_tol("rtol", rtol),
             _check_tol("atol", atol),
         )
+        self.coordinates = TimeCoordinates() if coordinates is None else coordinates
+        if not isinstance(self.coordinates, TimeCoordinates):
+            raise ValueError(
+                f"coordinates={coordinates!r} must be TimeCoordinates or ScaledCoordinates"
+            )
 
     def __repr__(self) -> str:
-        return f"ScipyODE(method={self.method!r}, rtol={self.rtol}, atol={self.atol})"
+        return (
+            f"ScipyODE(method={self.method!r}, rtol={self.rtol}, atol={self.atol}, "
+            f"coordinates={self.coordinates!r})"
+        )
 
     def __call__(
         self, sde: SDE, score: CountedScore, x_T: Tensor, t_min: float, t_eval: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         shape, dtype, device = x_T.shape, x_T.dtype, x_T.device
+        coords = self.coordinates
+        u_T, u_min = coords.bounds(sde, t_min)
 
-        def rhs(t: float, y: np.ndarray) -> np.ndarray:
-            x = (
+        def to_tensor(y: np.ndarray) -> Tensor:
+            return (
                 torch.as_tensor(y, dtype=torch.float64)
                 .reshape(shape)
-                .to(dtype=dtype, device=device)
+                .to(device=device, dtype=dtype)
             )
-            f, g2 = scalar(sde.f, t), scalar(sde.g2, t)
-            drift = f * x - 0.5 * g2 * score(x, t)
-            return drift.detach().to("cpu", torch.float64).reshape(-1).numpy()
+
+        def rhs(u: float, y: np.ndarray) -> np.ndarray:
+            dy = coords.rhs(sde, score, to_tensor(y), u)
+            return dy.detach().to("cpu", torch.float64).reshape(-1).numpy()
 
         extra = {}
         batch, dim = shape[0], int(np.prod(shape[1:]))
@@ -73,11 +157,11 @@ class ScipyODE:
             extra["jac_sparsity"] = scipy.sparse.block_diag([np.ones((dim, dim))] * batch)
         elif self.method == "LSODA":
             extra["lband"] = extra["uband"] = dim - 1
-        y0 = x_T.detach().to("cpu", torch.float64).reshape(-1).numpy()
+        y0 = coords.to_state(sde, x_T.detach().to("cpu", torch.float64), u_T).reshape(-1).numpy()
         with torch.no_grad():
             sol = solve_ivp(
                 rhs,
-                (sde.T, t_min),
+                (u_T, u_min),
                 y0,
                 method=self.method,
                 rtol=self.rtol,
@@ -87,12 +171,15 @@ class ScipyODE:
             )
         if not sol.success:
             raise ValueError(f"solve_ivp({self.method}) failed: {sol.message}")
-        x0 = torch.as_tensor(sol.y[:, -1]).reshape(shape).to(dtype=dtype, device=device)
+        x0 = coords.to_x(sde, to_tensor(sol.y[:, -1]), u_min)
         if t_eval is None:
             return x0, x0[None]
         # dense output at the recorded times (the steps are those of the unrecorded run)
-        path = torch.as_tensor(sol.sol(t_eval.numpy()).T).reshape((len(t_eval),) + tuple(shape))
-        path = path.to(dtype=dtype, device=device)
+        u_eval = coords.u_of_t(sde, t_eval).clamp(min(u_T, u_min), max(u_T, u_min))
+        ys = torch.as_tensor(sol.sol(u_eval.numpy()).T)
+        path = torch.stack(
+            [coords.to_x(sde, to_tensor(y.numpy()), float(u)) for y, u in zip(ys, u_eval)]
+        )
         path[0], path[-1] = x_T, x0
         return x0, path
 
