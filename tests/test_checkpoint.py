@@ -3,7 +3,7 @@ round-trips and the model rebuild used by sampling and evaluation."""
 
 from __future__ import annotations
 
-import os
+import random
 
 import numpy as np
 import pytest
@@ -77,14 +77,18 @@ def test_write_is_atomic_failed_save_leaves_old_file_untouched(saved, tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "empty", "garbage0", "garbage1", "garbage2", "garbage3", "garbage4"]
+)
 def test_corrupt_checkpoint_is_a_clear_error(saved, tmp_path, damage):
+    """Truncated, empty and (seeded) random bytes: each is a ValueError naming the file."""
     _, path = saved
     raw = path.read_bytes()
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(
-        {"truncate": raw[: len(raw) // 2], "garbage": os.urandom(4096), "empty": b""}[damage]
-    )
+    if damage.startswith("garbage"):
+        bad.write_bytes(random.Random(int(damage[-1])).randbytes(4096))
+    else:
+        bad.write_bytes({"truncate": raw[: len(raw) // 2], "empty": b""}[damage])
     with pytest.raises(ValueError, match="bad.pt.*corrupt or truncated"):
         ckpt.load_checkpoint(bad)
 
