@@ -92,6 +92,20 @@ def density_image(
     ax.contourf(gx.numpy(), gy.numpy(), dens.numpy(), levels=levels, cmap=cmap)
 
 
+def forward_samples(
+    sde: SDE, x0: torch.Tensor, times, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """x_t = γ_t x0 + σ_t ε at each of ``times`` (float64), one fresh ε per time."""
+    if len(times) == 0:
+        raise ValueError("times must be a non-empty list of times in [0, T]")
+    out = []
+    for t in times:
+        tt = torch.full((x0.shape[0],), float(t), dtype=torch.float64)
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        out.append(sde.marginal_sample(x0.to(torch.float64), tt, noise))
+    return out
+
+
 def limits_of(*clouds: np.ndarray, pad: float = 0.1, clip: float = 10.0) -> tuple[float, ...]:
     """Square axis limits (x_lo, x_hi, y_lo, y_hi) around the central 99% of 2-D points."""
     pts = np.concatenate([c.reshape(-1, 2) for c in clouds], 0)

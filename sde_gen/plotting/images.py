@@ -15,6 +15,7 @@ from sde_gen.plotting._common import (
     PathLike,
     axes_or_figure,
     finish,
+    forward_samples,
     images_to_unit,
     new_figure,
     to_numpy,
@@ -108,13 +109,9 @@ def plot_forward_images(
     Columns are rescaled by the prior std so that VE noise stays visible."""
     x = torch.as_tensor(to_numpy(x0, "x0"))[:max_rows]
     images_to_unit(x.numpy(), "x0")
-    if len(times) == 0:
-        raise ValueError("times must be a non-empty list of times in [0, T]")
     cols = []
-    for t in times:
-        tt = torch.full((x.shape[0],), float(t), dtype=torch.float64)
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        xt = sde.marginal_sample(x, tt, noise)
-        scale = float(torch.sqrt(sde.gamma(tt[:1]) ** 2 + sde.sigma(tt[:1]) ** 2))
+    for t, xt in zip(times, forward_samples(sde, x, times, generator), strict=True):
+        tt = torch.tensor([float(t)], dtype=torch.float64)
+        scale = float(torch.sqrt(sde.gamma(tt) ** 2 + sde.sigma(tt) ** 2))
         cols.append((xt / max(scale, 1.0)).numpy())
     return _strip(cols, [f"t = {float(t):.3g}" for t in times], path)

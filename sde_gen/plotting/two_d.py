@@ -18,6 +18,7 @@ from sde_gen.plotting._common import (
     check_points_2d,
     density_image,
     finish,
+    forward_samples,
     limits_of,
     new_figure,
     to_numpy,
@@ -121,13 +122,7 @@ def plot_forward_2d(
     over the exact q_t when ``log_density`` is given."""
     x0_t = torch.as_tensor(to_numpy(x0, "x0"))
     check_points_2d(x0_t.numpy(), "x0")
-    if len(times) == 0:
-        raise ValueError("times must be a non-empty list of times in [0, T]")
-    clouds = []
-    for t in times:
-        tt = torch.full((x0_t.shape[0],), float(t), dtype=torch.float64)
-        noise = torch.randn(x0_t.shape, generator=generator, dtype=torch.float64)
-        clouds.append(sde.marginal_sample(x0_t, tt, noise).numpy())
+    clouds = [xt.numpy() for xt in forward_samples(sde, x0_t, times, generator)]
     lim = limits_of(*clouds)
     fig, axes = new_figure(len(times), 1, size=2.8)
     for ax, t, pts in zip(axes[0], times, clouds):
