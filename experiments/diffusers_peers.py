@@ -62,8 +62,7 @@ class ExactEps:
             self.times_of(torch.tensor([tau]))
         t = torch.full((x.shape[0],), self._times[tau], dtype=torch.float64)
         x64 = x.to(torch.float64)
-        eps = -self.sde.sigma(t)[:, None] * self.score_fn(x64, t)
-        return eps.to(x.dtype)
+        return self.sde.eps_from_score(x64, t, self.score_fn(x64, t)).to(x.dtype)
 
 
 class DiffusersSampler:

@@ -92,28 +92,42 @@ def flow_metrics(
 def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
     """The solver spending about ``cfg.nfe`` score evaluations; returns (solver, setting).
 
-    Fixed-step solvers: NFE(steps) = a + b·steps is measured on two probe runs and inverted.
-    Adaptive ones (no ``steps`` option): rtol = atol = ``adaptive_tolerance[nfe]``.
+    Adaptive solvers (``solver.adaptive``): rtol = atol = ``adaptive_tolerance[nfe]``.
+    Fixed-step ones: NFE(steps) = a + b·steps, from ``expected_nfe()`` where the solver declares
+    it (else measured on two probe runs: the diffusers peers), inverted for the budget. The steps
+    live in ``steps`` or, for a fixed-step ODE backend, in ``backend.steps``.
     """
-    scfg = OmegaConf.to_container(cfg.solver, resolve=True)
-    scfg = OmegaConf.create(scfg)
+    scfg = OmegaConf.create(OmegaConf.to_container(cfg.solver, resolve=True))
     for key, value in cfg.solver_overrides.items():
         if key in scfg:
             scfg[key] = value
-    if "steps" not in scfg:
+    if getattr(hydra.utils.instantiate(scfg), "adaptive", False):
         tol = float(cfg.adaptive_tolerance[cfg.nfe])
         for key in cfg.tolerance_keys:
             if OmegaConf.select(scfg, key) is None:
                 raise ValueError(f"adaptive solver config has no {key!r} to set rtol={tol} on")
             OmegaConf.update(scfg, key, tol)
         return hydra.utils.instantiate(scfg), {"rtol": tol}
+    steps_key = "steps" if "steps" in scfg else "backend.steps"
+    if OmegaConf.select(scfg, steps_key) is None:
+        raise ValueError(f"fixed-step solver config {scfg.get('_target_')} has no steps option")
+
+    def with_steps(steps: int):
+        node = scfg.copy()
+        OmegaConf.update(node, steps_key, steps)
+        return hydra.utils.instantiate(node)
+
+    def nfe(steps: int) -> int:
+        solver = with_steps(steps)
+        expected = solver.expected_nfe() if hasattr(solver, "expected_nfe") else None
+        return expected if expected is not None else solver(sde, score_fn, x_probe).nfe
+
     lo, hi = CALIBRATION_STEPS
-    nfe_lo = hydra.utils.instantiate(scfg, steps=lo)(sde, score_fn, x_probe).nfe
-    nfe_hi = hydra.utils.instantiate(scfg, steps=hi)(sde, score_fn, x_probe).nfe
+    nfe_lo, nfe_hi = nfe(lo), nfe(hi)
     per_step = (nfe_hi - nfe_lo) / (hi - lo)
     offset = nfe_lo - per_step * lo
     steps = max(1, math.floor((cfg.nfe - offset) / per_step + 0.5))
-    return hydra.utils.instantiate(scfg, steps=steps), {"steps": steps, "nfe_per_step": per_step}
+    return with_steps(steps), {"steps": steps, "nfe_per_step": per_step}
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose
+from omegaconf import DictConfig
 from torch import Tensor
 
 from sde_gen.models.score_model import ScoreModel
@@ -47,7 +47,9 @@ def build_score(cfg: DictConfig, sde) -> ScoreModel:
 
 
 def load_solver(name: str, overrides: DictConfig):
-    cfg = OmegaConf.load(str(files("sde_gen.conf") / "solver" / f"{name}.yaml"))
+    """conf/solver/<name>.yaml composed with its grid (inside the running Hydra app), with
+    ``overrides`` on the keys it has."""
+    cfg = compose(config_name="solver_overhead", overrides=[f"+solver={name}"]).solver
     for key, value in overrides.items():
         if key in cfg:
             cfg[key] = value

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from sde_gen.config_checks import build
-from sde_gen.runtime import seed_everything
+from sde_gen.build import build_training
+from sde_gen.runtime import pick_device, seed_everything
+from sde_gen.settings import TrainConfig, settings_from
 from sde_gen.trainer import Trainer
 
 
@@ -64,31 +65,21 @@ def main() -> None:
 
     with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
         cfg = compose("train", overrides=args.overrides)
+    settings = settings_from(cfg, TrainConfig)
+    device = pick_device(settings.device)
     seed_everything(cfg.seed)
-    parts = build(cfg)
+    parts = build_training(cfg)
     bare_model = copy.deepcopy(parts.model)
-    tc = cfg.trainer
+    tc = settings.trainer
     k = args.block_steps
-    total = (2 * args.blocks + 1) * k
+    tc.steps = (2 * args.blocks + 1) * k
+    tc.checkpoint_every, tc.sample_every, tc.progress = None, None, True
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(
-            parts.model,
-            parts.loss_fn,
-            parts.data,
-            out,
-            steps=total,
-            batch_size=tc.batch_size,
-            lr=tc.lr,
-            warmup_steps=tc.warmup_steps,
-            grad_clip=tc.grad_clip,
-            ema_decay=tc.ema_decay,
-            log_every=tc.log_every,
-            device=parts.device,
-            seed=cfg.seed,
-            progress=True,
+            parts.model, parts.loss_fn, parts.data, out, tc, device=device, seed=cfg.seed
         )
         bare = BareLoop(
-            bare_model, parts.loss_fn, parts.data, tc.batch_size, tc.lr, parts.device, cfg.seed
+            bare_model, parts.loss_fn, parts.data, tc.batch_size, tc.lr, device, cfg.seed
         )
         trainer.begin()
         try:

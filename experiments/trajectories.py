@@ -16,15 +16,16 @@ import shutil
 import time
 from pathlib import Path
 
+import hydra
 import matplotlib.pyplot as plt
 import torch
+from hydra import compose, initialize_config_module
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 import sde_gen
 from sde_gen import plotting
 from sde_gen.data import Digits, ring_mixture
-from sde_gen.sample import build_solver, exact_metrics
+from sde_gen.sample import exact_metrics
 from sde_gen.sde import VESDE, VPSDE
 
 CONF = Path(sde_gen.__file__).parent / "conf"
@@ -53,6 +54,22 @@ def parse_solvers(spec: str) -> list[tuple[str, int | None]]:
             raise ValueError(f"solver {name!r} is not in conf/solver; available: {known}")
         out.append((name, int(steps) if steps else None))
     return out
+
+
+def load_solver(name: str, steps: int | None):
+    """conf/solver/<name>.yaml composed as ``sde-gen-sample solver=<name> [solver.steps=…]``
+    (an adaptive solver has no ``steps``: giving it some is a composition error)."""
+    overrides = [f"solver={name}", "solver.progress=false"]
+    if steps is not None:
+        overrides.append(f"solver.steps={steps}")
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        return hydra.utils.instantiate(compose("sample", overrides=overrides).solver)
+
+
+def steps_shown(solver) -> str:
+    if solver.adaptive:
+        return "adaptive"
+    return str(getattr(solver, "steps", None) or solver.backend.steps)
 
 
 def main() -> None:
@@ -86,10 +103,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for name, steps in parse_solvers(args.solvers):
-        cfg = OmegaConf.load(CONF / "solver" / f"{name}.yaml")
-        if steps is not None:
-            cfg.steps = steps
-        solver, used, _ = build_solver(cfg, progress=False)
+        solver = load_solver(name, steps)
         start = time.perf_counter()
         res = solver(sde, mix.score_fn(sde), x_T.clone(), torch.Generator().manual_seed(2), True)
         elapsed = time.perf_counter() - start
@@ -99,7 +113,7 @@ def main() -> None:
         save(fig, out / f"trajectories_{name}.png", args.dpi)
         m = exact_metrics(mix, res.x0, args.seed)
         rows.append(
-            f"| {name} | {used if used is not None else 'adaptive'} | {res.nfe} | {elapsed:.2f} "
+            f"| {name} | {steps_shown(solver)} | {res.nfe} | {elapsed:.2f} "
             f"| {m['nll_gap']:.3f} | {m['mmd2']:.2e} |"
         )
         print(rows[-1])

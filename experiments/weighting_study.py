@@ -13,6 +13,7 @@ Each arm is trained with the same seed, steps and batch size through ``sde_gen.t
 
     .venv/bin/python experiments/weighting_study.py                      # the real budget
     .venv/bin/python experiments/weighting_study.py --steps 20 --smoke   # a tiny check
+    .venv/bin/python experiments/weighting_study.py --dry-run            # compose the arms only
 
 Outputs in ``results/weighting_study/``: one folder per arm (checkpoints, samples.png, eval),
 ``classifier.pt``, ``results.json`` and ``results.md`` (the table for docs/results.md).
@@ -25,8 +26,10 @@ import json
 import time
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from scipy import linalg
 from torch import nn
 
@@ -38,8 +41,14 @@ from sde_gen.solvers import EulerMaruyama
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {  # name: (overrides, label); the DDPM arm is the only one with a VLB
-    "sigma2": (["sde=vp", "loss=dsm"], "λ = σ² (uniform t)"),
-    "likelihood_is": (["sde=vp", "loss=dsm_likelihood_is"], "λ = β (likelihood, IS)"),
+    "sigma2": (
+        ["sde=vp", "loss=dsm", "loss/weighting=sigma2", "loss/time_sampler=uniform"],
+        "λ = σ² (uniform t)",
+    ),
+    "likelihood_is": (
+        ["sde=vp", "loss=dsm", "loss/weighting=likelihood", "loss/time_sampler=importance"],
+        "λ = β (likelihood, IS)",
+    ),
     "ddpm_simple": (
         ["sde=ddpm_linear", "loss=ddpm_simple", "loss.num_bins=17"],
         "DDPM L_simple (discrete, T = 1000)",
@@ -134,17 +143,10 @@ def features(net: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 # -- one arm ----------------------------------------------------------------------------------
-def train_arm(arm: list[str], out_dir: Path, args: argparse.Namespace) -> dict:
-    """Train (or reuse a finished run of the same budget) and return its summary."""
+def arm_config(arm: list[str], args: argparse.Namespace) -> DictConfig:
+    """The composed ``train`` config of one arm at this budget."""
     from hydra import compose, initialize_config_module
 
-    from sde_gen.train import run
-
-    summary_path = out_dir / "summary.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if done.get("steps") == args.steps and done.get("trainer.batch_size") == args.batch_size:
-            return done
     overrides = [
         "data=digits", *arm, *MODEL, f"seed={args.seed}", "device=cpu",
         f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}",
@@ -154,7 +156,19 @@ def train_arm(arm: list[str], out_dir: Path, args: argparse.Namespace) -> dict:
         "solver=euler_maruyama", f"solver.steps={args.sample_steps}",
     ]  # fmt: skip
     with initialize_config_module("sde_gen.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        return compose("train", overrides=overrides)
+
+
+def train_arm(arm: list[str], out_dir: Path, args: argparse.Namespace) -> dict:
+    """Train (or reuse a finished run of the same budget) and return its summary."""
+    from sde_gen.train import run
+
+    summary_path = out_dir / "summary.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if done.get("steps") == args.steps and done.get("trainer.batch_size") == args.batch_size:
+            return done
+    cfg = arm_config(arm, args)
     return run(cfg, out_dir, progress=False, choices={"model": "unet_digits"})
 
 
@@ -231,7 +245,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "weighting_study")
     p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     p.add_argument("--smoke", action="store_true", help="tiny evaluation sizes for a quick check")
+    p.add_argument("--dry-run", action="store_true", help="compose each arm's loss, then stop")
     args = p.parse_args()
+    if args.dry_run:
+        for name in args.arms:
+            loss = hydra.utils.instantiate(arm_config(ARMS[name][0], args).loss)
+            print(f"{name}: {loss!r}")
+        return
     if args.smoke:
         args.n_eval, args.n_samples, args.sample_steps, args.classifier_epochs = 8, 64, 10, 2
         args.out = args.out.with_name(args.out.name + "_smoke")

@@ -1,7 +1,8 @@
 """``sde-gen-collect <multirun dir>``: every ``summary.json`` below a directory → one table.
 
 Writes ``summaries.csv`` and ``summaries.md`` into the directory and, when the runs have an
-``nfe`` and a metric, ``summaries.png`` (metric vs NFE, one curve per solver, log–log).
+``nfe`` and a metric, ``summaries.png`` (metric vs NFE, one curve per solver, log NFE; the metric
+at its signed value, on a symlog axis when some value is ≤ 0).
 Each row also holds the run's Hydra overrides (``.hydra/overrides.yaml``) when present.
 """
 
@@ -15,9 +16,12 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sde_gen.runtime import SUMMARY_FILE, atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_METRICS = ("nll_gap", "mmd2", "endpoint_error", "nll", "bpd", "loss", "final_loss")
 RESULT_KEYS = ("solver", "steps", "nfe", "time_s", "wall_s", "mode_fraction", *DEFAULT_METRICS)
@@ -122,11 +126,13 @@ def pick_metric(rows: Sequence[dict[str, Any]], metric: str | None) -> str | Non
 
 
 def plot_rows(
-    rows: Sequence[dict[str, Any]], metric: str, path: Path, group: str = "solver"
-) -> Path | None:
-    """|metric| vs NFE, one curve per ``group`` value (mean over repeated NFE), with the mean
-    ``<metric>_floor`` of the runs (the Monte Carlo floor) as a band when they report one."""
-    from sde_gen.plotting import plot_solver_comparison
+    rows: Sequence[dict[str, Any]], metric: str, path: Path | None = None, group: str = "solver"
+) -> Figure | Path | None:
+    """``metric`` vs NFE at its signed value (symlog axis when some value is ≤ 0), one curve per
+    ``group`` value (mean over repeated NFE), with the mean ``<metric>_floor`` of the runs (the
+    Monte Carlo floor) as the band ±floor and the axis' linear range when they report one; the
+    PNG at ``path`` (the Figure without one), None when no run has an NFE and the metric."""
+    from sde_gen.plotting import plot_solver_comparison, sweep_title
 
     curves: dict[str, dict[float, list[float]]] = {}
     for r in rows:
@@ -143,9 +149,13 @@ def plot_rows(
         for name, pts in curves.items()
     }
     floors = [r[f"{metric}_floor"] for r in rows if isinstance(r.get(f"{metric}_floor"), float)]
-    floor = (0.0, sum(floors) / len(floors)) if floors else None
+    floor = sum(floors) / len(floors) if floors else None
     return plot_solver_comparison(
-        data, path, floor=floor, ylabel=f"|{metric}|", title=f"{metric} vs NFE"
+        data,
+        path,
+        floor=None if floor is None else (0.0, floor),
+        ylabel=metric,
+        title=sweep_title(rows, metric, floor),
     )
 
 
@@ -188,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         written = collect(args.directory, args.metric, args.group, args.all)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         parser.exit(2, f"sde-gen-collect: error: {e}\n")
     rows = read_summaries(args.directory)
     print(Path(written["md"]).read_text(), end="")

@@ -14,6 +14,7 @@ Writes ``summary.json`` into the run directory and prints one summary line.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -23,27 +24,18 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
+from sde_gen.build import instantiate_group
+from sde_gen.cli import run_cli, user_errors
 from sde_gen.likelihood import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
-from sde_gen.runtime import pick_device, write_summary
+from sde_gen.runtime import choose_threads, pick_device, progress_bar, write_summary
 from sde_gen.score_source import load_score_source
 from sde_gen.sde import SDE, DiscreteVPSDE
+from sde_gen.settings import EvalConfig, settings_from
+
+log = logging.getLogger(__name__)
 
 __all__ = ["likelihood_report", "vlb_bits_per_dim", "main"]
-
-
-def _check(cfg: DictConfig) -> None:
-    if cfg.split not in ("train", "test"):
-        raise ValueError(f"split={cfg.split!r}: expected 'train' or 'test'")
-    if cfg.n is not None and int(cfg.n) < 1:
-        raise ValueError(f"n={cfg.n} must be >= 1 (or null: the whole split)")
-    if int(cfg.batch_size) < 1:
-        raise ValueError(f"batch_size={cfg.batch_size} must be >= 1")
-    if int(cfg.num_dequant) < 1:
-        raise ValueError(f"num_dequant={cfg.num_dequant} must be >= 1")
-    if int(cfg.seed) < 0:
-        raise ValueError(f"seed={cfg.seed} must be >= 0")
 
 
 def likelihood_report(
@@ -68,7 +60,7 @@ def likelihood_report(
     dim = x[0].numel()
     ode_kwargs.setdefault("progress", progress)  # a bar along t inside each batch's solve
     nll, bpd, nfe = [], [], 0
-    for batch in tqdm(x.split(batch_size), desc="NLL", disable=not progress):
+    for batch in progress_bar(progress, iterable=x.split(batch_size), desc="NLL"):
         if num_bins is None:
             logp, n = ode_log_likelihood(sde, score_fn, batch, generator=generator, **ode_kwargs)
             b = nats_to_bits_per_dim(logp, dim)
@@ -115,65 +107,70 @@ def vlb_bits_per_dim(
     if not isinstance(model.sde, DiscreteVPSDE):
         raise ValueError(f"VLB needs a discrete DDPM model, got sde={model.sde!r}")
     schedule, dim, total = schedule_of(model), x[0].numel(), []
-    for batch in tqdm(x.split(batch_size), desc="VLB", disable=not progress):
+    for batch in progress_bar(progress, iterable=x.split(batch_size), desc="VLB"):
         total.append(vlb(model, schedule, batch, num_bins, generator, large_variance).cpu())
     return float(torch.cat(total).mean() / (dim * math.log(2.0)))
 
 
 def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg`` and write ``summary.json`` into ``out_dir``."""
-    _check(cfg)
-    device = pick_device(str(cfg.device))
+    settings: EvalConfig = settings_from(cfg, EvalConfig)
+    device = pick_device(settings.device)
     src = load_score_source(cfg, device)
-    x = src.data.split(str(cfg.split), None if cfg.n is None else int(cfg.n))
-    if cfg.n is not None:
-        x = x[: int(cfg.n)]
+    probe = instantiate_group("probe", cfg.probe)
+    threads = choose_threads(settings.threads, device, src.model)
+    split = settings.split.value
+    x = src.data.split(split, settings.n)
+    if settings.n is not None:
+        x = x[: settings.n]
     x = x.to(device=device, dtype=src.dtype)
-    generator = torch.Generator(device).manual_seed(int(cfg.seed))
+    generator = torch.Generator(device).manual_seed(settings.seed)
     start = time.perf_counter()
     report = likelihood_report(
         src.sde,
         src.score_fn,
         x,
         num_bins=src.data.num_bins,
-        batch_size=int(cfg.batch_size),
-        num_dequant=int(cfg.num_dequant),
+        batch_size=settings.batch_size,
+        num_dequant=settings.num_dequant,
         generator=generator,
-        progress=bool(cfg.progress),
-        exact_trace=bool(cfg.exact_trace),
-        num_probes=int(cfg.num_probes),
-        probe=str(cfg.probe),
-        rtol=float(cfg.rtol),
-        atol=float(cfg.atol),
-        method=str(cfg.method),
-        t_min=float(cfg.t_min),
+        progress=settings.progress,
+        exact_trace=settings.exact_trace,
+        num_probes=settings.num_probes,
+        probe=probe,
+        rtol=settings.rtol,
+        atol=settings.atol,
+        method=settings.method.value,
+        t_min=settings.t_min,
     )
     summary: dict[str, Any] = {
         "source": src.origin,
         "sde": repr(src.sde),
-        "split": str(cfg.split),
+        "split": split,
         "num_bins": src.data.num_bins,
-        "exact_trace": bool(cfg.exact_trace),
-        "num_probes": int(cfg.num_probes),
-        "t_min": float(cfg.t_min),
+        "exact_trace": settings.exact_trace,
+        "num_probes": settings.num_probes,
+        "probe": type(probe).__name__,
+        "t_min": settings.t_min,
         "time_s": time.perf_counter() - start,
-        "seed": int(cfg.seed),
+        "seed": settings.seed,
+        "threads": threads,
         **report,
     }
     if src.origin == "exact":
-        t = torch.full((len(x),), float(cfg.t_min), dtype=torch.float64, device=device)
+        t = torch.full((len(x),), settings.t_min, dtype=torch.float64, device=device)
         summary["nll_exact_nats"] = float(-src.data.exact.log_prob(x, t, src.sde).mean())
     summary["vlb_bpd"] = None
-    if bool(cfg.vlb) and isinstance(src.sde, DiscreteVPSDE) and src.model is not None:
+    if settings.vlb and isinstance(src.sde, DiscreteVPSDE) and src.model is not None:
         if src.data.num_bins is None:
             raise ValueError("vlb=true needs discrete data (num_bins); set vlb=false")
         summary["vlb_bpd"] = vlb_bits_per_dim(
             src.model,
             x,
             src.data.num_bins,
-            int(cfg.batch_size),
+            settings.batch_size,
             generator,
-            progress=bool(cfg.progress),
+            progress=settings.progress,
         )
     write_summary(out_dir, summary)
     return summary
@@ -196,9 +193,15 @@ def summary_line(summary: dict[str, Any], out_dir: Path) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    print(summary_line(run_evaluation(cfg, out_dir), out_dir))
+@user_errors
+def _main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    log.info(summary_line(run_evaluation(cfg, out_dir), out_dir))
+
+
+def main() -> Any:
+    """``sde-gen-eval``."""
+    return run_cli(_main)
 
 
 if __name__ == "__main__":

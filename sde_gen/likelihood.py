@@ -27,14 +27,15 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from sde_gen.runtime import progress_bar
 from sde_gen.sde import SDE
 
 __all__ = [
     "ScoreFn",
-    "rademacher_probe",
-    "gaussian_probe",
+    "Probe",
+    "RademacherProbe",
+    "GaussianProbe",
     "exact_divergence",
     "hutchinson_divergence",
     "ode_log_likelihood",
@@ -44,20 +45,43 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+Probe = Callable[
+    [tuple[int, ...], torch.Generator | None, torch.dtype, torch.device | str | None], Tensor
+]
+"""Draws Hutchinson probes ε with E εεᵀ = I: ``probe(shape, generator, dtype, device)``."""
 
 
-def rademacher_probe(shape: tuple[int, ...], generator: torch.Generator | None, dtype, device):
+class RademacherProbe:
     """ε with i.i.d. entries ±1 (E εεᵀ = I; zero variance when the Jacobian is diagonal)."""
-    bits = torch.randint(0, 2, shape, generator=generator, device=device)
-    return (2 * bits - 1).to(dtype)
+
+    def __call__(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        dtype: torch.dtype,
+        device: torch.device | str | None,
+    ) -> Tensor:
+        bits = torch.randint(0, 2, shape, generator=generator, device=device)
+        return (2 * bits - 1).to(dtype)
+
+    def __repr__(self) -> str:
+        return "RademacherProbe()"
 
 
-def gaussian_probe(shape: tuple[int, ...], generator: torch.Generator | None, dtype, device):
+class GaussianProbe:
     """ε ~ N(0, I)."""
-    return torch.randn(shape, generator=generator, device=device).to(dtype)
 
+    def __call__(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        dtype: torch.dtype,
+        device: torch.device | str | None,
+    ) -> Tensor:
+        return torch.randn(shape, generator=generator, device=device).to(dtype)
 
-_PROBES = {"rademacher": rademacher_probe, "gaussian": gaussian_probe}
+    def __repr__(self) -> str:
+        return "GaussianProbe()"
 
 
 def exact_divergence(drift: Tensor, x: Tensor) -> Tensor:
@@ -93,8 +117,11 @@ def _check_options(sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe) ->
         raise ValueError(f"t_min={t_min} must lie in (0, T={sde.T})")
     if not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes={num_probes!r} must be an integer >= 1")
-    if not callable(probe) and probe not in _PROBES:
-        raise ValueError(f"probe={probe!r}: expected one of {sorted(_PROBES)} or a callable")
+    if not callable(probe):
+        raise ValueError(
+            f"probe={probe!r} must be a probe object such as RademacherProbe() or GaussianProbe() "
+            "(config group probe)"
+        )
 
 
 def ode_log_likelihood(
@@ -107,7 +134,7 @@ def ode_log_likelihood(
     method: str = "RK45",
     t_min: float = 1e-5,
     num_probes: int = 1,
-    probe: str | Callable = "rademacher",
+    probe: Probe | None = None,
     generator: torch.Generator | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     progress: bool = False,
@@ -115,20 +142,20 @@ def ode_log_likelihood(
     """log p_{t_min}(x) per sample in nats (float64) and the number of score evaluations.
 
     log p_{t_min}(x) = log π(x_T) + ∫_{t_min}^T ∇·[f x − ½ g² s(x, t)] dt  (survey §4.3).
-    The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe`` is
-    ``"rademacher"``, ``"gaussian"`` or a callable ``(shape, generator, dtype, device) -> ε``;
-    ``num_probes`` probes per sample are drawn once from ``generator`` (Hutchinson only).
+    The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe``
+    (``RademacherProbe()`` when None, or ``GaussianProbe()``, any ``Probe``) draws ``num_probes``
+    probes per sample once from ``generator`` (Hutchinson only).
     One NFE is one call of ``score_fn`` on the whole batch.
     """
+    probe = RademacherProbe() if probe is None else probe
     _check_options(sde, x, rtol, atol, t_min, num_probes, probe)
     shape, dtype, device = x.shape, x.dtype, x.device
     batch, n_x = shape[0], x.numel()
     probes = None
     if not exact_trace:
-        draw = _PROBES[probe] if isinstance(probe, str) else probe
-        probes = draw((num_probes, *shape), generator, dtype, device)
+        probes = probe((num_probes, *shape), generator, dtype, device)
     nfe = 0
-    bar = tqdm(total=sde.T - t_min, disable=not progress, desc="PF-ODE", unit="t", leave=False)
+    bar = progress_bar(progress, total=sde.T - t_min, desc="PF-ODE", unit="t", leave=False)
 
     def rhs(t: float, state: np.ndarray) -> np.ndarray:
         nonlocal nfe
@@ -204,7 +231,8 @@ def bits_per_dim(
     Averages ``nats_to_bits_per_dim`` of the PF-ODE log-likelihood over ``num_draws`` uniform
     dequantizations (an upper bound on the discrete NLL, ``nats_to_bits_per_dim``), all solved as
     one stacked batch of num_draws·B samples. Dequantization noise and Hutchinson probes both come
-    from ``generator``.
+    from ``generator``; ``ode_kwargs`` (``probe``, ``num_probes``, ``rtol`` …) go to
+    ``ode_log_likelihood``.
     """
     if not isinstance(num_bins, int) or num_bins < 2:
         raise ValueError(f"num_bins={num_bins!r} must be an integer >= 2")

@@ -10,7 +10,7 @@ Writes into the run directory ``samples.npz``, a grid (images) or scatter (2-D) 
 
 from __future__ import annotations
 
-import inspect
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,34 +19,31 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sde_gen.build import instantiate_group
+from sde_gen.cli import run_cli, user_errors
 from sde_gen.data.gaussian_mixture import GaussianMixture
-from sde_gen.runtime import atomic_write, pick_device, set_threads, write_summary
+from sde_gen.runtime import atomic_write, choose_threads, pick_device, write_summary
 from sde_gen.score_source import ScoreSource, data_shape, load_score_source
+from sde_gen.settings import SampleConfig, settings_from
+
+log = logging.getLogger(__name__)
 
 METRIC_SAMPLES = 2000
 """At most this many samples enter the O(n²) MMD estimate."""
 
 
-def build_solver(solver_cfg: DictConfig, progress: bool) -> tuple[Any, int | None, str | None]:
-    """Instantiate ``cfg.solver``; returns (solver, steps used, note). A ``steps`` the solver
-    does not take (adaptive PF-ODE) is dropped with a note instead of failing the sweep."""
-    target = get_class(solver_cfg._target_)
-    params = inspect.signature(target.__init__).parameters
-    kwargs = OmegaConf.to_container(solver_cfg, resolve=True)
-    note = None
-    steps = kwargs.pop("steps", None)
-    if steps is not None:
-        if "steps" in params:
-            kwargs["steps"] = steps
-        else:
-            note = f"{target.__name__} is adaptive and takes no steps: steps={steps} ignored"
-    if "progress" in params:
-        kwargs["progress"] = progress
-    solver = instantiate(kwargs)
-    return solver, getattr(solver, "steps", None), note
+def build_solver(solver_cfg: DictConfig, progress: bool) -> Any:
+    """Instantiate ``cfg.solver`` with ``progress``; an option the solver does not take (e.g.
+    ``+solver.steps=10`` on the adaptive PF-ODE) is a ValueError naming the group."""
+    return instantiate_group("solver", solver_cfg, progress=progress)
+
+
+def solver_facts(solver: Any) -> dict[str, Any]:
+    """What a solver declares about itself: steps, order, stochastic, evaluations per step."""
+    keys = ("steps", "order", "stochastic", "evals_per_step", "adaptive")
+    return {k: getattr(solver, k, None) for k in keys}
 
 
 def exact_metrics(mixture: GaussianMixture, x0: torch.Tensor, seed: int) -> dict[str, float]:
@@ -86,9 +83,15 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def save_plots(src: ScoreSource, out_dir: Path, x0: torch.Tensor, result: Any) -> list[Path]:
-    """Scatter (2-D) or grid (images) of the samples; trajectory plots when recorded."""
+def save_plots(
+    src: ScoreSource, out_dir: Path, x0: torch.Tensor, result: Any, summary: dict[str, Any]
+) -> list[Path]:
+    """Scatter (2-D) or grid (images) of the samples; trajectory plots when recorded. Titles
+    name the run (solver, steps, NFE, metrics ± floors) from its ``summary``."""
     from sde_gen import plotting
+
+    def title(head: str) -> str:
+        return plotting.run_title(summary, head=head)
 
     shape, paths = data_shape(src.data), []
     density = plotting.mixture_density(src.data.exact, src.sde) if src.data.exact else None
@@ -96,21 +99,34 @@ def save_plots(src: ScoreSource, out_dir: Path, x0: torch.Tensor, result: Any) -
         ref = src.data.sample(min(len(x0), 2000), torch.Generator().manual_seed(1))
         paths.append(
             plotting.plot_scatter(
-                x0[:2000], out_dir / "samples.png", log_density=density, reference=ref
+                x0[:2000],
+                out_dir / "samples.png",
+                log_density=density,
+                reference=ref,
+                title=title("samples"),
             )
         )
         if result.trajectory is not None:
             paths.append(
                 plotting.plot_reverse_trajectories(
-                    result.trajectory, result.times, out_dir / "trajectories.png", density
+                    result.trajectory,
+                    result.times,
+                    out_dir / "trajectories.png",
+                    density,
+                    title=title("reverse trajectories"),
                 )
             )
     elif len(shape) == 3:
-        paths.append(plotting.plot_image_grid(x0[:64].clamp(-1, 1), out_dir / "samples.png"))
+        grid = plotting.plot_image_grid(
+            x0[:64].clamp(-1, 1), out_dir / "samples.png", title=title("samples")
+        )
+        paths.append(grid)
         if result.trajectory is not None:
             traj = result.trajectory.clamp(-1, 1)
             paths.append(
-                plotting.plot_denoising_strip(traj, result.times, out_dir / "denoising.png")
+                plotting.plot_denoising_strip(
+                    traj, result.times, out_dir / "denoising.png", title=title("denoising")
+                )
             )
     return paths
 
@@ -119,25 +135,20 @@ def run_sampling(
     cfg: DictConfig, out_dir: Path, solver_name: str | None = None, data_chosen: bool = True
 ) -> dict[str, Any]:
     """Sample ``cfg.n`` points, write the files and ``summary.json`` into ``out_dir``."""
-    n, seed = int(cfg.n), int(cfg.seed)
-    if n < 2:
-        raise ValueError(f"n={n} must be >= 2")
-    if seed < 0:
-        raise ValueError(f"seed={seed} must be >= 0")
-    set_threads(cfg.get("threads"))
-    device = pick_device(str(cfg.device))
-    if not cfg.checkpoint:
+    settings: SampleConfig = settings_from(cfg, SampleConfig)
+    n, seed = settings.n, settings.seed
+    device = pick_device(settings.device)
+    if not settings.checkpoint:
         device = torch.device("cpu")  # the exact mixture score is evaluated in float64 on the CPU
     src = load_score_source(cfg, device, data_chosen)
-    solver, steps, note = build_solver(cfg.solver, bool(cfg.progress))
-    if note:
-        print(note)
-    dtype = src.dtype
+    solver = build_solver(cfg.solver, settings.progress)
+    threads = choose_threads(settings.threads, device, src.model)
     generator = torch.Generator(device).manual_seed(seed)
-    x_T = src.sde.prior_sample((n, *data_shape(src.data)), generator, dtype=dtype, device=device)
+    shape = (n, *data_shape(src.data))
+    x_T = src.sde.prior_sample(shape, generator, dtype=src.dtype, device=device)
     start = time.perf_counter()
     with torch.no_grad():
-        result = solver(src.sde, src.score_fn, x_T, generator=generator, record=bool(cfg.record))
+        result = solver(src.sde, src.score_fn, x_T, generator=generator, record=settings.record)
     elapsed = time.perf_counter() - start
     x0 = result.x0.detach().cpu()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +163,7 @@ def run_sampling(
     summary: dict[str, Any] = {
         "solver": solver_name or type(solver).__name__,
         "solver_class": type(solver).__name__,
-        "steps": steps,
+        **solver_facts(solver),
         "nfe": int(result.nfe),
         "time_s": elapsed,
         "n": n,
@@ -161,13 +172,14 @@ def run_sampling(
         "sde": repr(src.sde),
         "data_shape": list(data_shape(src.data)),
         "finite": finite,
+        "threads": threads,
     }
-    if cfg.checkpoint:
-        summary["ema"] = bool(cfg.ema)
+    if settings.checkpoint:
+        summary["ema"] = settings.ema
     if finite and src.data.exact is not None:
         summary.update(exact_metrics(src.data.exact, x0, seed))
-    if finite and bool(cfg.plot):
-        save_plots(src, out_dir, x0, result)
+    if finite and settings.plot:
+        save_plots(src, out_dir, x0, result, summary)
     write_summary(out_dir, summary)
     return summary
 
@@ -191,16 +203,22 @@ def _data_chosen(overrides: list[str]) -> bool:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
-def main(cfg: DictConfig) -> None:
+@user_errors
+def _main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
+    out_dir = Path(hc.runtime.output_dir).resolve()
     summary = run_sampling(
         cfg,
         out_dir,
         solver_name=hc.runtime.choices.get("solver"),
         data_chosen=_data_chosen(list(hc.overrides.task)),
     )
-    print(summary_line(summary, out_dir))
+    log.info(summary_line(summary, out_dir))
+
+
+def main() -> Any:
+    """``sde-gen-sample``."""
+    return run_cli(_main)
 
 
 if __name__ == "__main__":

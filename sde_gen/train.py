@@ -2,12 +2,13 @@
 
 sde-gen-train experiment=toy2d
 sde-gen-train trainer.steps=2000 trainer.lr=1e-3 seed=1
-sde-gen-train -m loss.weighting=sigma2,likelihood      # one summary.json per run
-sde-gen-train trainer.resume=latest trainer.checkpoint_dir=outputs/.../checkpoints
+sde-gen-train -m loss/weighting=sigma2,likelihood      # one summary.json per run
+sde-gen-train hydra.run.dir=outputs/train/latest trainer.resume=latest
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,19 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sde_gen.config_checks import build, trainer_settings
-from sde_gen.runtime import seed_everything, set_threads
+from sde_gen.build import build_training
+from sde_gen.cli import run_cli, user_errors
+from sde_gen.runtime import choose_threads, pick_device, seed_everything
+from sde_gen.settings import TrainConfig, settings_from
 from sde_gen.trainer import Trainer
 
+log = logging.getLogger(__name__)
 
-def flat_config(
-    cfg: DictConfig, groups: tuple[str, ...] = ("sde", "loss", "model", "data", "solver", "trainer")
-) -> dict[str, Any]:
-    """Scalar config values as dotted keys (``loss.weighting`` …) for the run's summary."""
+GROUPS = ("sde", "loss", "model", "data", "solver", "trainer")
+
+
+def flat_config(cfg: DictConfig, groups: tuple[str, ...] = GROUPS) -> dict[str, Any]:
+    """Scalar config values as dotted keys (``loss.t_min`` …) for the run's summary."""
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -39,6 +44,12 @@ def flat_config(
     return out
 
 
+def run_label(choices: dict[str, Any]) -> str:
+    """The run's name in plot titles: the chosen options of the groups a study varies."""
+    keys = ("loss", "loss/weighting", "loss/time_sampler", "sde", "model", "data")
+    return " ".join(f"{k.split('/')[-1]}={choices[k]}" for k in keys if choices.get(k))
+
+
 def run(
     cfg: DictConfig,
     out_dir: str | os.PathLike,
@@ -47,46 +58,60 @@ def run(
 ) -> dict[str, Any]:
     """Validate, build and train from ``cfg``; outputs go to ``out_dir``. Returns the summary.
 
-    ``choices`` (Hydra's group → option, e.g. ``{"loss": "dsm"}``) go into the summary too.
+    ``choices`` (Hydra's group → option, e.g. ``{"loss/weighting": "likelihood"}``) go into the
+    summary as ``choice.<group>`` and name the run in plot titles.
     """
-    seed = cfg.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed={seed!r} is invalid: need a non-negative integer")
-    seed_everything(seed)
-    set_threads(cfg.get("threads"))
-    parts = build(cfg)
-    settings = trainer_settings(cfg.trainer)
-    progress = bool(settings.pop("progress", True)) and progress
+    settings: TrainConfig = settings_from(cfg, TrainConfig)
+    device = pick_device(settings.device)
+    seed_everything(settings.seed)
+    parts = build_training(cfg)
+    threads = choose_threads(settings.threads, device, parts.model)
+    trainer_settings = settings.trainer
+    trainer_settings.progress = trainer_settings.progress and progress
+    choices = {k: v for k, v in (choices or {}).items() if v and not k.startswith("hydra")}
     extra = flat_config(cfg)
-    extra.update({f"choice.{k}": v for k, v in (choices or {}).items() if "/" not in k})
+    extra.update({f"choice.{k}": v for k, v in choices.items()})
+    extra["threads"] = threads
+    if choices.get("loss/weighting"):
+        extra["weighting"] = choices["loss/weighting"]
     trainer = Trainer(
         parts.model,
         parts.loss_fn,
         parts.data,
         out_dir,
+        trainer_settings,
         solver=parts.solver,
-        device=parts.device,
-        seed=seed,
+        device=device,
+        seed=settings.seed,
         config=OmegaConf.to_yaml(cfg, resolve=True),
         summary_extra=extra,
-        progress=progress,
-        **settings,
+        label=run_label(choices),
     )
     return trainer.fit()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+@user_errors
+def _main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the final loss (for sweepers)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    out_dir = Path(hydra_cfg.runtime.output_dir).resolve()  # through outputs/train/latest
     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
     summary = run(cfg, out_dir, choices=choices)
-    loss, steps = summary["final_loss"], summary["steps"]
-    print(f"final loss {loss:.5f} after {steps} steps; outputs in {out_dir}")
+    log.info(
+        "final loss %.5f after %d steps; outputs in %s",
+        summary["final_loss"],
+        summary["steps"],
+        out_dir,
+    )
     return float(summary["final_loss"])
+
+
+def main() -> Any:
+    """``sde-gen-train``."""
+    return run_cli(_main)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_checkpoint_holds_the_full_training_state(saved):
     assert int(state["ema"]["n_averaged"]) == 10
     assert state["scheduler"]["last_epoch"] == 10
     assert isinstance(state["config"], str) and "VPSDE" in state["config"]
-    assert torch.equal(state["rng"]["generators"]["data"], trainer.data_generator.get_state())
+    assert torch.equal(state["rng"]["generators"]["data"], trainer.loop.data_generator.get_state())
 
 
 def test_rng_state_round_trip_restores_every_stream():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sde_gen.collect import collect, main, read_summaries
+from sde_gen.collect import collect, main, plot_rows, read_summaries
 from sde_gen.runtime import write_summary
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
@@ -78,6 +78,32 @@ def test_collect_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "r" / "summary.json").write_text(json.dumps({"nfe": 3}))
     with pytest.raises(ValueError, match="metric='fid'"):
         collect(tmp_path, metric="fid")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing")])
-    assert "does not exist" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err
+    assert err.startswith("sde-gen-collect: error: ") and err.count("\n") == 1
+
+
+def test_signed_metric_plot_keeps_the_sign_and_names_the_sweep(tmp_path):
+    """A negative unbiased MMD² is drawn at its value on a symlog axis whose linear band is the
+    runs' mean Monte Carlo floor; the title names the metric, the floor, solvers and steps."""
+    runs = [("ddim", 2, 0.4, 0.06), ("ddim", 4, -0.05, 0.07), ("heun", 2, 0.02, 0.08)]
+    for k, (solver, steps, mmd2, floor) in enumerate(runs):
+        summary = {"solver": solver, "steps": steps, "nfe": steps, "mmd2": mmd2}
+        write_summary(tmp_path / str(k), {**summary, "mmd2_floor": floor})
+    rows = read_summaries(tmp_path)
+    fig = plot_rows(rows, "mmd2")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "symlog"
+    assert ax.yaxis.get_transform().linthresh == pytest.approx(0.07)
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["ddim"].get_xdata()) == [2, 4]
+    assert list(lines["ddim"].get_ydata()) == [0.4, -0.05]
+    assert ax.get_ylabel() == "mmd2"
+    assert ax.get_title().splitlines() == [
+        "mmd2 vs NFE (Monte Carlo floor ± 0.07)",
+        "solver ddim, heun, steps 2, 4",
+    ]
+    assert collect(tmp_path)["png"].stat().st_size > 1000

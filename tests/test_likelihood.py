@@ -2,17 +2,20 @@
 
 import math
 
+import hydra
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 
 from sde_gen.data import GaussianMixture, random_mixture, ring_mixture
 from sde_gen.likelihood import (
+    GaussianProbe,
+    RademacherProbe,
     bits_per_dim,
     exact_divergence,
     hutchinson_divergence,
     nats_to_bits_per_dim,
     ode_log_likelihood,
-    rademacher_probe,
 )
 from sde_gen.sde import VESDE, VPSDE, SubVPSDE
 
@@ -47,7 +50,7 @@ def test_exact_trace_matches_mixture_density(mix):
     assert (exact - mix.log_prob(x)).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("probe", [RademacherProbe(), GaussianProbe()], ids=repr)
 def test_hutchinson_is_unbiased(probe):
     """Mean of independent one-probe estimates is within 4 standard errors of the exact value."""
     sde, mix, reps = VPSDE(), ring_mixture(std=0.15), 200
@@ -137,7 +140,7 @@ def test_divergences_of_a_linear_map():
     div = exact_divergence(x @ a.T, x)
     assert torch.allclose(div, torch.trace(a).expand(3))
     diag = torch.diag(torch.diagonal(a))
-    probes = rademacher_probe((4, 3, 5), g, torch.float64, "cpu")
+    probes = RademacherProbe()((4, 3, 5), g, torch.float64, "cpu")
     assert torch.allclose(hutchinson_divergence(x @ diag.T, x, probes), torch.trace(a).expand(3))
 
 
@@ -196,3 +199,15 @@ def test_bad_inputs_name_the_value():
         bits_per_dim(sde, score, x.clamp(-1, 1), num_bins=1)
     with pytest.raises(ValueError, match="range"):
         bits_per_dim(sde, score, 3 * torch.ones(2, 2, dtype=torch.float64), num_bins=17)
+
+
+@pytest.mark.parametrize("name,cls", [("rademacher", RademacherProbe), ("gaussian", GaussianProbe)])
+def test_probe_config_group(name, cls):
+    """`probe=<name>` picks the class; probes have E ε = 0 and E ε² = 1 (4 standard errors)."""
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        probe = hydra.utils.instantiate(compose(overrides=[f"+probe={name}"]).probe)
+    assert type(probe) is cls
+    eps = probe((20000,), torch.Generator().manual_seed(0), torch.float64, "cpu")
+    assert eps.dtype == torch.float64 and eps.shape == (20000,)
+    assert abs(eps.mean()) < 4 / math.sqrt(20000)
+    assert abs((eps**2).mean() - 1) < 4 * math.sqrt(2 / 20000)

@@ -11,11 +11,11 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 from scipy import integrate
 from torch import nn
 
-from sde_gen.config_checks import match_bins
+from sde_gen.build import match_bins
 from sde_gen.data import ring_mixture
 from sde_gen.ddpm import LinearSchedule
 from sde_gen.losses import (
@@ -60,12 +60,27 @@ def test_weightings_equal_their_formulas():
     )
 
 
+def test_over_sigma2_equals_lambda_over_sigma_squared():
+    """λ/σ² on the VP SDE, σ_t² = 1 − e^{−∫β}: 1 (σ²), β/σ² (likelihood), 1/σ² (ones); float64."""
+    vp = VPSDE(0.1, 20.0)
+    t32 = TIMES.float()
+    sigma2 = -torch.expm1(-(0.1 * TIMES + 0.5 * 19.9 * TIMES**2))
+    beta = 0.1 + 19.9 * TIMES
+    for w, expected in (
+        (SigmaSquaredWeighting(), torch.ones_like(TIMES)),
+        (LikelihoodWeighting(), beta / sigma2),
+        (OnesWeighting(), 1 / sigma2),
+    ):
+        torch.testing.assert_close(w.over_sigma2(vp, TIMES), expected, rtol=1e-12, atol=0)
+        assert w.over_sigma2(vp, t32).dtype == torch.float64
+
+
 @pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=repr)
 def test_likelihood_antiderivative_is_g2_over_sigma2(sde):
     """F(t) = −log SNR(t) has F' = g²/σ² for every linear SDE (central differences)."""
     w, t, h = LikelihoodWeighting(), torch.tensor([0.05, 0.3, 0.8], dtype=torch.float64), 1e-6
     dF = (w.antiderivative(sde, t + h) - w.antiderivative(sde, t - h)) / (2 * h)
-    torch.testing.assert_close(dF, w(sde, t) / sde.sigma(t) ** 2, rtol=1e-6, atol=0)
+    torch.testing.assert_close(dF, w.over_sigma2(sde, t), rtol=1e-6, atol=0)
     u = w.antiderivative(sde, t)
     torch.testing.assert_close(w.inverse_antiderivative(sde, u), t, rtol=1e-8, atol=1e-10)
 
@@ -74,7 +89,7 @@ def test_likelihood_antiderivative_is_g2_over_sigma2(sde):
 def _reference_cdf(sde, weighting, t_min):
     def h(s: float) -> float:
         t = torch.tensor([s], dtype=torch.float64)
-        return float(weighting(sde, t)[0] / sde.sigma(t)[0] ** 2)
+        return float(weighting.over_sigma2(sde, t)[0])
 
     pts = [t_min, 1e-2, 0.1, 1.0]
     Z = sum(integrate.quad(h, a, b, epsabs=0, epsrel=1e-10)[0] for a, b in zip(pts, pts[1:]))
@@ -188,11 +203,19 @@ def test_bad_config_values_raise():
         DSMLoss(t_min=0.0)
     with pytest.raises(ValueError, match="t_min=2.0"):
         DSMLoss(t_min=2.0)(ScoreModel(ZeroEps(), VPSDE()), torch.zeros(2, 2))
+    # names are not accepted: configs pick classes with loss/weighting=, loss/time_sampler=
     with pytest.raises(ValueError, match="'perceptual'"):
         DSMLoss(weighting="perceptual")
     with pytest.raises(ValueError, match="'stratified'"):
         DSMLoss(time_sampler="stratified")
-    assert isinstance(DSMLoss("likelihood", "importance").time_sampler, ImportanceTimeSampler)
+    with pytest.raises(ValueError, match="weighting=.*lambda"):
+        DSMLoss(weighting=lambda sde, t: t)  # a bare callable has no over_sigma2
+    assert isinstance(
+        DSMLoss(LikelihoodWeighting(), ImportanceTimeSampler()).time_sampler, ImportanceTimeSampler
+    )
+    default = DSMLoss()
+    assert isinstance(default.weighting, SigmaSquaredWeighting)
+    assert isinstance(default.time_sampler, UniformTimeSampler)
     with pytest.raises(ValueError, match="vlb_weight=-0.1"):
         HybridLoss(vlb_weight=-0.1)
     with pytest.raises(ValueError, match="num_bins=1"):
@@ -372,7 +395,10 @@ DDPM_CONFIGS = {
 
 
 def _load(group, name):
-    return hydra.utils.instantiate(OmegaConf.load(CONF / group / f"{name}.yaml"))
+    """conf/<group>/<name>.yaml composed by Hydra (its defaults list applied), instantiated."""
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        cfg = compose(overrides=[f"+{group}={name}"])
+    return hydra.utils.instantiate(cfg[group])
 
 
 def test_every_loss_config_is_tested():

@@ -146,3 +146,76 @@ def test_demo_saves_the_forward_figure(tmp_path):
     assert _pixels(forward_figure(cfg)).shape[2] in (3, 4)
     with pytest.raises(ValueError, match=r"\[1.5\]"):
         forward_figure(bad)
+
+
+def test_signed_metric_is_drawn_at_its_value_on_a_symlog_axis():
+    """The unbiased MMD² is often < 0: its point sits at the negative value itself (never |v|),
+    on a symlog axis whose linear band is the Monte Carlo floor, with the floor drawn as ±high."""
+    curves = {"em": ([10, 20, 40], [0.3, 0.01, -0.002]), "heun": ([10, 20], [0.05, 0.001])}
+    fig = plotting.plot_solver_comparison(curves, floor=(0.0, 0.004), title="t")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "symlog" and ax.get_xscale() == "log"
+    assert ax.yaxis.get_transform().linthresh == pytest.approx(0.004)
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["em"].get_xdata()) == [10, 20, 40]
+    assert list(lines["em"].get_ydata()) == [0.3, 0.01, -0.002]
+    band = next(p for p in ax.patches if p.get_label() == "Monte Carlo floor")
+    ys = band.get_patch_transform().transform(band.get_path().vertices)[:, 1]  # y in data units
+    assert ys.min() == pytest.approx(-0.004) and ys.max() == pytest.approx(0.004)
+    # unsorted NFE are drawn in NFE order; a positive-only metric keeps the log–log axes
+    fig = plotting.plot_solver_comparison({"em": ([40, 10], [0.1, 0.4])})
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    assert list(ax.get_lines()[0].get_ydata()) == [0.4, 0.1]
+    with pytest.raises(ValueError, match="linthresh"):
+        plotting.plot_solver_comparison(curves, linthresh=0.0)
+
+
+def test_signed_linthresh_is_the_floor_else_within_three_decades():
+    v = np.array([-1e-7, 2e-2, 0.5, 0.0])
+    assert plotting.signed_linthresh(v, 0.03) == 0.03
+    assert plotting.signed_linthresh(v) == pytest.approx(1e-3 * 0.5)  # 1e-7 is below 1e-3·max
+    assert plotting.signed_linthresh(np.array([-0.2, 0.05])) == pytest.approx(0.05)
+    assert plotting.signed_linthresh(np.zeros(3)) == 1.0
+
+
+def test_run_title_names_solver_steps_weighting_and_metric_with_floor():
+    run = {"solver": "ddim", "steps": 3, "nfe": 3, "weighting": "likelihood", "mmd2": -0.0556,
+           "mmd2_floor": 0.0643, "nll_gap": 0.25, "loss": 1.0}  # fmt: skip
+    title = plotting.run_title(run, head="samples")
+    assert title.splitlines() == [
+        "samples",
+        "solver ddim, steps 3, NFE 3, weighting likelihood",
+        "mmd2 = -0.0556 ± 0.064; nll_gap = 0.25",
+    ]
+    assert plotting.run_title({"solver": "pf_ode", "mmd2": float("nan")}) == "solver pf_ode"
+    rows = [{"solver": s, "steps": k, "mmd2": 0.1} for s in ("heun", "ddim") for k in (8, 2)]
+    assert plotting.sweep_title(rows, "mmd2", 0.02).splitlines() == [
+        "mmd2 vs NFE (Monte Carlo floor ± 0.02)",
+        "solver ddim, heun, steps 2, 8",
+    ]
+
+
+def test_every_plot_shows_its_title(gen):
+    """Each plotting function puts ``title`` on the figure (suptitle or its single axes)."""
+    sde, mix = VPSDE(), ring_mixture()
+    x = mix.sample(50, gen)
+    traj, times = _paths(gen, sde, n=5, k=4)
+    img = torch.rand(4, 1, 8, 8, generator=gen) * 2 - 1
+    itraj, itimes = _paths(gen, sde, n=2, k=4, shape=(1, 8, 8))
+    figs = {
+        "scatter": plotting.plot_scatter(x, title="T scatter"),
+        "reverse": plotting.plot_reverse_trajectories(traj, times, title="T reverse"),
+        "forward_2d": plotting.plot_forward_2d(x, sde, [0.0, 0.5], title="T forward_2d"),
+        "grid": plotting.plot_image_grid(img, title="T grid"),
+        "strip": plotting.plot_denoising_strip(itraj, itimes, title="T strip"),
+        "forward_images": plotting.plot_forward_images(img, sde, [0, 1], title="T forward_images"),
+        "weighting": plotting.plot_weighting_curves(sde, title="T weighting"),
+        "comparison": plotting.plot_solver_comparison({"a": ([1], [1.0])}, title="T comparison"),
+    }
+    for name, fig in figs.items():
+        texts = [ax.get_title() for ax in fig.axes]
+        texts += [fig._suptitle.get_text()] if fig._suptitle is not None else []
+        assert f"T {name}" in texts, (name, texts)
+    assert figs["reverse"].axes[0].get_title() == "reverse trajectories"
+    assert plotting.plot_scatter(x).axes[0].get_title() == "samples"

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel
 from sde_gen.checkpoint import FORMAT_VERSION, save_checkpoint
 from sde_gen.data import ring_mixture
 from sde_gen.models import MLP, ScoreModel
-from sde_gen.sample import _data_chosen, build_solver, exact_metrics, run_sampling
+from sde_gen.sample import _data_chosen, build_solver, exact_metrics, run_sampling, solver_facts
 from sde_gen.sde import VPSDE
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
@@ -92,14 +92,21 @@ def test_same_seed_same_samples(tmp_path):
     assert np.array_equal(a, b)
 
 
-def test_adaptive_solver_ignores_steps():
-    solver, steps, note = build_solver(_cfg("solver=pf_ode", "solver.steps=10").solver, False)
-    assert steps is None and "steps=10 ignored" in note
-    solver, steps, note = build_solver(_cfg("solver=euler_maruyama").solver, False)
-    assert steps == solver.steps == 500 and note is None
-    # a solver config without `steps` keeps the class default (sample.yaml's steps: null)
-    bare = OmegaConf.create({"_target_": "sde_gen.solvers.EulerMaruyama", "steps": None})
-    assert build_solver(bare, False)[1] == 50
+def test_an_option_a_solver_cannot_use_is_rejected_not_dropped():
+    """``solver.steps`` on an adaptive solver fails at composition (no such key), and forcing it
+    with ``+solver.steps`` fails at construction, naming the group and the option."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="solver.steps"):
+        _cfg("solver=pf_ode", "solver.steps=10")
+    with pytest.raises(ValueError, match="solver.*steps"):
+        build_solver(_cfg("solver=pf_ode", "+solver.steps=10").solver, False)
+    solver = build_solver(_cfg("solver=euler_maruyama").solver, False)
+    facts = solver_facts(solver)
+    assert facts["steps"] == solver.steps == 500 and facts["stochastic"] is True
+    assert facts["evals_per_step"] == 1 and facts["adaptive"] is False and facts["order"] == 1
+    pf = solver_facts(build_solver(_cfg("solver=pf_ode").solver, False))
+    assert pf["adaptive"] is True and pf["stochastic"] is False and pf["steps"] is None
 
 
 def test_data_override_detection():
@@ -150,8 +157,8 @@ def test_cli_rejects_unknown_solver_listing_choices(tmp_path):
     proc = subprocess.run(
         [CLI, "solver=no_such_solver"], cwd=tmp_path, capture_output=True, text=True, env=env
     )
-    assert proc.returncode != 0
-    err = proc.stderr + proc.stdout
-    assert "Could not find 'solver/no_such_solver'" in err
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "Could not find 'solver/no_such_solver'" in proc.stderr
     for name in ("euler_maruyama", "pf_ode", "ancestral"):
-        assert f"\t{name}\n" in err
+        assert f" {name}" in proc.stderr

@@ -6,7 +6,19 @@ import pytest
 import torch
 import torchsde
 
-from sde_gen.sde import VESDE, VPSDE, LinearSDE, Polynomial, SubVPSDE
+from sde_gen.sde import (
+    SDE,
+    VESDE,
+    VPSDE,
+    LinearBeta,
+    LinearSDE,
+    Polynomial,
+    SubVPSDE,
+    drift,
+    eps_from_score,
+    score_from_eps,
+    x0_from_score,
+)
 
 
 def custom_linear_sde() -> LinearSDE:
@@ -152,6 +164,52 @@ def test_log_snr_inverse():
     t = torch.linspace(1e-4, 1.0, 50, dtype=torch.float64)
     for sde in SDES.values():
         assert torch.allclose(sde.t_from_log_snr(sde.log_snr(t)), t, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_conversions_tweedie_and_noise(name):
+    """For data N(μ, s²): x̂0(x) = E[x0|x_t] = μ + γ s²/(γ² s² + σ²)(x − γμ) (Tweedie), and
+    ε̂ = −σ s, s = −ε̂/σ invert each other; the functions and the SDE methods agree."""
+    sde = SDES[name]
+    mu, s = torch.tensor([0.7, -1.2], dtype=torch.float64), 0.3
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=g)
+    t = torch.rand(6, dtype=torch.float64, generator=g) * 0.9 + 0.05
+    gamma, sigma = sde.gamma(t)[:, None], sde.sigma(t)[:, None]
+    var = gamma**2 * s**2 + sigma**2
+    score = -(x - gamma * mu) / var
+    posterior_mean = mu + gamma * s**2 / var * (x - gamma * mu)
+    assert torch.allclose(sde.x0_from_score(x, t, score), posterior_mean, rtol=1e-10)
+    assert torch.allclose(x0_from_score(x, score, gamma, sigma), posterior_mean, rtol=1e-10)
+    eps = sde.eps_from_score(x, t, score)
+    assert torch.equal(eps, eps_from_score(score, sigma))
+    assert torch.allclose(sde.score_from_eps(x, t, eps), score, rtol=1e-12)
+    assert torch.allclose(score_from_eps(eps, sigma), score, rtol=1e-12)
+    f, g2 = sde.f(t)[:, None], sde.g2(t)[:, None]
+    assert torch.equal(sde.reverse_drift(x, t, score), drift(x, score, f, g2, 1.0))
+    assert torch.equal(sde.ode_drift(x, t, score), drift(x, score, f, g2, 0.5))
+
+
+def test_coefficients_are_the_schedule_functions():
+    for sde in SDES.values():
+        t = torch.tensor([0.0, 0.3, 1.0])
+        c = sde.coefficients(t)
+        for name in ("f", "g2", "gamma", "sigma"):
+            assert torch.equal(getattr(c, name), getattr(sde, name)(t)), name
+
+
+def test_subvp_closed_forms_are_its_own():
+    """Sub-VP composes the linear β of VP but none of VP's closed forms: its log-SNR and inverse
+    equal the generic λ = 2 log γ − log σ² and its bisection inverse."""
+    sub = SubVPSDE(0.1, 20.0)
+    assert not isinstance(sub, VPSDE) and isinstance(sub.schedule, LinearBeta)
+    t = torch.logspace(-4, 0, 60, dtype=torch.float64)
+    assert torch.allclose(sub.log_snr(t), SDE.log_snr(sub, t), rtol=1e-12)
+    lam = sub.log_snr(t)
+    assert torch.allclose(sub.t_from_log_snr(lam), SDE.t_from_log_snr(sub, lam), rtol=1e-9)
+    b = sub.schedule.integral(t)
+    assert torch.allclose(sub.schedule.t_of_integral(b), t, rtol=1e-12)
+    assert (sub.beta_min, sub.beta_max, sub.T) == (0.1, 20.0, 1.0)
 
 
 def test_prior_logp_is_the_gaussian_density():

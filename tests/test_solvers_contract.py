@@ -1,15 +1,20 @@
-"""The solver contract: configs, seeds, records, exact NFE, grids and errors at the boundary."""
+"""The solver contract: configs, seeds, records, exact NFE, declared capabilities, grids and
+errors at the boundary. Configs are composed through Hydra as ``sde-gen-sample`` composes them."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
 import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 
+import sde_gen.solvers as solvers
 from sde_gen.data import GaussianMixture
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
 from sde_gen.solvers import (
@@ -18,19 +23,28 @@ from sde_gen.solvers import (
     Ancestral,
     DPMSolver,
     EulerMaruyama,
+    FixedStepSolver,
     Heun,
     PredictorCorrector,
     ScipyODE,
+    Solver,
     TorchsdeODE,
     TorchsdeSolver,
 )
-from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid, make_grid
+from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 
 F64 = torch.float64
 
 
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf" / "solver"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
+GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
+GRID_CLASSES = {
+    "uniform": UniformGrid,
+    "quadratic": QuadraticGrid,
+    "logsnr": LogSNRGrid,
+    "karras": KarrasGrid,
+}
 MU = torch.tensor([[1.0, -0.5]], dtype=F64)
 S = 0.5
 # few steps: enough to keep every solver within 0.25 of the data mean on N(μ, 0.5² I)
@@ -41,13 +55,20 @@ def data() -> GaussianMixture:
     return GaussianMixture([1.0], MU, S)
 
 
-def load(name: str, **overrides):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    for key, value in overrides.items():
-        if key in cfg:
-            cfg[key] = value
-    if "backend" in cfg and "steps" in cfg.backend:
-        cfg.backend.steps = overrides.get("steps", cfg.backend.steps)
+def compose_sample(*overrides: str) -> DictConfig:
+    """The ``sde-gen-sample`` config with these command-line overrides."""
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        return compose("sample", overrides=list(overrides))
+
+
+def load(name: str, steps: int | None = None):
+    """conf/solver/<name>.yaml composed with its grid; ``steps`` goes where the config has it
+    (``steps``, or ``backend.steps`` of a fixed-step ODE backend; adaptive ones have none)."""
+    cfg = compose_sample(f"solver={name}").solver
+    if steps is not None and "steps" in cfg:
+        cfg.steps = steps
+    elif steps is not None and "backend" in cfg and "steps" in cfg.backend:
+        cfg.backend.steps = steps
     return hydra.utils.instantiate(cfg)
 
 
@@ -129,6 +150,72 @@ def test_nfe_is_exact(solver, nfe):
     res = solver(sde, score, x_T(sde, n=4), generator=torch.Generator().manual_seed(0))
     assert res.nfe == nfe == len(calls)
     assert all(t.shape == (4,) for t in calls)
+    assert solver.expected_nfe() == nfe
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_spends_its_expected_nfe(name):
+    """Fixed-step configs: the counted NFE equals ``expected_nfe()``; adaptive ones declare None."""
+    sde = VPSDE()
+    calls = []
+
+    def score(x, t):
+        calls.append(t)
+        return data().score(x, t, sde)
+
+    solver = load(name, steps=6)
+    res = solver(sde, score, x_T(sde, n=4), generator=torch.Generator().manual_seed(0))
+    expected = solver.expected_nfe()
+    assert res.nfe == len(calls)
+    if isinstance(solver, FixedStepSolver):
+        assert expected == res.nfe, (expected, res.nfe)
+    if solver.adaptive:
+        assert expected is None and solver.evals_per_step is None
+    else:
+        assert expected == res.nfe, (expected, res.nfe)
+        assert expected >= 6 and solver.evals_per_step >= 1
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_stochastic_solvers_depend_on_the_seed_and_only_they(name):
+    """Different generator seeds: different samples iff the solver declares ``stochastic``."""
+    sde = VPSDE()
+    solver = load(name, steps=6)
+    score = data().score_fn(sde)
+    xt = x_T(sde, n=8)
+    a = solver(sde, score, xt, generator=torch.Generator().manual_seed(5)).x0
+    b = solver(sde, score, xt, generator=torch.Generator().manual_seed(6)).x0
+    if solver.stochastic:
+        assert not torch.equal(a, b)
+    else:
+        assert torch.equal(a, b)
+
+
+SOLVER_CLASSES = [
+    c
+    for c in vars(solvers).values()
+    if inspect.isclass(c) and issubclass(c, Solver) and not inspect.isabstract(c)
+]
+
+
+@pytest.mark.parametrize("cls", SOLVER_CLASSES, ids=lambda c: c.__name__)
+def test_every_solver_class_declares_what_it_is(cls):
+    assert isinstance(cls.order, int | float) and cls.order >= 1
+    assert isinstance(cls.stochastic, bool) and isinstance(cls.adaptive, bool)
+    assert cls.evals_per_step is None or cls.evals_per_step >= 1
+    solver = cls()
+    assert solver.adaptive == (solver.evals_per_step is None) == (solver.expected_nfe() is None)
+
+
+def test_declared_values():
+    assert (EulerMaruyama.order, Heun.order, DDIM.order) == (1, 2, 1)
+    assert DPMSolver(order=3).order == 3 and DPMSolver.order == 2
+    assert PredictorCorrector(corrector_steps=2).evals_per_step == 3
+    assert Heun.evals_per_step == 2 and not Heun.stochastic
+    assert DDIM(eta=0.5).stochastic and not DDIM().stochastic
+    assert PFODE().adaptive and not PFODE(TorchsdeODE("midpoint", 10)).adaptive
+    assert PFODE(TorchsdeODE("midpoint", 10)).order == 2
+    assert TorchsdeSolver("srk").evals_per_step == 10
 
 
 def test_scipy_nfe_counts_every_drift_evaluation():
@@ -171,7 +258,7 @@ def test_bad_score_stops_with_a_clear_error(name):
         (lambda: DDIM(eta=-0.1), "eta=-0.1"),
         (lambda: DPMSolver(order=4), "order=4"),
         (lambda: DPMSolver(order=1), "order=1"),
-        (lambda: Heun(grid="cosine"), "grid='cosine'.*karras"),
+        (lambda: Heun(grid="cosine"), "grid='cosine'.*KarrasGrid"),
         (lambda: Ancestral(variance="fixed"), "variance='fixed'"),
         (lambda: PredictorCorrector(snr=-1.0), "snr=-1.0"),
         (lambda: PredictorCorrector(corrector_steps=-1), "corrector_steps=-1"),
@@ -186,6 +273,11 @@ def test_bad_score_stops_with_a_clear_error(name):
 def test_bad_options_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_an_option_a_solver_cannot_use_is_rejected():
+    with pytest.raises(TypeError, match="steps"):
+        PFODE(steps=10)
 
 
 def test_t_min_beyond_T_and_bad_x_T_raise():
@@ -219,7 +311,6 @@ def test_grid_formulas():
     sig = torch.exp(-0.5 * sde.log_snr(KarrasGrid(rho=7.0)(sde, 8, 1e-3)))
     root = sig ** (1 / 7)
     assert torch.allclose(root.diff(), root.diff()[0].expand(8), atol=1e-9)
-    assert isinstance(make_grid("logsnr"), LogSNRGrid)
     with pytest.raises(ValueError, match="steps=0"):
         UniformGrid()(sde, 0, 1e-3)
 
@@ -255,9 +346,36 @@ def test_progress_bar_changes_nothing(solver, capsys):
     assert "/s" in capsys.readouterr().err  # tqdm's rate
 
 
-def test_grid_override_by_name_from_the_command_line():
-    """`solver.grid=karras` replaces the `_target_` node by a validated name."""
-    cfg = OmegaConf.load(CONF / "dpm_solver.yaml")
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(["grid=karras", "steps=7"]))
-    solver = hydra.utils.instantiate(cfg)
+def test_grid_is_a_config_group_of_the_solver():
+    """`solver/grid=<name>` switches the grid, `solver.grid.rho=5` tunes the Karras grid."""
+    cfg = compose_sample("solver=dpm_solver", "solver/grid=karras", "solver.steps=7")
+    solver = hydra.utils.instantiate(cfg.solver)
     assert isinstance(solver.grid, KarrasGrid) and solver.steps == 7
+    solver = hydra.utils.instantiate(compose_sample("solver=heun", "solver/grid=logsnr").solver)
+    assert isinstance(solver.grid, LogSNRGrid)
+    solver = hydra.utils.instantiate(compose_sample("solver=heun", "solver.grid.rho=5").solver)
+    assert isinstance(solver.grid, KarrasGrid) and solver.grid.rho == 5.0
+    # a grid given by name is not a grid: the error names the value and the choices
+    with pytest.raises(Exception, match="grid='karras'.*KarrasGrid"):
+        hydra.utils.instantiate(compose_sample("solver=heun", "solver.grid=karras").solver)
+
+
+@pytest.mark.parametrize("name", ["ddim", "heun", "euler_maruyama"])
+def test_a_sweep_over_the_grid_group_composes_for_every_grid(name):
+    """`-m solver/grid=uniform,quadratic,logsnr,karras`: each job gets its grid object."""
+    assert GRIDS == sorted(GRID_CLASSES)
+    (sweep,) = OverridesParser.create().parse_overrides([f"solver/grid={','.join(GRIDS)}"])
+    assert sweep.is_sweep_override()
+    for grid in sweep.sweep_string_iterator():
+        cfg = compose_sample(f"solver={name}", f"solver/grid={grid}")
+        solver = hydra.utils.instantiate(cfg.solver)
+        assert type(solver.grid) is GRID_CLASSES[grid]
+        assert solver.time_grid(VPSDE()).shape == (solver.steps + 1,)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fixed_step_configs_keep_their_default_grid(name):
+    solver = load(name)
+    default = {"ddim": QuadraticGrid, "dpm_solver": LogSNRGrid, "heun": KarrasGrid}
+    if isinstance(solver, FixedStepSolver):
+        assert type(solver.grid) is default.get(name, UniformGrid)

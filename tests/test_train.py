@@ -25,12 +25,12 @@ def _assert_same_state(a, b):
         assert torch.equal(p, q), name
     for (name, p), q in zip(a.ema.state_dict().items(), b.ema.state_dict().values()):
         assert torch.equal(p, q), f"ema {name}"
-    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    sa, sb = a.loop.optimizer.state_dict()["state"], b.loop.optimizer.state_dict()["state"]
     for k in sa:
         for key in sa[k]:
             assert torch.equal(sa[k][key], sb[k][key]), f"adam state {k}.{key}"
-    assert a.data_generator.get_state().equal(b.data_generator.get_state())
-    assert a.noise_generator.get_state().equal(b.noise_generator.get_state())
+    assert a.loop.data_generator.get_state().equal(b.loop.data_generator.get_state())
+    assert a.loop.noise_generator.get_state().equal(b.loop.noise_generator.get_state())
 
 
 def test_short_run_learns_the_ring_mixture(tmp_path):
@@ -174,9 +174,9 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     trainer = tiny_trainer(tmp_path, steps=3, grad_clip=1e-3, log_every=1, checkpoint_every=None)
 
     def spy(optimizer, args, kwargs):
-        grads.append(torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.params)))
+        grads.append(torch.sqrt(sum(p.grad.pow(2).sum() for p in trainer.loop.params)))
 
-    trainer.optimizer.register_step_pre_hook(spy)
+    trainer.loop.optimizer.register_step_pre_hook(spy)
     trainer.fit()
     logged = [r["grad_norm"] for r in _metrics(tmp_path)]
     assert all(g > 1e-3 for g in logged)

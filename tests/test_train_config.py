@@ -48,9 +48,13 @@ def test_defaults_compose_and_experiments_select_without_plus():
 
 
 def test_tiny_run_writes_outputs_and_summary(tmp_path):
-    summary = run(_cfg(*TINY, "loss.weighting=likelihood"), tmp_path, progress=False)
+    choices = {"loss/weighting": "likelihood", "hydra/launcher": "basic"}
+    cfg = _cfg(*TINY, "loss/weighting=likelihood")
+    summary = run(cfg, tmp_path, progress=False, choices=choices)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["steps"] == 6 and on_disk["loss.weighting"] == "likelihood"
+    assert on_disk["steps"] == 6 and on_disk["choice.loss/weighting"] == "likelihood"
+    assert "choice.hydra/launcher" not in on_disk
+    assert on_disk["loss.weighting._target_"] == "sde_gen.losses.LikelihoodWeighting"
     assert on_disk["final_loss"] == pytest.approx(summary["final_loss"])
     assert {"metrics.jsonl", "loss.png", "samples.png"} <= {p.name for p in tmp_path.iterdir()}
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [
@@ -59,7 +63,8 @@ def test_tiny_run_writes_outputs_and_summary(tmp_path):
     ]
     # the stored config rebuilds the same network (used by sde-gen-sample / sde-gen-eval)
     model, cfg, _ = ckpt.load_score_model(tmp_path / "checkpoints" / "step_00000006.pt")
-    assert cfg.model.hidden == 16 and cfg.loss.weighting == "likelihood"
+    assert cfg.model.hidden == 16
+    assert cfg.loss.weighting._target_ == "sde_gen.losses.LikelihoodWeighting"
 
 
 def test_resume_by_config_key_matches_uninterrupted_run(tmp_path):
@@ -88,9 +93,10 @@ def test_resume_by_config_key_matches_uninterrupted_run(tmp_path):
         ("trainer.betas=[0.9,1.5]", "trainer.betas=[0.9, 1.5]"),
         ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
         ("trainer.resume=/no/such/ckpt.pt", "/no/such/ckpt.pt"),
-        ("+trainer.bogus=1", "bogus"),
+        ("+trainer.bogus=1", "trainer.bogus"),
         ("seed=-1", "seed=-1"),
-        ("loss.weighting=bogus", "bogus"),
+        ("threads=0", "threads=0"),
+        ("+loss.bogus=1", "bogus"),
         ("sde.beta_max=-1", "sde"),
         ("device=cuda:7" if not torch.cuda.is_available() else "device=nonsense", "device="),
         ("loss=ddpm_simple", "ddpm"),  # a DDPM loss on the continuous VP SDE
@@ -113,14 +119,15 @@ def test_unet_depth_must_divide_image_size(tmp_path):
 
 
 def test_cli_multirun_writes_one_summary_per_weighting(tmp_path):
-    """``sde-gen-train -m loss.weighting=sigma2,likelihood`` → two runs, two summaries."""
+    """``sde-gen-train -m loss/weighting=sigma2,likelihood`` → two runs, two summaries, and the
+    sweep collected into one table at the end (Hydra callback)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
         "-m",
         "sde_gen.train",
         "-m",
-        "loss.weighting=sigma2,likelihood",
+        "loss/weighting=sigma2,likelihood",
         *TINY,
         f"hydra.sweep.dir={tmp_path}",
         "hydra.job.chdir=false",
@@ -128,8 +135,9 @@ def test_cli_multirun_writes_one_summary_per_weighting(tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summaries = [json.loads(p.read_text()) for p in sorted(Path(tmp_path).glob("*/summary.json"))]
-    assert sorted(s["loss.weighting"] for s in summaries) == ["likelihood", "sigma2"]
+    assert sorted(s["choice.loss/weighting"] for s in summaries) == ["likelihood", "sigma2"]
     assert all(s["steps"] == 6 for s in summaries)
+    assert (Path(tmp_path) / "summaries.csv").is_file()
 
 
 DDPM_DIGITS = [
@@ -144,9 +152,9 @@ DDPM_DIGITS = [
 def test_decoder_bins_come_from_the_data():
     """loss.num_bins=null takes the data's levels (17 for digits); an explicit value that
     disagrees with the data is rejected, naming both."""
-    from sde_gen.config_checks import build
+    from sde_gen.build import build_training
 
-    parts = build(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid"))
+    parts = build_training(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid"))
     assert parts.loss_fn.num_bins == 17 == parts.data.num_bins
     with pytest.raises(ValueError, match=r"loss.num_bins=256 but the data have 17 levels"):
-        build(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid", "loss.num_bins=256"))
+        build_training(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid", "loss.num_bins=256"))

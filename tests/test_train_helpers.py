@@ -10,6 +10,7 @@ from sde_gen.data import ring_mixture
 from sde_gen.losses import DSMLoss
 from sde_gen.models import MLP, ScoreModel, SinusoidalEmbedding
 from sde_gen.sde import VPSDE
+from sde_gen.settings import TrainerSettings
 from sde_gen.trainer import Trainer
 
 
@@ -20,6 +21,8 @@ def tiny_model(hidden: int = 32, seed: int = 0) -> ScoreModel:
 
 
 def tiny_trainer(out_dir: Path, loss_fn=None, hidden: int = 32, std: float = 0.15, **kw) -> Trainer:
+    """A Trainer of the tiny model; keywords are TrainerSettings fields or Trainer options."""
+    options = {k: kw.pop(k) for k in ("device", "seed", "config", "solver", "label") if k in kw}
     settings = dict(
         steps=20,
         batch_size=64,
@@ -28,10 +31,7 @@ def tiny_trainer(out_dir: Path, loss_fn=None, hidden: int = 32, std: float = 0.1
         ema_decay=0.9,
         log_every=5,
         checkpoint_every=10,
-        device="cpu",
-        seed=0,
         progress=False,
-        config="",
     )
     settings.update(kw)
     return Trainer(
@@ -39,5 +39,6 @@ def tiny_trainer(out_dir: Path, loss_fn=None, hidden: int = 32, std: float = 0.1
         loss_fn if loss_fn is not None else DSMLoss(),
         ring_mixture(std=std),
         out_dir,
-        **settings,
+        TrainerSettings(**settings),
+        **{"device": "cpu", "seed": 0, "config": "", **options},
     )

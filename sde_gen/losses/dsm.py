@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sde_gen.losses.time_samplers import UniformTimeSampler, as_time_sampler
-from sde_gen.losses.weighting import SigmaSquaredWeighting, as_weighting
+from sde_gen.losses.time_samplers import TimeSampler, UniformTimeSampler
+from sde_gen.losses.weighting import SigmaSquaredWeighting, Weighting
 from sde_gen.models.score_model import ScoreModel
 
 __all__ = ["DSMLoss", "randn_like"]
@@ -25,20 +25,33 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 
 class DSMLoss:
-    """Weighted DSM with weighting λ(t) (``weighting(sde, t)``) and time sampler r(t).
-
-    ``weighting`` and ``time_sampler`` are objects (from config ``_target_``) or the names
-    ``sigma2 | likelihood | ones`` and ``uniform | importance``. Every sampler returns the factor
+    """Weighted DSM with weighting λ(t) (a ``Weighting``) and time sampler r(t) (a
+    ``TimeSampler``); None gives λ = σ² and t ~ U[t_min, T]. Every sampler returns the factor
     λ/σ² · u/r, so uniform and importance sampling estimate the same number (the loss above).
     """
 
-    def __init__(self, weighting=None, time_sampler=None, t_min: float = 1e-5):
-        self.weighting = as_weighting(SigmaSquaredWeighting() if weighting is None else weighting)
-        self.time_sampler = as_time_sampler(
-            UniformTimeSampler() if time_sampler is None else time_sampler
-        )
+    def __init__(
+        self,
+        weighting: Weighting | None = None,
+        time_sampler: TimeSampler | None = None,
+        t_min: float = 1e-5,
+    ):
+        weighting = SigmaSquaredWeighting() if weighting is None else weighting
+        time_sampler = UniformTimeSampler() if time_sampler is None else time_sampler
+        if not isinstance(weighting, Weighting):
+            raise ValueError(
+                f"weighting={weighting!r} is not a Weighting (sde_gen.losses.Weighting, "
+                "λ(t) = weighting(sde, t)); configs pick one with loss/weighting=<name>"
+            )
+        if not callable(time_sampler):
+            raise ValueError(
+                f"time_sampler={time_sampler!r} is not a callable TimeSampler; configs pick "
+                "one with loss/time_sampler=<name>"
+            )
         if not t_min > 0:
             raise ValueError(f"t_min={t_min} must lie in (0, T)")
+        self.weighting = weighting
+        self.time_sampler = time_sampler
         self.t_min = float(t_min)
 
     def __repr__(self) -> str:

@@ -7,6 +7,8 @@ A sampler is called as ``sampler(sde, weighting, n, t_min, generator, device)`` 
 
 so that E_{t~r}[coef(t) h(t)] = E_{t~U[t_min,T]}[λ(t)/σ_t² h(t)] for every h: every sampler
 estimates the same loss value (survey §4.3; importance sampling as in Song et al. 2021, §4).
+λ/σ² is ``Weighting.over_sigma2``. Configs pick a sampler from the group ``loss/time_sampler``
+(``uniform``, ``importance``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class UniformTimeSampler(TimeSampler):
     def __call__(self, sde, weighting, n, t_min, generator=None, device=None):
         check_t_min(t_min, sde.T)
         t = t_min + (sde.T - t_min) * _uniform(n, generator, device)
-        return t, weighting(sde, t) / sde.sigma(t) ** 2
+        return t, weighting.over_sigma2(sde, t)
 
     def density(self, sde, weighting, t, t_min):
         return torch.full_like(t, 1.0 / (sde.T - t_min), dtype=torch.float64)
@@ -69,7 +71,7 @@ class ImportanceTimeSampler(TimeSampler):
     """t ~ r(t) = (λ(t)/σ_t²)/Z on [t_min, T], Z = ∫ λ/σ²; coef = Z/(T − t_min).
 
     Exact inversion t = F⁻¹(F(t_min) + U·Z) when the weighting gives its antiderivative F
-    (``sigma2``, ``likelihood``); otherwise r is the piecewise-constant density whose mass on each
+    (σ², likelihood); otherwise r is the piecewise-constant density whose mass on each
     cell of a float64 grid (``grid_size`` cells, geometric near t_min and uniform elsewhere) is the
     trapezoid integral of λ/σ², drawn exactly by inverse CDF, with coef = λ/σ² · u/r for that r —
     unbiased whatever the grid.
@@ -91,7 +93,7 @@ class ImportanceTimeSampler(TimeSampler):
             )
         )
         grid = torch.as_tensor(grid, dtype=torch.float64)
-        h = weighting(sde, grid) / sde.sigma(grid) ** 2
+        h = weighting.over_sigma2(sde, grid)
         mass = 0.5 * (h[1:] + h[:-1]) * torch.diff(grid)
         if not torch.isfinite(mass).all() or (mass < 0).any() or mass.sum() <= 0:
             raise ValueError(f"λ(t)/σ_t² of {weighting!r} is not a positive finite density")
@@ -99,7 +101,7 @@ class ImportanceTimeSampler(TimeSampler):
 
     def _exact(self, weighting: Weighting, sde: SDE, t_min: float) -> tuple[Tensor, Tensor] | None:
         ends = torch.tensor([t_min, sde.T], dtype=torch.float64)
-        F = weighting.antiderivative(sde, ends) if hasattr(weighting, "antiderivative") else None
+        F = weighting.antiderivative(sde, ends)
         return None if F is None else (F[0], F[1] - F[0])
 
     def __call__(self, sde, weighting, n, t_min, generator=None, device=None):
@@ -119,7 +121,7 @@ class ImportanceTimeSampler(TimeSampler):
         frac = ((target - cdf[k]) / mass[k]).clamp(0, 1)
         t = grid[k] + frac * (grid[k + 1] - grid[k])
         r = mass[k] / (Z * (grid[k + 1] - grid[k]))
-        coef = weighting(sde, t) / sde.sigma(t) ** 2 / ((sde.T - t_min) * r)
+        coef = weighting.over_sigma2(sde, t) / ((sde.T - t_min) * r)
         return t.to(device), coef.to(device)
 
     def density(self, sde, weighting, t, t_min):
@@ -127,26 +129,7 @@ class ImportanceTimeSampler(TimeSampler):
         exact = self._exact(weighting, sde, t_min)
         t = t.double()
         if exact is not None:
-            return weighting(sde, t) / sde.sigma(t) ** 2 / exact[1]
+            return weighting.over_sigma2(sde, t) / exact[1]
         grid, mass = self._grid(sde, weighting, t_min)
         k = (torch.searchsorted(grid, t, right=True) - 1).clamp(0, len(mass) - 1)
         return mass[k] / (mass.sum() * (grid[k + 1] - grid[k]))
-
-
-TIME_SAMPLERS: dict[str, type[TimeSampler]] = {
-    "uniform": UniformTimeSampler,
-    "importance": ImportanceTimeSampler,
-}
-
-
-def as_time_sampler(sampler) -> TimeSampler:
-    """A sampler from an instance or a name in ``TIME_SAMPLERS``."""
-    if isinstance(sampler, str):
-        if sampler not in TIME_SAMPLERS:
-            raise ValueError(
-                f"unknown time sampler {sampler!r}; expected one of {list(TIME_SAMPLERS)}"
-            )
-        return TIME_SAMPLERS[sampler]()
-    if not callable(sampler):
-        raise ValueError(f"time_sampler={sampler!r} is neither a name nor a sampler")
-    return sampler

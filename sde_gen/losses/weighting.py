@@ -1,8 +1,10 @@
 """Loss weightings λ(t) of denoising score matching (survey §4.3, eq. of the weighted DSM loss).
 
-A weighting is any callable ``weighting(sde, t) -> λ(t)`` (float64, shape (B,)). The classes here
-may also give the antiderivative F(t) = ∫ λ(s)/σ_s² ds and its inverse, which lets the importance
-time sampler draw t ~ r(t) ∝ λ(t)/σ_t² exactly.
+A weighting is a ``Weighting``: ``weighting(sde, t) -> λ(t)`` (float64, shape (B,)). The base
+class gives λ(t)/σ_t² (``over_sigma2``), the unnormalised time density r(t) of every sampler and
+plot; subclasses may give its antiderivative F(t) = ∫ λ(s)/σ_s² ds and the inverse, which lets the
+importance time sampler draw t ~ r(t) ∝ λ(t)/σ_t² exactly. Configs pick one from the group
+``loss/weighting`` (``sigma2``, ``likelihood``, ``ones``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ class Weighting:
 
     def __call__(self, sde: SDE, t: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def over_sigma2(self, sde: SDE, t: Tensor) -> Tensor:
+        """λ(t)/σ_t² in float64: the factor of ‖ε − ε_θ‖² in the loss and r(t) up to Z (§4.3)."""
+        t = t.double()
+        return self(sde, t) / sde.sigma(t) ** 2
 
     def antiderivative(self, sde: SDE, t: Tensor) -> Tensor | None:
         return None
@@ -75,23 +82,3 @@ class OnesWeighting(Weighting):
 
     def __repr__(self) -> str:
         return "OnesWeighting()"
-
-
-# Names accepted where a weighting is given as a string (plain-Python convenience; configs use
-# ``_target_``). An immutable mapping of classes, not state.
-WEIGHTINGS: dict[str, type[Weighting]] = {
-    "sigma2": SigmaSquaredWeighting,
-    "likelihood": LikelihoodWeighting,
-    "ones": OnesWeighting,
-}
-
-
-def as_weighting(weighting) -> Weighting:
-    """A weighting from an instance, a callable ``(sde, t) -> λ`` or a name in ``WEIGHTINGS``."""
-    if isinstance(weighting, str):
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; expected one of {list(WEIGHTINGS)}")
-        return WEIGHTINGS[weighting]()
-    if not callable(weighting):
-        raise ValueError(f"weighting={weighting!r} is neither a name nor a callable (sde, t)")
-    return weighting

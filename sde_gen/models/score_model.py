@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
-from sde_gen.sde import SDE, expand_as
+from sde_gen.sde import SDE
 
 
 class ScoreModel(nn.Module):
@@ -41,18 +43,18 @@ class ScoreModel(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """s_θ(x, t) = −ε_θ(x, t) / σ_t."""
-        return -self.eps(x, t) / expand_as(self.sde.sigma(t), x)
+        return self.sde.score_from_eps(x, t, self.eps(x, t))
 
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
-        """Tweedie's x̂₀ = (x − σ_t ε_θ)/γ_t."""
-        return (x - expand_as(self.sde.sigma(t), x) * self.eps(x, t)) / expand_as(
-            self.sde.gamma(t), x
-        )
+        """Tweedie's x̂₀ = (x + σ_t² s_θ)/γ_t = (x − σ_t ε_θ)/γ_t."""
+        return self.sde.x0_from_score(x, t, self(x, t))
 
 
-def eps_from_score(score_fn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
-    """ε = −σ_t s(x, t) for any score function."""
-    return -expand_as(sde.sigma(t), x) * score_fn(x, t)
+def eps_from_score(
+    score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, x: Tensor, t: Tensor
+) -> Tensor:
+    """ε = −σ_t s(x, t) for any score function (``SDE.eps_from_score``)."""
+    return sde.eps_from_score(x, t, score_fn(x, t))
 
 
 __all__ = ["ScoreModel", "eps_from_score"]

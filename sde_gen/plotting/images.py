@@ -55,7 +55,7 @@ def plot_image_grid(
     ncol: int | None = None,
     title: str | None = None,
 ) -> Figure | Path:
-    """Image samples (B, C, H, W) in [−1, 1] as one grid."""
+    """Image samples (B, C, H, W) in [−1, 1] as one grid, under ``title``."""
     imgs = images_to_unit(to_numpy(x, "x"), "x")
     ncol = ncol or int(np.ceil(np.sqrt(len(imgs))))
     fig, ax = axes_or_figure(ax)
@@ -65,13 +65,17 @@ def plot_image_grid(
     return finish(fig, path)
 
 
-def _strip(columns: list[np.ndarray], labels: list[str], path: PathLike | None) -> Figure | Path:
+def _strip(
+    columns: list[np.ndarray], labels: list[str], path: PathLike | None, title: str | None
+) -> Figure | Path:
     """Rows = samples, columns = times; each column (B, C, H, W) in [−1, 1]."""
     fig, axes = new_figure(len(columns), 1, size=1.6)
     fig.set_figheight(1.6 * max(1, len(columns[0])) / 2 + 0.6)
     for ax, col, label in zip(axes[0], columns, labels):
         _show(ax, tile_images(images_to_unit(col), ncol=1))
         ax.set_title(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return finish(fig, path)
 
 
@@ -81,11 +85,12 @@ def plot_denoising_strip(
     path: PathLike | None = None,
     at: Sequence[float] | None = None,
     max_rows: int = 4,
+    title: str | None = None,
 ) -> Figure | Path:
     """The reverse process x_T → x_0 of image samples at chosen times (survey Figure 1).
 
     ``trajectory`` (K+1, B, C, H, W) at ``times`` (K+1,); ``at`` picks the nearest recorded times
-    (default: six evenly spaced from T to the last).
+    (default: six evenly spaced from T to the last); ``title`` above the strip.
     """
     traj, ts = to_numpy(trajectory, "trajectory"), to_numpy(times, "times")
     if traj.ndim != 5:
@@ -94,7 +99,8 @@ def plot_denoising_strip(
         raise ValueError(f"times shape {ts.shape} != (K+1,) = ({traj.shape[0]},)")
     at = list(np.linspace(ts[0], ts[-1], 6)) if at is None else list(at)
     idx = [int(np.argmin(np.abs(ts - a))) for a in at]
-    return _strip([traj[i, :max_rows] for i in idx], [f"t = {ts[i]:.3g}" for i in idx], path)
+    labels = [f"t = {ts[i]:.3g}" for i in idx]
+    return _strip([traj[i, :max_rows] for i in idx], labels, path, title)
 
 
 def plot_forward_images(
@@ -104,9 +110,10 @@ def plot_forward_images(
     path: PathLike | None = None,
     generator: torch.Generator | None = None,
     max_rows: int = 4,
+    title: str | None = None,
 ) -> Figure | Path:
     """The forward process x_t = γ_t x0 + σ_t ε on images, one column a time (survey §4.1).
-    Columns are rescaled by the prior std so that VE noise stays visible."""
+    Columns are rescaled by the prior std so that VE noise stays visible; ``title`` above them."""
     x = torch.as_tensor(to_numpy(x0, "x0"))[:max_rows]
     images_to_unit(x.numpy(), "x0")
     cols = []
@@ -114,4 +121,4 @@ def plot_forward_images(
         tt = torch.tensor([float(t)], dtype=torch.float64)
         scale = float(torch.sqrt(sde.gamma(tt) ** 2 + sde.sigma(tt) ** 2))
         cols.append((xt / max(scale, 1.0)).numpy())
-    return _strip(cols, [f"t = {float(t):.3g}" for t in times], path)
+    return _strip(cols, [f"t = {float(t):.3g}" for t in times], path, title)

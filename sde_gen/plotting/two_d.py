@@ -43,7 +43,7 @@ def plot_reverse_trajectories(
 ) -> Figure | Path:
     """Reverse-time paths x_T → x_0 of 2-D particles, coloured by t, over the data density q_0,
     with the marginal particles at a few ``panel_times`` over q_t (exact when ``log_density`` is
-    a mixture's, survey §4.3).
+    a mixture's, survey §4.3); ``title`` above the panels.
 
     ``trajectory`` has shape (K+1, B, 2) at ``times`` (K+1,), from T down to ~0.
     """
@@ -71,7 +71,7 @@ def plot_reverse_trajectories(
     ax.scatter(paths[:, 0, 0], paths[:, 0, 1], s=4, c="tab:orange", label="$x_T$", zorder=3)
     ax.scatter(paths[:, -1, 0], paths[:, -1, 1], s=4, c="tab:red", label="$x_0$", zorder=3)
     fig.colorbar(lines, ax=ax, label="t", fraction=0.046)
-    ax.set(xlim=lim[:2], ylim=lim[2:], title=title or "reverse trajectories")
+    ax.set(xlim=lim[:2], ylim=lim[2:], title="reverse trajectories")
     ax.legend(loc="upper right", fontsize=7, markerscale=2)
 
     for k, i in enumerate(idx, start=1):
@@ -80,6 +80,8 @@ def plot_reverse_trajectories(
             density_image(ax, log_density, float(ts[i]), lim, cmap="Blues")
         ax.scatter(traj[i, :, 0], traj[i, :, 1], s=2, c="k", alpha=0.6)
         ax.set(xlim=lim[:2], ylim=lim[2:], title=f"t = {ts[i]:.3g}")
+    if title:
+        fig.suptitle(title)
     return finish(fig, path)
 
 
@@ -89,7 +91,7 @@ def plot_scatter(
     ax: Axes | None = None,
     log_density: LogDensity | None = None,
     reference: torch.Tensor | np.ndarray | None = None,
-    title: str = "samples",
+    title: str | None = None,
 ) -> Figure | Path:
     """2-D samples as points, optionally over the data density and beside reference samples."""
     pts = to_numpy(x, "x")
@@ -104,7 +106,7 @@ def plot_scatter(
     if ref is not None:
         ax.scatter(ref[:, 0], ref[:, 1], s=2, c="tab:blue", alpha=0.4, label="data")
     ax.scatter(pts[:, 0], pts[:, 1], s=2, c="tab:red", alpha=0.6, label="samples")
-    ax.set(xlim=lim[:2], ylim=lim[2:], title=title)
+    ax.set(xlim=lim[:2], ylim=lim[2:], title=title or "samples")
     if ref is not None:
         ax.legend(loc="upper right", fontsize=7, markerscale=3)
     return finish(fig, path)
@@ -117,9 +119,10 @@ def plot_forward_2d(
     path: PathLike | None = None,
     log_density: LogDensity | None = None,
     generator: torch.Generator | None = None,
+    title: str | None = None,
 ) -> Figure | Path:
     """The forward process x_t = γ_t x0 + σ_t ε on 2-D data, one panel a time (survey §4.1),
-    over the exact q_t when ``log_density`` is given."""
+    over the exact q_t when ``log_density`` is given; ``title`` above the panels."""
     x0_t = torch.as_tensor(to_numpy(x0, "x0"))
     check_points_2d(x0_t.numpy(), "x0")
     clouds = [xt.numpy() for xt in forward_samples(sde, x0_t, times, generator)]
@@ -132,4 +135,6 @@ def plot_forward_2d(
         ax.set(xlim=lim[:2], ylim=lim[2:], title=f"t = {float(t):.3g}")
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     return finish(fig, path)

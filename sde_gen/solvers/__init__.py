@@ -6,7 +6,7 @@ from sde_gen.solvers.base import FixedStepSolver, SampleResult, Solver
 from sde_gen.solvers.ddim import DDIM
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
-from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sde_gen.solvers.grids import Grid, KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
 from sde_gen.solvers.heun import Heun
 from sde_gen.solvers.pc import EulerMaruyamaPredictor, PredictorCorrector, ReverseDiffusionPredictor
 from sde_gen.solvers.pf_ode import (
@@ -36,6 +36,7 @@ __all__ = [
     "DDIM",
     "Heun",
     "DPMSolver",
+    "Grid",
     "UniformGrid",
     "QuadraticGrid",
     "LogSNRGrid",

@@ -3,8 +3,9 @@
 Between grid points s < t the chain has α_t = γ_{t|s}², β_t = σ_{t|s}² (``sde.transition``),
 and with ε_θ = −σ_t s_θ
 x_s = 1/√α_t (x_t − β_t/σ_t ε_θ) + σ z = (x_t + β_t s_θ(x_t, t)) / γ_{t|s} + σ z,
-the posterior mean of q(x_s | x_t, x̂0) for Tweedie's x̂0. σ² = β_t (``variance: beta``) or
-β̃_t = σ_{t|s}² σ_s²/σ_t² (``variance: beta_tilde``, ``sde.posterior``).
+Tweedie's estimate of x_s from x_t = γ_{t|s} x_s + σ_{t|s} z, i.e. the posterior mean of
+q(x_s | x_t, x̂0). σ² = β_t (``variance: beta``) or β̃_t = σ_{t|s}² σ_s²/σ_t²
+(``variance: beta_tilde``, ``sde.posterior``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.sde import SDE
+from sde_gen.sde.conversions import x0_from_score
 from sde_gen.solvers.base import FixedStepSolver, StepContext
 from sde_gen.solvers.grids import Grid
 
@@ -33,13 +35,16 @@ class Ancestral(FixedStepSolver):
     are t_i = i/N and this is the DDPM chain exactly.
     """
 
+    order = 1.0
+    stochastic = True
+    evals_per_step = 1
     ends_at_zero = True
 
     def __init__(
         self,
         steps: int = 1000,
         t_min: float = 1e-3,
-        grid: Grid | str = "uniform",
+        grid: Grid | None = None,
         variance: str = "beta",
         denoise_final: bool = True,
         progress: bool = False,
@@ -60,11 +65,9 @@ class Ancestral(FixedStepSolver):
         return torch.cat([grid, torch.zeros(1, dtype=torch.float64)])
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
-        s_vec = torch.tensor([s], dtype=torch.float64)
-        t_vec = torch.tensor([t], dtype=torch.float64)
-        gamma_ts, beta = (float(c[0]) for c in ctx.sde.transition(s_vec, t_vec))
-        mean = (x + beta * ctx.score(x, t)) / gamma_ts
+        gamma_ts, beta = ctx.transition(t, s)
+        mean = x0_from_score(x, ctx.score(x, t), gamma_ts, math.sqrt(beta))
         if ctx.is_last:
             return mean
-        var = beta if self.variance == "beta" else float(ctx.sde.posterior(s_vec, t_vec)[2][0])
+        var = beta if self.variance == "beta" else ctx.posterior_variance(t, s)
         return mean + math.sqrt(var) * ctx.noise(x)

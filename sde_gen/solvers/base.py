@@ -1,23 +1,28 @@
 """The shared loop of every reverse-time solver: grid, NFE count, record, progress, denoising.
 
 A solver is called as ``solver(sde, score_fn, x_T, generator=None, record=False)`` and returns a
-``SampleResult``. Fixed-step solvers subclass ``FixedStepSolver`` and write only ``step``.
+``SampleResult``. Each solver class declares what it is (``order``, ``stochastic``,
+``evals_per_step``, ``adaptive``); its options are checked once in ``__init__`` and the one
+SDE-dependent option, t_min < T, once per call in ``Solver.__call__``. Fixed-step solvers subclass
+``FixedStepSolver`` and write only ``step``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from sde_gen.sde import SDE
-from sde_gen.solvers.grids import Grid, UniformGrid, make_grid
+from sde_gen.runtime import progress_bar
+from sde_gen.sde import SDE, Coefficients
+from sde_gen.sde.conversions import eps_from_score, x0_from_score
+from sde_gen.solvers.grids import Grid, UniformGrid
 
 __all__ = [
     "SampleResult",
@@ -25,8 +30,8 @@ __all__ = [
     "StepContext",
     "Solver",
     "FixedStepSolver",
-    "scalar",
     "check_int",
+    "coefficients_at",
     "tweedie_x0",
 ]
 
@@ -43,11 +48,6 @@ class SampleResult:
     trajectory: Tensor | None = None
 
 
-def scalar(fn: Callable[[Tensor], Tensor], t: float) -> float:
-    """A schedule coefficient (sde.gamma, sde.sigma, …) at one time, as a float64 Python float."""
-    return float(fn(torch.tensor([t], dtype=torch.float64))[0])
-
-
 class CountedScore:
     """score_fn(x, t) at one scalar time, counting evaluations and checking the output."""
 
@@ -56,7 +56,7 @@ class CountedScore:
             raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
         self.score_fn = score_fn
         self.nfe = 0
-        self.bar = tqdm(unit="nfe", desc="score evaluations") if progress else None
+        self.bar = progress_bar(unit="nfe", desc="score evaluations") if progress else None
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
         if isinstance(t, Tensor) and t.ndim == 1:
@@ -81,9 +81,16 @@ class CountedScore:
         return out
 
 
+def coefficients_at(sde: SDE, t: float) -> Coefficients:
+    """(f, g², γ, σ) at one time t as float64 Python floats (one boundary check)."""
+    c = sde.coefficients(torch.tensor([t], dtype=torch.float64))
+    return Coefficients(*(float(v[0]) for v in c))
+
+
 def tweedie_x0(sde: SDE, score: CountedScore, x: Tensor, t: float) -> Tensor:
-    """Tweedie's denoiser x̂0 = (x + σ_t² ∇log q_t(x)) / γ_t."""
-    return (x + scalar(sde.sigma, t) ** 2 * score(x, t)) / scalar(sde.gamma, t)
+    """Tweedie's denoiser x̂0 = (x + σ_t² ∇log q_t(x)) / γ_t at one time t (one NFE)."""
+    c = coefficients_at(sde, t)
+    return x0_from_score(x, score(x, t), c.gamma, c.sigma)
 
 
 def _check_x_T(x_T: Any) -> None:
@@ -109,15 +116,28 @@ def _check_t_min(t_min: float) -> float:
 class Solver(ABC):
     """Common options: ``t_min`` (where integration stops), ``denoise_final`` (a last Tweedie
     step x0 = (x + σ² s)/γ at t_min, one more NFE) and ``progress`` (a tqdm bar).
-    Sampling runs under ``torch.no_grad()``."""
+    Sampling runs under ``torch.no_grad()``.
 
+    Every solver class declares: ``order`` (global convergence order of its deterministic part),
+    ``stochastic`` (draws noise from the generator), ``evals_per_step`` (score evaluations a step;
+    None where the solver picks its steps) and ``adaptive`` (error-controlled steps).
+    """
+
+    order: float
+    stochastic: bool
+    evals_per_step: int | None
+    adaptive: bool
     #: True where the solver's own last step already lands on x0 at t = 0 (no extra Tweedie step)
-    ends_at_zero: bool = False
+    ends_at_zero: ClassVar[bool] = False
 
     def __init__(self, t_min: float = 1e-3, denoise_final: bool = False, progress: bool = False):
         self.t_min = _check_t_min(t_min)
         self.denoise_final = bool(denoise_final)
         self.progress = bool(progress)
+
+    def expected_nfe(self) -> int | None:
+        """The exact number of score evaluations of one call; None where the solver adapts it."""
+        return None
 
     def __call__(
         self,
@@ -142,7 +162,10 @@ class Solver(ABC):
 
         try:
             with torch.no_grad():  # sampling only; a score_fn needing autograd enables it itself
-                x = self._run(sde, score, x_T, generator, keep, record)
+                x = self.integrate(sde, score, x_T, generator, keep, record)
+                if self.denoise_final and not self.ends_at_zero:
+                    x = tweedie_x0(sde, score, x, self.t_min)
+                    keep(0.0, x)
         finally:
             if score.bar is not None:
                 score.bar.close()
@@ -151,13 +174,6 @@ class Solver(ABC):
         return SampleResult(
             x, score.nfe, torch.tensor(times, dtype=torch.float64), torch.stack(path)
         )
-
-    def _run(self, sde, score, x_T, generator, keep, record) -> Tensor:
-        x = self.integrate(sde, score, x_T, generator, keep, record)
-        if self.denoise_final and not self.ends_at_zero:
-            x = tweedie_x0(sde, score, x, self.t_min)
-            keep(0.0, x)
-        return x
 
     @abstractmethod
     def integrate(
@@ -175,7 +191,9 @@ class Solver(ABC):
 @dataclass
 class StepContext:
     """What one step may use: the SDE, the counted score, the random generator, the position in
-    the grid, and ``memory`` — per-call state of multistep methods (never kept on the solver)."""
+    the grid, ``memory`` (per-call state of multistep methods, never kept on the solver), and the
+    schedule on the grid as floats — f, g², γ, σ at each time and, between neighbours t > s, the
+    transition (γ_{t|s}, σ²_{t|s}) and posterior variance — tabulated once per call."""
 
     sde: SDE
     score: CountedScore
@@ -183,34 +201,65 @@ class StepContext:
     times: Tensor
     index: int
     memory: dict[str, Any] = field(default_factory=dict)
-    _table: dict[tuple[str, float], float] = field(default_factory=dict, repr=False)
+    _coefs: dict[float, tuple[float, ...]] = field(default_factory=dict, repr=False)
+    _steps: dict[tuple[float, float], tuple[float, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("f", "g2", "gamma", "sigma"):
-            values = getattr(self.sde, name)(self.times).tolist()
-            self._table.update(
-                {(name, t): v for t, v in zip(self.times.tolist(), values, strict=True)}
-            )
+        grid = self.times.tolist()
+        columns = (c.tolist() for c in self.sde.coefficients(self.times))
+        self._coefs.update(zip(grid, zip(*columns, strict=True), strict=True))
+        s, t = self.times[1:], self.times[:-1]
+        gamma_ts, var_ts = self.sde.transition(s, t)
+        var_post = self.sde.posterior(s, t)[2]
+        rows = zip(gamma_ts.tolist(), var_ts.tolist(), var_post.tolist(), strict=True)
+        self._steps.update(zip(zip(grid[:-1], grid[1:], strict=True), rows, strict=True))
 
-    def _coef(self, name: str, t: float) -> float:
-        value = self._table.get((name, t))
-        return scalar(getattr(self.sde, name), t) if value is None else value
+    def _coef(self, i: int, t: float) -> float:
+        row = self._coefs.get(t)
+        if row is None:  # a time off the grid (e.g. a midpoint): evaluate it once and keep it
+            row = self._coefs[t] = tuple(coefficients_at(self.sde, t))
+        return row[i]
+
+    def _step(self, i: int, t: float, s: float) -> float:
+        row = self._steps.get((t, s))
+        if row is None:
+            s64, t64 = (torch.tensor([u], dtype=torch.float64) for u in (s, t))
+            gamma_ts, var_ts = self.sde.transition(s64, t64)
+            var_post = self.sde.posterior(s64, t64)[2]
+            row = self._steps[(t, s)] = (float(gamma_ts[0]), float(var_ts[0]), float(var_post[0]))
+        return row[i]
 
     def f(self, t: float) -> float:
-        """f(t), from a table of the grid times."""
-        return self._coef("f", t)
+        """f(t)."""
+        return self._coef(0, t)
 
     def g2(self, t: float) -> float:
         """g(t)²."""
-        return self._coef("g2", t)
+        return self._coef(1, t)
 
     def gamma(self, t: float) -> float:
         """γ_t."""
-        return self._coef("gamma", t)
+        return self._coef(2, t)
 
     def sigma(self, t: float) -> float:
         """σ_t."""
-        return self._coef("sigma", t)
+        return self._coef(3, t)
+
+    def transition(self, t: float, s: float) -> tuple[float, float]:
+        """(γ_{t|s}, σ²_{t|s}) of q(x_t | x_s), s < t (``SDE.transition``)."""
+        return self._step(0, t, s), self._step(1, t, s)
+
+    def posterior_variance(self, t: float, s: float) -> float:
+        """β̃ = σ²_{t|s} σ_s²/σ_t², the variance of q(x_s | x_t, x0) (``SDE.posterior``)."""
+        return self._step(2, t, s)
+
+    def x0(self, x: Tensor, t: float) -> Tensor:
+        """Tweedie's x̂0 = (x + σ_t² s_θ(x, t))/γ_t: one score evaluation."""
+        return x0_from_score(x, self.score(x, t), self.gamma(t), self.sigma(t))
+
+    def eps(self, x: Tensor, t: float) -> Tensor:
+        """ε̂ = −σ_t s_θ(x, t): one score evaluation."""
+        return eps_from_score(self.score(x, t), self.sigma(t))
 
     @property
     def is_last(self) -> bool:
@@ -222,26 +271,40 @@ class StepContext:
 
 
 class FixedStepSolver(Solver):
-    """A solver that steps along a grid of ``steps + 1`` times from T to ``t_min``.
+    """A solver that steps along a ``grid`` of ``steps + 1`` times from T to ``t_min``
+    (``None``: the class's ``default_grid``).
 
     Subclasses implement ``step(ctx, x, t, s)`` carrying x_t to x_s (s < t).
     """
+
+    adaptive = False
+    default_grid: ClassVar[Grid] = UniformGrid()
 
     def __init__(
         self,
         steps: int = 50,
         t_min: float = 1e-3,
-        grid: Grid | str = "uniform",
+        grid: Grid | None = None,
         denoise_final: bool = False,
         progress: bool = False,
     ):
         super().__init__(t_min=t_min, denoise_final=denoise_final, progress=progress)
         self.steps = check_int("steps", steps, 1)
-        self.grid = make_grid(grid if grid is not None else UniformGrid())
+        self.grid = self.default_grid if grid is None else grid
+        if not isinstance(self.grid, Grid):
+            kinds = ", ".join(sorted(f"{k.__name__}()" for k in Grid.__subclasses__()))
+            raise ValueError(
+                f"grid={grid!r} is not a Grid; use one of {kinds} (from a config: solver/grid=…)"
+            )
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        options = inspect.signature(type(self).__init__).parameters
+        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in options if k != "self")
         return f"{type(self).__name__}({opts})"
+
+    def expected_nfe(self) -> int:
+        """steps · evals_per_step, + 1 for ``denoise_final`` unless the last step lands on x0."""
+        return self.steps * self.evals_per_step + int(self.denoise_final and not self.ends_at_zero)
 
     def time_grid(self, sde: SDE) -> Tensor:
         """The float64 times t_0 = T > … > t_N at which x is carried."""
@@ -253,7 +316,8 @@ class FixedStepSolver(Solver):
         x = x_T
         keep(sde.T, x)
         grid = times.tolist()
-        with tqdm(total=len(grid) - 1, disable=not self.progress, desc=type(self).__name__) as bar:
+        bar = progress_bar(self.progress, total=len(grid) - 1, desc=type(self).__name__)
+        with bar:
             for i in range(len(grid) - 1):
                 ctx.index = i
                 x = self.step(ctx, x, grid[i], grid[i + 1])

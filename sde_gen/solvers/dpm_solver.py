@@ -14,11 +14,12 @@ global order 2.0 with φ₃ against ≈ 4 with 2φ₃ on Gaussian data (tests/te
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from torch import Tensor
 
 from sde_gen.solvers.base import FixedStepSolver, StepContext
-from sde_gen.solvers.grids import Grid
+from sde_gen.solvers.grids import Grid, LogSNRGrid
 
 __all__ = ["DPMSolver"]
 
@@ -26,13 +27,19 @@ ORDERS = (2, 3)
 
 
 class DPMSolver(FixedStepSolver):
-    """DPM-Solver++(``order``M): one score evaluation per step."""
+    """DPM-Solver++(``order``M): one score evaluation per step; ``order`` is also its declared
+    convergence order."""
+
+    order: float = 2
+    stochastic = False
+    evals_per_step = 1
+    default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
         steps: int = 20,
         t_min: float = 1e-3,
-        grid: Grid | str = "logsnr",
+        grid: Grid | None = None,
         order: int = 2,
         denoise_final: bool = False,
         progress: bool = False,
@@ -47,7 +54,7 @@ class DPMSolver(FixedStepSolver):
         gamma_s, sigma_s = ctx.gamma(s), ctx.sigma(s)
         lam_t, lam_s = math.log(gamma_t / sigma_t), math.log(gamma_s / sigma_s)
         h = lam_s - lam_t
-        m0 = (x + sigma_t**2 * ctx.score(x, t)) / gamma_t
+        m0 = ctx.x0(x, t)
         history = ctx.memory.setdefault("history", [])  # [(λ, x̂0)], newest last
         order = min(self.order, len(history) + 1)
         phi1 = math.expm1(-h)

@@ -7,10 +7,12 @@ x̃_s = x̃_t + (σ̃_s − σ̃_t)(ε̂_t + ε̂_s)/2; the last step is Euler w
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from sde_gen.solvers.base import FixedStepSolver, StepContext
-from sde_gen.solvers.grids import Grid
+from sde_gen.solvers.grids import Grid, KarrasGrid
 
 __all__ = ["Heun"]
 
@@ -18,11 +20,16 @@ __all__ = ["Heun"]
 class Heun(FixedStepSolver):
     """nfe = 2·steps − 1 with ``euler_last`` (EDM), 2·steps otherwise (+1 if denoise_final)."""
 
+    order = 2.0
+    stochastic = False
+    evals_per_step = 2
+    default_grid: ClassVar[Grid] = KarrasGrid()
+
     def __init__(
         self,
         steps: int = 18,
         t_min: float = 1e-3,
-        grid: Grid | str = "karras",
+        grid: Grid | None = None,
         euler_last: bool = True,
         denoise_final: bool = False,
         progress: bool = False,
@@ -30,12 +37,15 @@ class Heun(FixedStepSolver):
         super().__init__(steps, t_min, grid, denoise_final, progress)
         self.euler_last = bool(euler_last)
 
+    def expected_nfe(self) -> int:
+        return super().expected_nfe() - int(self.euler_last)
+
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
         gamma_t, gamma_s = ctx.gamma(t), ctx.gamma(s)
         sig_t, sig_s = ctx.sigma(t) / gamma_t, ctx.sigma(s) / gamma_s
-        d_t = -ctx.sigma(t) * ctx.score(x, t)
+        d_t = ctx.eps(x, t)
         x_tilde = x / gamma_t + (sig_s - sig_t) * d_t
         if ctx.is_last and self.euler_last:
             return gamma_s * x_tilde
-        d_s = -ctx.sigma(s) * ctx.score(gamma_s * x_tilde, s)
+        d_s = ctx.eps(gamma_s * x_tilde, s)
         return gamma_s * (x / gamma_t + (sig_s - sig_t) * 0.5 * (d_t + d_s))

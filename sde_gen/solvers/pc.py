@@ -13,17 +13,12 @@ import math
 import torch
 from torch import Tensor
 
+from sde_gen.sde.conversions import drift
 from sde_gen.solvers.base import FixedStepSolver, StepContext, check_int
 from sde_gen.solvers.euler_maruyama import euler_maruyama_step
 from sde_gen.solvers.grids import Grid
 
 __all__ = ["PredictorCorrector", "ReverseDiffusionPredictor", "EulerMaruyamaPredictor"]
-
-
-def _transition(ctx: StepContext, t: float, s: float) -> tuple[float, float]:
-    s64, t64 = torch.tensor([s], dtype=torch.float64), torch.tensor([t], dtype=torch.float64)
-    a, v = ctx.sde.transition(s64, t64)
-    return float(a[0]), float(v[0])
 
 
 class EulerMaruyamaPredictor:
@@ -38,12 +33,13 @@ class EulerMaruyamaPredictor:
 
 class ReverseDiffusionPredictor:
     """Reverse diffusion (Song et al. 2021, eq. 46) on the forward step x_t = a x_s + √v z
-    (a = γ_{t|s}, v = σ_{t|s}²): x_s = (2 − a) x_t + v s_θ(x_t, t) + √v z.
-    For VP this is Song et al.'s 2 − √(1 − β_i); for VE, a = 1 and v = σ_t² − σ_s²."""
+    (a = γ_{t|s}, v = σ_{t|s}²): x_s = x_t − [(a − 1) x_t − v s_θ(x_t, t)] + √v z, the reverse
+    drift of the discrete forward step (f = a − 1, g² = v). For VP this is Song et al.'s
+    2 − √(1 − β_i); for VE, a = 1 and v = σ_t² − σ_s²."""
 
     def __call__(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
-        a, v = _transition(ctx, t, s)
-        return (2 - a) * x + v * ctx.score(x, t) + math.sqrt(v) * ctx.noise(x)
+        a, v = ctx.transition(t, s)
+        return x - drift(x, ctx.score(x, t), a - 1, v, 1.0) + math.sqrt(v) * ctx.noise(x)
 
     def __repr__(self) -> str:
         return "ReverseDiffusionPredictor()"
@@ -56,13 +52,18 @@ class PredictorCorrector(FixedStepSolver):
     ε = 2 α (snr ‖z‖ / ‖s_θ‖)², α = γ_{t|s}² (= 1 − β_i for VP, 1 for VE), the norms averaged over
     the batch as in Song et al.'s code (per-sample norms blow up in low dimension, where ‖s_θ‖ of a
     sample near a mode is ≈ 0); a sample therefore depends on the rest of its batch.
+    ``evals_per_step`` = corrector_steps + 1.
     """
+
+    order = 1.0
+    stochastic = True
+    evals_per_step = 2
 
     def __init__(
         self,
         steps: int = 500,
         t_min: float = 1e-3,
-        grid: Grid | str = "uniform",
+        grid: Grid | None = None,
         denoise_final: bool = True,
         predictor: object | None = None,
         corrector_steps: int = 1,
@@ -77,9 +78,10 @@ class PredictorCorrector(FixedStepSolver):
         if not (isinstance(snr, int | float) and snr > 0 and math.isfinite(snr)):
             raise ValueError(f"snr={snr} must be a finite number > 0")
         self.corrector_steps, self.snr = corrector_steps, float(snr)
+        self.evals_per_step = corrector_steps + 1
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
-        alpha = _transition(ctx, t, s)[0] ** 2
+        alpha = ctx.transition(t, s)[0] ** 2
         for _ in range(self.corrector_steps):
             grad = ctx.score(x, t)
             z = ctx.noise(x)

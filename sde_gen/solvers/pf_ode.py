@@ -16,12 +16,14 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.solvers.base import CountedScore, Solver, check_int, scalar
+from sde_gen.sde.conversions import drift, eps_from_score
+from sde_gen.solvers.base import CountedScore, Solver, check_int, coefficients_at
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
 __all__ = ["PFODE", "ScipyODE", "TorchsdeODE", "TimeCoordinates", "ScaledCoordinates"]
 
-SCIPY_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+# solve_ivp methods and their order (BDF, LSODA: the highest order they switch to)
+SCIPY_METHODS = {"RK45": 5.0, "RK23": 3.0, "DOP853": 8.0, "Radau": 5.0, "BDF": 5.0, "LSODA": 12.0}
 IMPLICIT = ("Radau", "BDF")
 
 
@@ -51,8 +53,8 @@ class TimeCoordinates:
 
     def rhs(self, sde: SDE, score: CountedScore, y: Tensor, u: float) -> Tensor:
         """dx/dt = f x − ½ g² ∇log q_t(x)."""
-        f, g2 = scalar(sde.f, u), scalar(sde.g2, u)
-        return f * y - 0.5 * g2 * score(y, u)
+        c = coefficients_at(sde, u)
+        return drift(y, score(y, u), c.f, c.g2, 0.5)
 
     def __repr__(self) -> str:
         return "TimeCoordinates()"
@@ -81,16 +83,15 @@ class ScaledCoordinates(TimeCoordinates):
         return min(max(t, 0.0), sde.T)
 
     def to_state(self, sde: SDE, x: Tensor, u: float) -> Tensor:
-        return x / scalar(sde.gamma, self.t_of_u(sde, u))
+        return x / coefficients_at(sde, self.t_of_u(sde, u)).gamma
 
     def to_x(self, sde: SDE, y: Tensor, u: float) -> Tensor:
-        return y * scalar(sde.gamma, self.t_of_u(sde, u))
+        return y * coefficients_at(sde, self.t_of_u(sde, u)).gamma
 
     def rhs(self, sde: SDE, score: CountedScore, y: Tensor, u: float) -> Tensor:
         t = self.t_of_u(sde, u)
-        gamma, sigma = scalar(sde.gamma, t), scalar(sde.sigma, t)
-        eps = -sigma * score(gamma * y, t)
-        return (sigma / gamma) * eps
+        c = coefficients_at(sde, t)
+        return (c.sigma / c.gamma) * eps_from_score(score(c.gamma * y, t), c.sigma)
 
     def __repr__(self) -> str:
         return "ScaledCoordinates()"
@@ -105,6 +106,9 @@ class ScipyODE:
     evaluation per data dimension, not per state entry.
     """
 
+    adaptive = True
+    evals_per_step = None
+
     def __init__(
         self,
         method: str = "RK45",
@@ -114,18 +118,23 @@ class ScipyODE:
     ):
         if method not in SCIPY_METHODS:
             raise ValueError(
-                f"method={method!r} is not a solve_ivp method; allowed: {SCIPY_METHODS}"
+                f"method={method!r} is not a solve_ivp method; allowed: {tuple(SCIPY_METHODS)}"
             )
         self.method, self.rtol, self.atol = (
             method,
             _check_tol("rtol", rtol),
             _check_tol("atol", atol),
         )
+        self.order = SCIPY_METHODS[method]
         self.coordinates = TimeCoordinates() if coordinates is None else coordinates
         if not isinstance(self.coordinates, TimeCoordinates):
             raise ValueError(
                 f"coordinates={coordinates!r} must be TimeCoordinates or ScaledCoordinates"
             )
+
+    def expected_nfe(self) -> None:
+        """Unknown in advance: the steps adapt to rtol and atol."""
+        return None
 
     def __repr__(self) -> str:
         return (
@@ -185,7 +194,8 @@ class ScipyODE:
 
 
 class TorchsdeODE:
-    """``torchsde.sdeint`` on the PF-ODE as a zero-diffusion SDE in flipped time u = T − t."""
+    """``torchsde.sdeint`` on the PF-ODE as a zero-diffusion SDE in flipped time u = T − t:
+    ``steps`` fixed steps, or error-controlled ones from that initial size when ``adaptive``."""
 
     def __init__(
         self,
@@ -195,9 +205,16 @@ class TorchsdeODE:
         rtol: float = 1e-5,
         atol: float = 1e-5,
     ):
-        self.method = check_method(method)
+        self._method = check_method(method)
+        self.method = method
         self.steps, self.adaptive = check_int("steps", steps, 1), bool(adaptive)
         self.rtol, self.atol = _check_tol("rtol", rtol), _check_tol("atol", atol)
+        self.order = self._method.order
+        self.evals_per_step = None if self.adaptive else self._method.evals_per_step
+
+    def expected_nfe(self) -> int | None:
+        """Drift evaluations of the fixed steps (None when adaptive)."""
+        return None if self.adaptive else self._method.nfe(self.steps)
 
     def __repr__(self) -> str:
         return (
@@ -231,8 +248,14 @@ class PFODE(Solver):
     (including finite-difference Jacobians of implicit scipy methods).
 
     ``record_points`` times, uniform in t from T to t_min, are recorded when ``record=True``
-    (dense output; the steps taken do not change).
+    (dense output; the steps taken do not change). ``order``, ``adaptive`` and
+    ``evals_per_step`` are the backend's.
     """
+
+    order: float = 5.0
+    stochastic = False
+    evals_per_step: int | None = None
+    adaptive: bool = True
 
     def __init__(
         self,
@@ -244,9 +267,17 @@ class PFODE(Solver):
     ):
         super().__init__(t_min=t_min, denoise_final=denoise_final, progress=progress)
         self.backend = ScipyODE() if backend is None else backend
-        if not callable(self.backend):
+        declared = ("order", "adaptive", "evals_per_step", "expected_nfe")
+        if not callable(self.backend) or not all(hasattr(self.backend, a) for a in declared):
             raise ValueError(f"backend={backend!r} must be ScipyODE or TorchsdeODE")
         self.record_points = check_int("record_points", record_points, 2)
+        self.order, self.adaptive = self.backend.order, self.backend.adaptive
+        self.evals_per_step = self.backend.evals_per_step
+
+    def expected_nfe(self) -> int | None:
+        """The fixed-step backend's count (+1 for denoise_final); None when adaptive."""
+        nfe = self.backend.expected_nfe()
+        return None if nfe is None else nfe + int(self.denoise_final)
 
     def __repr__(self) -> str:
         return (

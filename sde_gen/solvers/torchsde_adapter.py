@@ -9,32 +9,57 @@ so Itô and Stratonovich methods integrate the same equation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torchsde
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.solvers.base import CountedScore
+from sde_gen.sde.conversions import drift
+from sde_gen.solvers.base import CountedScore, coefficients_at
 
-__all__ = ["ReverseTorchsde", "SDE_TYPE_OF_METHOD", "torchsde_integrate"]
+__all__ = [
+    "ReverseTorchsde",
+    "TorchsdeMethod",
+    "METHODS",
+    "check_method",
+    "torchsde_integrate",
+]
 
-# torchsde methods for diagonal noise and the sde_type each expects (g does not depend on x).
-SDE_TYPE_OF_METHOD = {
-    "euler": "ito",
-    "milstein": "ito",
-    "srk": "ito",
-    "midpoint": "stratonovich",
-    "heun": "stratonovich",
-    "euler_heun": "stratonovich",
-    "reversible_heun": "stratonovich",
+
+@dataclass(frozen=True)
+class TorchsdeMethod:
+    """What a torchsde method is on our additive-noise SDEs: the ``sde_type`` it expects, its
+    convergence order on the drift (measured on the PF-ODE, tests/test_solvers.py), and its drift
+    evaluations: ``evals_per_step`` a step plus ``extra_evals`` once (torchsde's shape check)."""
+
+    sde_type: str
+    order: float
+    evals_per_step: int
+    extra_evals: int = 1
+
+    def nfe(self, steps: int) -> int:
+        """Drift evaluations of ``steps`` fixed steps."""
+        return steps * self.evals_per_step + self.extra_evals
+
+
+METHODS = {
+    "euler": TorchsdeMethod("ito", 1.0, 1),
+    "milstein": TorchsdeMethod("ito", 1.0, 1),
+    "srk": TorchsdeMethod("ito", 3.0, 10),
+    "midpoint": TorchsdeMethod("stratonovich", 2.0, 2),
+    "heun": TorchsdeMethod("stratonovich", 2.0, 2),
+    "euler_heun": TorchsdeMethod("stratonovich", 1.0, 1),
+    "reversible_heun": TorchsdeMethod("stratonovich", 2.0, 1, extra_evals=2),
 }
 
 
-def check_method(method: str, allowed: tuple[str, ...] | None = None) -> str:
-    allowed = tuple(SDE_TYPE_OF_METHOD) if allowed is None else allowed
-    if method not in allowed:
-        raise ValueError(f"method={method!r} is not supported; allowed: {list(allowed)}")
-    return method
+def check_method(method: str) -> TorchsdeMethod:
+    """The ``TorchsdeMethod`` named ``method``, else a ValueError listing the allowed names."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not supported; allowed: {list(METHODS)}")
+    return METHODS[method]
 
 
 class ReverseTorchsde(torch.nn.Module):
@@ -61,11 +86,10 @@ class ReverseTorchsde(torch.nn.Module):
     def f(self, u: Tensor, y: Tensor) -> Tensor:
         t = self._t(u)
         x = y.reshape(self.shape)
-        t64 = torch.tensor([t], dtype=torch.float64)
-        f, g2 = float(self.sde.f(t64)[0]), float(self.sde.g2(t64)[0])
+        c = coefficients_at(self.sde, t)
         weight = 0.5 if self.probability_flow else 1.0
-        drift = f * x - weight * g2 * self.score(x, t)
-        return -drift.reshape(y.shape)
+        dx = drift(x, self.score(x, t), c.f, c.g2, weight)
+        return -dx.reshape(y.shape)
 
     def g(self, u: Tensor, y: Tensor) -> Tensor:
         if self.probability_flow:
@@ -112,7 +136,7 @@ def torchsde_integrate(
         levy_area_approximation=levy,
     )
     model = ReverseTorchsde(
-        sde, score, tuple(x_T.shape), probability_flow, SDE_TYPE_OF_METHOD[method]
+        sde, score, tuple(x_T.shape), probability_flow, METHODS[method].sde_type
     )
     # a hair over span/steps so that round-off never adds a tiny extra step
     dt = span / steps * (1 + 1e-9)

@@ -1,0 +1,212 @@
+"""What a training run reports, apart from the loop: the metrics log (``metrics.jsonl``, plus
+TensorBoard event files when ``tensorboard`` is installed, else ``metrics.csv``), the progress bar,
+the loss curve, sample plots and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sde_gen.runtime import progress_bar, write_summary
+from sde_gen.training_loop import StepStats
+
+__all__ = [
+    "RunReport",
+    "MetricsFile",
+    "METRICS_FILE",
+    "CSV_FILE",
+    "TENSORBOARD_DIR",
+    "plot_loss_curve",
+    "mixture_sample_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+CSV_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+CSV_COLUMNS = ("step", "loss", "lr", "grad_norm", "steps_per_s")
+
+
+class MetricsFile:
+    """JSON-lines metrics; on resume the lines past the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.kept = [r for r in self.read(path) if r["step"] <= keep_until] if keep_until else []
+        path.write_text("".join(json.dumps(r) + "\n" for r in self.kept))
+        self.handle = path.open("a")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+    @staticmethod
+    def read(path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class _CSVLog:
+    """``metrics.csv``, the same rows as ``metrics.jsonl`` (used without TensorBoard)."""
+
+    def __init__(self, path: Path, kept: list[dict[str, Any]]):
+        self.handle = path.open("w", newline="")
+        self.writer = csv.DictWriter(self.handle, CSV_COLUMNS, extrasaction="ignore")
+        self.writer.writeheader()
+        self.writer.writerows(kept)
+
+    def scalars(self, record: dict[str, Any]) -> None:
+        self.writer.writerow(record)
+        self.handle.flush()
+
+    def image(self, tag: str, path: Path, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _TensorBoardLog:
+    """Scalars and sample figures as TensorBoard events (``torch.utils.tensorboard``)."""
+
+    def __init__(self, directory: Path, resume_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed run wrote past the checkpoint it resumes from
+        self.writer = SummaryWriter(str(directory), purge_step=resume_step or None)
+
+    def scalars(self, record: dict[str, Any]) -> None:
+        for key in ("loss", "lr", "grad_norm", "steps_per_s"):
+            self.writer.add_scalar(f"train/{key}", record[key], record["step"])
+        self.writer.flush()
+
+    def image(self, tag: str, path: Path, step: int) -> None:
+        import matplotlib.image
+
+        pixels = torch.from_numpy(matplotlib.image.imread(str(path))[..., :3].copy())
+        self.writer.add_image(tag, pixels, step, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _scalar_log(out_dir: Path, resume_step: int, kept: list[dict[str, Any]]):
+    try:
+        return _TensorBoardLog(out_dir / TENSORBOARD_DIR, resume_step)
+    except ImportError:  # torch.utils.tensorboard needs the tensorboard package
+        log.info("tensorboard is not installed: metrics go to %s", out_dir / CSV_FILE)
+        return _CSVLog(out_dir / CSV_FILE, kept)
+
+
+class RunReport:
+    """Logs, progress and pictures of one training run in ``out_dir``."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        total_steps: int,
+        log_every: int,
+        progress: bool = True,
+        label: str = "",
+    ):
+        self.out_dir, self.total_steps, self.log_every = out_dir, total_steps, log_every
+        self.progress, self.label = progress, label
+
+    def open(self, step: int) -> None:
+        """Start (or, at ``step`` > 0, continue) the logs and the progress bar."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsFile(self.out_dir / METRICS_FILE, keep_until=step)
+        self.scalar_log = _scalar_log(self.out_dir, step, self.metrics.kept)
+        self.bar = progress_bar(
+            self.progress, total=self.total_steps, initial=step, unit="step", dynamic_ncols=True
+        )
+        self.window: list[float] = []
+        self.t_window = time.perf_counter()
+
+    def step(self, step: int, stats: StepStats) -> None:
+        """Record one step; every ``log_every`` steps (and at the end) write a metrics line."""
+        self.window.append(stats.loss)
+        self.bar.update(1)
+        if step % self.log_every and step != self.total_steps:
+            return
+        now = time.perf_counter()
+        rate = len(self.window) / max(now - self.t_window, 1e-12)
+        record = {
+            "step": step,
+            "loss": sum(self.window) / len(self.window),
+            "lr": stats.lr,
+            "grad_norm": stats.grad_norm,
+            "steps_per_s": rate,
+        }
+        self.metrics.append(record)
+        self.scalar_log.scalars(record)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.1f}", refresh=False)
+        self.window, self.t_window = [], time.perf_counter()
+
+    def image(self, tag: str, path: Path | None, step: int) -> None:
+        """Log a written figure (sample plot) under ``tag``."""
+        if path is not None and path.is_file():
+            self.scalar_log.image(tag, path, step)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.metrics.close()
+        self.scalar_log.close()
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Loss curve and ``summary.json`` (``final_loss`` from the metrics log)."""
+        history = MetricsFile.read(self.out_dir / METRICS_FILE)
+        title = "training loss" + (f" — {self.label}" if self.label else "")
+        plot_loss_curve(history, self.out_dir / "loss.png", title)
+        summary = {"final_loss": history[-1]["loss"] if history else float("nan"), **summary}
+        write_summary(self.out_dir, summary)
+        return summary
+
+
+def mixture_sample_metrics(mixture, x: Tensor, reference: Tensor) -> dict[str, float]:
+    """How well samples cover an exact mixture: the NLL gap E_gen[−log p] − E_data[−log p] and the
+    fraction of samples within 3 standard deviations (per axis) of some component mean."""
+    from sde_gen.metrics import nll_gap
+
+    x64 = x.to(torch.float64)
+    z = (x64[:, None, :] - mixture.means[None]) / mixture.stds[None].clamp_min(1e-12)
+    within = (z.abs().amax(-1) <= 3.0).any(-1)
+    return {
+        "nll_gap": nll_gap(mixture, x64, reference),
+        "mode_fraction": float(within.to(torch.float64).mean()),
+    }
+
+
+def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Training loss against step (log scale when positive), written to ``path``."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    losses = [r["loss"] for r in history]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, losses, lw=1.2)
+    if min(losses) > 0:
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="loss (interval mean)", title=title or "training loss")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
