@@ -321,12 +321,27 @@ class ConstEps(nn.Module):
         return torch.cat([self.a + 0 * x, self.b + 0 * x], dim=1)
 
 
-def test_hybrid_scale_is_pinned_to_the_full_bound():
-    """L_hybrid = mean_b[L_simple + 0.001 (T L_{t−1} + L_T)/D]: 0.001 multiplies the full
-    L_vlb ≈ T·E_t[L_{t−1}] (nats/dim), not a single sampled term; vb equals vlb_term."""
+def test_hybrid_vlb_part_is_in_bits_by_default_as_the_reference():
+    """improved-diffusion's vb term is in bits/dim: L_hybrid(bits) − L_simple is exactly
+    1/ln 2 times L_hybrid(nats) − L_simple for the same draws."""
     model = ScoreModel(ConstEps(3), SCHED.to_sde())
     x0 = torch.rand(64, 3, generator=gen(0), dtype=torch.float64) * 2 - 1
-    loss = HybridLoss(SCHED, num_bins=256)
+    with torch.no_grad():
+        simple = float(SimpleLoss(SCHED)(model, x0, gen(5)))
+        bits = float(HybridLoss(SCHED, num_bins=256)(model, x0, gen(5))) - simple
+        nats = float(HybridLoss(SCHED, num_bins=256, vlb_units="nats")(model, x0, gen(5))) - simple
+    assert bits == pytest.approx(nats / math.log(2), rel=1e-9)
+    assert HybridLoss(SCHED).vlb_units.value == "bits" and HybridLoss(SCHED).vlb_weight == 0.001
+    with pytest.raises(ValueError, match="vlb_units='bytes'"):
+        HybridLoss(SCHED, vlb_units="bytes")
+
+
+def test_hybrid_scale_is_pinned_to_the_full_bound():
+    """L_hybrid = mean_b[L_simple + 0.001 (T L_{t−1} + L_T)/D]: 0.001 multiplies the full
+    L_vlb ≈ T·E_t[L_{t−1}] (here in nats/dim), not a single sampled term; vb equals vlb_term."""
+    model = ScoreModel(ConstEps(3), SCHED.to_sde())
+    x0 = torch.rand(64, 3, generator=gen(0), dtype=torch.float64) * 2 - 1
+    loss = HybridLoss(SCHED, num_bins=256, vlb_units="nats")
     with torch.no_grad():  # values only
         terms = loss.terms(model, x0, gen(5))
         value = float(loss(model, x0, gen(5)))
@@ -346,7 +361,7 @@ def test_hybrid_mean_gradient_comes_only_from_simple():
     x0 = torch.rand(32, 3, generator=gen(0), dtype=torch.float64) * 2 - 1
     grads = {}
     for name, loss in (
-        ("hybrid", HybridLoss(SCHED)),
+        ("hybrid", HybridLoss(SCHED, vlb_units="nats")),
         ("simple", SimpleLoss(SCHED)),
         ("vlb", VLBLoss(SCHED)),
     ):

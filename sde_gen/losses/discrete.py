@@ -14,6 +14,7 @@ Here v uses a sigmoid where Nichol & Dhariwal use (out + 1)/2; both give v = ½ 
 from __future__ import annotations
 
 import math
+from enum import Enum
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ __all__ = [
     "vlb_terms",
     "vlb",
     "schedule_of",
+    "VLBUnits",
 ]
 
 
@@ -173,6 +175,7 @@ class _DiscreteLoss:
 
     simple_weight: float = 0.0
     vlb_weight: float = 0.0
+    vlb_per_nat: float = 1.0  # the VLB part's unit per nat (1/ln 2 for bits)
     detach_mean: bool = False
 
     def __init__(
@@ -216,11 +219,13 @@ class _DiscreteLoss:
         return out
 
     def per_sample(self, terms: dict[str, Tensor], x0: Tensor, T: int) -> Tensor:
-        """simple_weight · L_simple + vlb_weight · (T L_{t−1} + L_T)/D, per dimension."""
+        """simple_weight · L_simple + vlb_weight · (T L_{t−1} + L_T)/D per dimension, the VLB
+        part in nats times ``vlb_per_nat`` (1/ln 2 when it is counted in bits)."""
         loss = self.simple_weight * terms["simple"]
         if self.vlb_weight > 0:
             D = x0[0].numel()
-            loss = loss + self.vlb_weight * (T * terms["vb"] + terms["prior"]) / D
+            vlb = (T * terms["vb"] + terms["prior"]) / D * self.vlb_per_nat
+            loss = loss + self.vlb_weight * vlb
         return loss
 
     def __call__(
@@ -259,13 +264,22 @@ class VLBLoss(_DiscreteLoss):
         return f"VLBLoss(num_bins={self.num_bins}, {self.step_sampler!r})"
 
 
+class VLBUnits(Enum):
+    """Units of the VLB part of L_hybrid: bits (improved-diffusion's ``vb``) or nats."""
+
+    bits = "bits"
+    nats = "nats"
+
+
 class HybridLoss(_DiscreteLoss):
     """L_hybrid = L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16), λ = ``vlb_weight``.
 
     Scale: λ multiplies the FULL bound L_vlb ≈ L_T + T·E_t[L_{t−1}] (estimated by T·L_{t−1} for
-    the one sampled t), per dimension and in nats — as the paper's λ = 0.001 and its code's
-    rescaling by T/1000; implementations that put λ on the single sampled term are T× weaker.
-    The mean μ_θ is detached in the VLB term, so it trains only Σ_θ; ε_θ learns from L_simple.
+    the one sampled t), per dimension, in ``vlb_units``: bits by default, as the reference code
+    (improved-diffusion's ``vb`` term is in bits/dim, rescaled by T/1000 for λ = 0.001), or nats,
+    which weighs the VLB part ln 2 ≈ 0.693 times as much for the same λ. Implementations that put λ
+    on the single sampled term are T× weaker. The mean μ_θ is detached in the VLB term, so it
+    trains only Σ_θ; ε_θ learns from L_simple.
     """
 
     simple_weight = 1.0
@@ -278,11 +292,21 @@ class HybridLoss(_DiscreteLoss):
         step_sampler: StepSampler | None = None,
         vlb_weight: float = 0.001,
         large_variance: bool = False,
+        vlb_units: VLBUnits | str = VLBUnits.bits,
     ):
         super().__init__(schedule, num_bins, step_sampler, large_variance)
         if not (math.isfinite(vlb_weight) and vlb_weight >= 0):
             raise ValueError(f"hybrid coefficient vlb_weight={vlb_weight} must be >= 0")
+        try:
+            self.vlb_units = VLBUnits(vlb_units)
+        except ValueError:
+            allowed = [u.value for u in VLBUnits]
+            raise ValueError(f"vlb_units={vlb_units!r} is not one of {allowed}") from None
         self.vlb_weight = float(vlb_weight)
+        self.vlb_per_nat = 1 / math.log(2) if self.vlb_units is VLBUnits.bits else 1.0
 
     def __repr__(self) -> str:
-        return f"HybridLoss(vlb_weight={self.vlb_weight}, num_bins={self.num_bins})"
+        return (
+            f"HybridLoss(vlb_weight={self.vlb_weight}, vlb_units={self.vlb_units.value}, "
+            f"num_bins={self.num_bins})"
+        )
