@@ -30,12 +30,17 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from scipy import linalg
 from torch import nn
 
 from sde_gen.checkpoint import load_score_model
 from sde_gen.data import Digits
 from sde_gen.evaluate import likelihood_report, vlb_bits_per_dim
+from sde_gen.models.digits_classifier import (
+    digits_labels,
+    fit_digits_classifier,
+    pretrained_digits_classifier,
+)
+from sde_gen.sample_quality import feature_vectors, frechet_distance
 from sde_gen.sde import DiscreteVPSDE
 from sde_gen.solvers import EulerMaruyama
 
@@ -65,81 +70,23 @@ MODEL = [  # a small U-Net: 16 base channels, 8→4 resolutions, attention at 4�
 ]
 
 
-# -- the feature network --------------------------------------------------------------------------
-class DigitsClassifier(nn.Module):
-    """A small CNN; ``features`` is the 32-d penultimate layer used for the Fréchet distance."""
-
-    def __init__(self, width: int = 32):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-            nn.AvgPool2d(2), nn.Flatten(), nn.Linear(32 * 16, width), nn.ReLU(),
-        )  # fmt: skip
-        self.head = nn.Linear(width, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-def digits_labels(data: Digits) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels of ``data``'s train and test splits (same permutation as ``TensorData``, checked)."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    n = len(raw.target)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1234))
-    n_test = len(data.test_data)
-    images = torch.as_tensor(2.0 * raw.images[:, None] / 16 - 1, dtype=torch.float32)
-    if not torch.equal(images[perm[:n_test]], data.test_data):
-        raise ValueError("cannot reproduce the digits test split: TensorData's permutation changed")
-    y = torch.as_tensor(raw.target)
-    return y[perm[n_test:]], y[perm[:n_test]]
-
-
+# -- the feature network: sde_gen.models.digits_classifier, metrics: sde_gen.sample_quality ----
 def train_classifier(data: Digits, path: Path, epochs: int, seed: int) -> tuple[nn.Module, float]:
-    """Adam on the train split (light shift augmentation); returns the net and test accuracy."""
-    y_train, y_test = digits_labels(data)
-    torch.manual_seed(seed)
-    net = DigitsClassifier()
+    """The digits classifier trained here (cached at ``path``) and its test accuracy."""
     if path.is_file():
-        net.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        opt = torch.optim.Adam(net.parameters(), 2e-3)
-        g = torch.Generator().manual_seed(seed)
-        x = data.train_data
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=g).split(64):
-                shift = torch.randint(-1, 2, (2,), generator=g).tolist()
-                xb = torch.roll(x[idx], shifts=shift, dims=(2, 3))
-                loss = nn.functional.cross_entropy(net(xb), y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), path)
-    net.eval()
-    with torch.no_grad():
-        acc = float((net(data.test_data).argmax(1) == y_test).float().mean())
+        net = pretrained_digits_classifier(str(path))
+        _, y_test = digits_labels(data)
+        with torch.no_grad():
+            acc = float((net(data.test_data).argmax(1) == y_test).float().mean())
+        return net, acc
+    net, acc = fit_digits_classifier(data, epochs, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
     return net, acc
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^{1/2}) of Gaussians fitted to two feature sets."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = linalg.eigh(cov_a)
-    sqrt_a = (v * np.sqrt(w.clip(min=0))) @ v.T
-    # tr (Σ_a Σ_b)^{1/2} = Σ √eig(Σ_a^{1/2} Σ_b Σ_a^{1/2}): symmetric PSD, stable when singular
-    tr_root = np.sqrt(linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clip(min=0)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_root)
-
-
 def features(net: nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return net.features(x).double().numpy()
+    return feature_vectors(net, x)
 
 
 # -- one arm ----------------------------------------------------------------------------------
