@@ -92,7 +92,8 @@ def flow_metrics(
 def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
     """The solver spending about ``cfg.nfe`` score evaluations; returns (solver, setting).
 
-    Adaptive solvers (``solver.adaptive``): rtol = atol = ``adaptive_tolerance[nfe]``.
+    Adaptive solvers (``solver.adaptive``): rtol = atol = ``adaptive_tolerance[nfe]``, set on
+    each of ``tolerance_keys`` the config has.
     Fixed-step ones: NFE(steps) = a + b·steps, from ``expected_nfe()`` where the solver declares
     it (else measured on two probe runs: the diffusers peers), inverted for the budget. The steps
     live in ``steps`` or, for a fixed-step ODE backend, in ``backend.steps``.
@@ -103,9 +104,10 @@ def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
             scfg[key] = value
     if getattr(hydra.utils.instantiate(scfg), "adaptive", False):
         tol = float(cfg.adaptive_tolerance[cfg.nfe])
-        for key in cfg.tolerance_keys:
-            if OmegaConf.select(scfg, key) is None:
-                raise ValueError(f"adaptive solver config has no {key!r} to set rtol={tol} on")
+        keys = [k for k in cfg.tolerance_keys if OmegaConf.select(scfg, k) is not None]
+        if not keys:
+            raise ValueError(f"adaptive solver config has none of {list(cfg.tolerance_keys)}")
+        for key in keys:
             OmegaConf.update(scfg, key, tol)
         return hydra.utils.instantiate(scfg), {"rtol": tol}
     steps_key = "steps" if "steps" in scfg else "backend.steps"

@@ -73,3 +73,9 @@ def test_peer_on_the_wrong_schedule_is_skipped_not_failed(tmp_path):
         HydraConfig.instance().set_config(cfg)
         row = sc.run_job(cfg)
     assert row["status"] == "skipped" and "ddpm_linear" in row["reason"]
+
+
+def test_adaptive_solver_with_top_level_tolerances(tmp_path):
+    """solver=adaptive keeps rtol/atol at the top of its config (no backend): both are set."""
+    row = _job(tmp_path, "adaptive", 100)
+    assert row["status"] == "ok" and row["rtol"] == 1e-4 and row["endpoint_error"] < 1e-3

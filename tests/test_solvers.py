@@ -67,12 +67,31 @@ def slope(sde: SDE, make, steps: list[int]) -> tuple[float, list[float]]:
 
 
 # -- convergence orders: the measured slope lies in [p − below, p + above] around the solver's
-# declared ``order`` p (Euler/DDIM 1, Heun and DPM-Solver++(2M) 2, DPM-Solver++(3M) 3) ----------
+# declared ``order`` p (Euler/DDIM 1, Heun and DPM-Solver++(2M) 2, DPM-Solver++(3M) 3), measured
+# to t_min (``final_step="t_min"``: the x̂0 jump to 0 has an error that does not shrink with h) ---
 ORDER_CASES = [
-    ("ddim", lambda n: DDIM(n, T_MIN, LogSNRGrid()), [16, 32, 64, 128], 0.15, 0.15),
+    (
+        "ddim",
+        lambda n: DDIM(n, T_MIN, LogSNRGrid(), final_step="t_min"),
+        [16, 32, 64, 128],
+        0.15,
+        0.15,
+    ),
     ("heun", lambda n: Heun(n, T_MIN, KarrasGrid()), [16, 32, 64, 128], 0.2, 0.3),
-    ("dpm2", lambda n: DPMSolver(n, T_MIN, LogSNRGrid(), order=2), [32, 64, 128, 256], 0.15, 0.2),
-    ("dpm3", lambda n: DPMSolver(n, T_MIN, LogSNRGrid(), order=3), [16, 32, 64, 128], 0.5, 2.0),
+    (
+        "dpm2",
+        lambda n: DPMSolver(n, T_MIN, LogSNRGrid(), order=2, final_step="t_min"),
+        [32, 64, 128, 256],
+        0.15,
+        0.2,
+    ),
+    (
+        "dpm3",
+        lambda n: DPMSolver(n, T_MIN, LogSNRGrid(), order=3, final_step="t_min"),
+        [16, 32, 64, 128],
+        0.5,
+        2.0,
+    ),
     ("torchsde_euler", lambda n: PFODE(TorchsdeODE("euler", n), T_MIN), [64, 128, 256], 0.15, 0.15),
     (
         "torchsde_midpoint",
@@ -119,7 +138,9 @@ def test_dpm3_reference_weight_is_second_order():
 def _dpm3_reference(steps: int, sde: SDE, x_T: torch.Tensor) -> torch.Tensor:
     """DPM-Solver++(3M) as in the reference code (D₂ weighted by φ₃), on the log-SNR grid."""
     score = gaussian().score_fn(sde)
-    times = DPMSolver(steps, T_MIN, LogSNRGrid(), order=3).time_grid(sde).tolist()
+    times = (
+        DPMSolver(steps, T_MIN, LogSNRGrid(), order=3, final_step="t_min").time_grid(sde).tolist()
+    )
     x, hist = x_T, []
     for t, s in zip(times[:-1], times[1:], strict=True):
         g_t, s_t, g_s, s_s = (_c(sde, f, u) for u in (t, s) for f in (sde.gamma, sde.sigma))
@@ -305,7 +326,7 @@ def test_ddim_eta1_is_ancestral_beta_tilde():
     sde = VPSDE()
     score = gaussian().score_fn(sde)
     x_T = prior(sde)
-    a = DDIM(10, T_MIN, QuadraticGrid(), eta=1.0, denoise_final=True)(
+    a = DDIM(10, T_MIN, QuadraticGrid(), eta=1.0, final_step="t_min", denoise_final=True)(
         sde, score, x_T, generator=torch.Generator().manual_seed(0)
     )
     b = Ancestral(11, T_MIN, QuadraticGrid(), variance="beta_tilde")(
@@ -320,7 +341,7 @@ def test_ddim_eta0_ve_is_euler_in_sigma():
     sde = VESDE()
     score = gaussian().score_fn(sde)
     x_T = prior(sde)
-    res = DDIM(1, 0.5)(sde, score, x_T)
+    res = DDIM(1, 0.5, final_step="t_min")(sde, score, x_T)
     s_T, s_h = _c(sde, sde.sigma, 1.0), _c(sde, sde.sigma, 0.5)
     expect = x_T + (s_T**2 - s_h * s_T) * score(x_T, torch.ones(8, dtype=F64))
     assert torch.allclose(res.x0, expect, atol=1e-12, rtol=0)

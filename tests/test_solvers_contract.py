@@ -20,6 +20,8 @@ from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
 from sde_gen.solvers import (
     DDIM,
     PFODE,
+    AdaptiveDPM,
+    AdaptiveUniPC,
     Ancestral,
     DPMSolver,
     EulerMaruyama,
@@ -30,8 +32,9 @@ from sde_gen.solvers import (
     Solver,
     TorchsdeODE,
     TorchsdeSolver,
+    UniPC,
 )
-from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid, QuadraticGrid, TrailingGrid, UniformGrid
 
 F64 = torch.float64
 
@@ -44,6 +47,7 @@ GRID_CLASSES = {
     "quadratic": QuadraticGrid,
     "logsnr": LogSNRGrid,
     "karras": KarrasGrid,
+    "trailing": TrailingGrid,
 }
 MU = torch.tensor([[1.0, -0.5]], dtype=F64)
 S = 0.5
@@ -87,6 +91,7 @@ def test_config_names():
         "ddim",
         "heun",
         "dpm_solver",
+        "unipc",
     }
 
 
@@ -132,6 +137,13 @@ def test_seed_and_record(name):
         (Heun(steps=10), 19),
         (Heun(steps=10, euler_last=False, denoise_final=True), 21),
         (DPMSolver(steps=10, order=3), 10),
+        (DPMSolver(steps=10, final_step="t_min", denoise_final=True), 11),
+        (DDIM(steps=10, final_step="t_min", denoise_final=True), 11),
+        (DDIM(steps=1), 1),
+        (UniPC(steps=10, order=3), 10),
+        (UniPC(steps=10, order=1, variant="bh1", final_step="t_min"), 10),
+        (UniPC(steps=10, final_step="t_min", denoise_final=True), 11),
+        (UniPC(steps=1), 1),
         (PredictorCorrector(steps=10, corrector_steps=2, denoise_final=True), 31),
         (TorchsdeSolver("euler", steps=10, denoise_final=False), 11),  # +1: torchsde's shape check
         (TorchsdeSolver("midpoint", steps=10, denoise_final=False), 21),
@@ -216,6 +228,13 @@ def test_declared_values():
     assert PFODE().adaptive and not PFODE(TorchsdeODE("midpoint", 10)).adaptive
     assert PFODE(TorchsdeODE("midpoint", 10)).order == 2
     assert TorchsdeSolver("srk").evals_per_step == 10
+    # UniPC-p: the corrector raises the predictor's order p by one (Zhao et al. 2023)
+    assert UniPC(order=2).order == 3 and UniPC(order=3, corrector=False).order == 3
+    assert UniPC.order == 3 and UniPC.evals_per_step == 1 and not UniPC.stochastic
+    assert AdaptiveUniPC(order=2).order == 3 and AdaptiveDPM(order=2).order == 2
+    assert AdaptiveUniPC.adaptive and AdaptiveDPM.evals_per_step is None
+    with pytest.raises(TypeError, match="steps"):
+        AdaptiveUniPC(steps=10)
 
 
 def test_scipy_nfe_counts_every_drift_evaluation():
@@ -268,6 +287,21 @@ def test_bad_score_stops_with_a_clear_error(name):
         (lambda: TorchsdeSolver(method="rk4"), "method='rk4'.*euler"),
         (lambda: PFODE(record_points=1), "record_points=1"),
         (lambda: KarrasGrid(rho=0.0), "rho=0.0"),
+        (lambda: UniPC(order=4), "order=4"),
+        (lambda: UniPC(order=True), "order=True"),
+        (lambda: UniPC(variant="bh3"), "variant='bh3'.*bh1"),
+        (lambda: UniPC(corrector="yes"), "corrector='yes'"),
+        (lambda: UniPC(final_step="end"), "final_step='end'.*zero"),
+        (lambda: DDIM(final_step=0), "final_step=0"),
+        (lambda: DPMSolver(denoise_final=True), "denoise_final=True needs final_step='t_min'"),
+        (lambda: DDIM(denoise_final=True), "denoise_final=True needs final_step='t_min'"),
+        (lambda: AdaptiveUniPC(order=0), "order=0"),
+        (lambda: AdaptiveUniPC(variant="b"), "variant='b'"),
+        (lambda: AdaptiveDPM(order=1), "order=1"),
+        (lambda: AdaptiveDPM(rtol=0.0), "rtol=0.0"),
+        (lambda: AdaptiveDPM(theta=1.5), "theta=1.5"),
+        (lambda: AdaptiveDPM(growth=1.0), "growth=1.0"),
+        (lambda: AdaptiveUniPC(norm="l1"), "norm='l1'.*max"),
     ],
 )
 def test_bad_options_raise(make, match):
@@ -291,7 +325,9 @@ def test_t_min_beyond_T_and_bad_x_T_raise():
 
 
 # -- grids -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("grid", [UniformGrid(), QuadraticGrid(), LogSNRGrid(), KarrasGrid()])
+@pytest.mark.parametrize(
+    "grid", [UniformGrid(), QuadraticGrid(), LogSNRGrid(), KarrasGrid(), TrailingGrid()]
+)
 @pytest.mark.parametrize(
     "sde", [VPSDE(), VESDE(), DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000))], ids=str
 )
@@ -315,6 +351,46 @@ def test_grid_formulas():
         UniformGrid()(sde, 0, 1e-3)
 
 
+def test_trailing_grid_is_diffusers_trailing_spacing():
+    """On the DDPM chain, t_i = round(N − i N/steps)/N: diffusers' "trailing" timesteps k with
+    t = (k + 1)/N (999, 899, …, 99 for 10 of 1000 steps); uniform in t on a continuous SDE."""
+    sde = DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000))
+    times = TrailingGrid()(sde, 10, 1e-3)
+    assert torch.allclose(times[:-1], torch.arange(10, 0, -1, dtype=F64) / 10) and times[-1] == 1e-3
+    k = (TrailingGrid()(sde, 3, 1e-3)[:-1] * 1000).round() - 1
+    assert k.tolist() == [999.0, 666.0, 332.0]  # numpy: round(arange(1000, 0, -1000/3)) − 1
+    assert torch.allclose(
+        TrailingGrid()(VPSDE(), 4, 1e-3), torch.tensor([1, 0.75, 0.5, 0.25, 1e-3], dtype=F64)
+    )
+    with pytest.raises(ValueError, match="non-decreasing"):
+        TrailingGrid()(sde, 2000, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        DDIM(steps=6),
+        DPMSolver(steps=6, order=3),
+        UniPC(steps=6, order=3),
+        UniPC(steps=6, corrector=False),
+    ],
+    ids=["ddim", "dpm3", "unipc3", "unip2"],
+)
+def test_final_step_zero_returns_x0_of_the_last_evaluation_for_free(solver):
+    """final_step='zero' (the default): the grid ends at 0, the last step returns Tweedie's x̂0 of
+    the state at t_{N−1}, the N evaluations are those of the N steps (no Tweedie step)."""
+    sde = VPSDE()
+    xt = x_T(sde, n=6)
+    res = solver(sde, data().score_fn(sde), xt, record=True)
+    times = solver.time_grid(sde)
+    assert times[-1] == 0 and times[-2] > solver.t_min and res.times.tolist() == times.tolist()
+    assert res.nfe == solver.expected_nfe() == 6
+    t_last = torch.full((6,), float(times[-2]), dtype=F64)
+    x_last = res.trajectory[-2]
+    expect = sde.x0_from_score(x_last, t_last, data().score(x_last, t_last, sde))
+    assert torch.allclose(res.x0, expect, atol=1e-12, rtol=0)
+
+
 def test_dpm_solver_memory_is_per_call():
     """Multistep history lives in the call: two calls on the same solver agree."""
     sde = VPSDE()
@@ -329,7 +405,12 @@ def test_float32_input_stays_float32():
     sde = VPSDE()
     xt = x_T(sde, n=8).float()
     score = data().score_fn(sde)
-    for solver in (DDIM(steps=5), DPMSolver(steps=5), PFODE(ScipyODE(rtol=1e-4, atol=1e-4))):
+    for solver in (
+        DDIM(steps=5),
+        DPMSolver(steps=5),
+        UniPC(steps=5, order=3),
+        PFODE(ScipyODE(rtol=1e-4, atol=1e-4)),
+    ):
         res = solver(sde, score, xt)
         assert res.x0.dtype == torch.float32 and torch.isfinite(res.x0).all()
 
@@ -376,6 +457,11 @@ def test_a_sweep_over_the_grid_group_composes_for_every_grid(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_fixed_step_configs_keep_their_default_grid(name):
     solver = load(name)
-    default = {"ddim": QuadraticGrid, "dpm_solver": LogSNRGrid, "heun": KarrasGrid}
+    default = {
+        "ddim": QuadraticGrid,
+        "dpm_solver": LogSNRGrid,
+        "unipc": LogSNRGrid,
+        "heun": KarrasGrid,
+    }
     if isinstance(solver, FixedStepSolver):
         assert type(solver.grid) is default.get(name, UniformGrid)

@@ -1,12 +1,20 @@
 """Reverse-time samplers, one file a family, all called as
 ``solver(sde, score_fn, x_T, generator=None, record=False) -> SampleResult``."""
 
+from sde_gen.solvers.adaptive import AdaptiveDPM, AdaptiveUniPC
 from sde_gen.solvers.ancestral import Ancestral
-from sde_gen.solvers.base import FixedStepSolver, SampleResult, Solver
+from sde_gen.solvers.base import FinalStep, FixedStepSolver, SampleResult, Solver
 from sde_gen.solvers.ddim import DDIM
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
-from sde_gen.solvers.grids import Grid, KarrasGrid, LogSNRGrid, QuadraticGrid, UniformGrid
+from sde_gen.solvers.grids import (
+    Grid,
+    KarrasGrid,
+    LogSNRGrid,
+    QuadraticGrid,
+    TrailingGrid,
+    UniformGrid,
+)
 from sde_gen.solvers.heun import Heun
 from sde_gen.solvers.pc import EulerMaruyamaPredictor, PredictorCorrector, ReverseDiffusionPredictor
 from sde_gen.solvers.pf_ode import (
@@ -17,11 +25,13 @@ from sde_gen.solvers.pf_ode import (
     TorchsdeODE,
 )
 from sde_gen.solvers.torchsde_solver import TorchsdeSolver
+from sde_gen.solvers.unipc import UniPC, Variant
 
 __all__ = [
     "Solver",
     "FixedStepSolver",
     "SampleResult",
+    "FinalStep",
     "Ancestral",
     "EulerMaruyama",
     "PredictorCorrector",
@@ -36,9 +46,14 @@ __all__ = [
     "DDIM",
     "Heun",
     "DPMSolver",
+    "UniPC",
+    "Variant",
+    "AdaptiveUniPC",
+    "AdaptiveDPM",
     "Grid",
     "UniformGrid",
     "QuadraticGrid",
     "LogSNRGrid",
     "KarrasGrid",
+    "TrailingGrid",
 ]

@@ -14,6 +14,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
 
 import torch
@@ -26,6 +27,7 @@ from sde_gen.solvers.grids import Grid, UniformGrid
 
 __all__ = [
     "SampleResult",
+    "FinalStep",
     "CountedScore",
     "StepContext",
     "Solver",
@@ -40,12 +42,30 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 @dataclass
 class SampleResult:
-    """Samples x0, the number of score evaluations, and (if recorded) the path x_t at ``times``."""
+    """Samples x0, the number of score evaluations, (if recorded) the path x_t at ``times``, and
+    for error-controlled solvers the step log: (t, h, accepted) for every attempted step."""
 
     x0: Tensor
     nfe: int
     times: Tensor | None = None
     trajectory: Tensor | None = None
+    steps_log: list[tuple[float, float, bool]] | None = None
+
+
+class FinalStep(str, Enum):
+    """Where the last step of a data-prediction solver goes (option ``final_step``).
+
+    ``zero``: the grid's last time t_min is replaced by 0, so the last step t_{N−1} → 0 returns
+    x̂0 of the evaluation at t_{N−1} (first order: the s → 0 limit of every step, σ_s = 0; Lu et
+    al. 2022b's ``lower_order_final``): N steps, N evaluations, no Tweedie step. ``t_min``: the
+    grid ends at t_min (``denoise_final`` may add one Tweedie evaluation there).
+    """
+
+    ZERO = "zero"
+    T_MIN = "t_min"
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 class CountedScore:
@@ -163,6 +183,7 @@ class Solver(ABC):
         try:
             with torch.no_grad():  # sampling only; a score_fn needing autograd enables it itself
                 x = self.integrate(sde, score, x_T, generator, keep, record)
+                x, steps_log = x if isinstance(x, tuple) else (x, None)
                 if self.denoise_final and not self.ends_at_zero:
                     x = tweedie_x0(sde, score, x, self.t_min)
                     keep(0.0, x)
@@ -170,10 +191,9 @@ class Solver(ABC):
             if score.bar is not None:
                 score.bar.close()
         if not record:
-            return SampleResult(x, score.nfe)
-        return SampleResult(
-            x, score.nfe, torch.tensor(times, dtype=torch.float64), torch.stack(path)
-        )
+            return SampleResult(x, score.nfe, steps_log=steps_log)
+        recorded = torch.tensor(times, dtype=torch.float64), torch.stack(path)
+        return SampleResult(x, score.nfe, *recorded, steps_log=steps_log)
 
     @abstractmethod
     def integrate(
@@ -184,8 +204,9 @@ class Solver(ABC):
         generator: torch.Generator | None,
         keep: Callable[[float, Tensor], None],
         record: bool,
-    ) -> Tensor:
-        """Carry x_T from T to t_min, calling ``keep(t, x)`` at each recorded time."""
+    ) -> Tensor | tuple[Tensor, list[tuple[float, float, bool]]]:
+        """Carry x_T from T to t_min, calling ``keep(t, x)`` at each recorded time; an
+        error-controlled solver returns (x, steps_log) with (t, h, accepted) per attempted step."""
 
 
 @dataclass
@@ -279,6 +300,10 @@ class FixedStepSolver(Solver):
 
     adaptive = False
     default_grid: ClassVar[Grid] = UniformGrid()
+    #: solvers with a ``final_step`` option set it per instance (``_check_final_step``)
+    final_step: FinalStep = FinalStep.T_MIN
+    #: constructor options kept under another attribute name (for ``repr``)
+    option_attributes: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -299,16 +324,35 @@ class FixedStepSolver(Solver):
 
     def __repr__(self) -> str:
         options = inspect.signature(type(self).__init__).parameters
-        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in options if k != "self")
+        names = {k: self.option_attributes.get(k, k) for k in options if k != "self"}
+        opts = ", ".join(f"{k}={getattr(self, a)!r}" for k, a in names.items())
         return f"{type(self).__name__}({opts})"
 
     def expected_nfe(self) -> int:
         """steps · evals_per_step, + 1 for ``denoise_final`` unless the last step lands on x0."""
         return self.steps * self.evals_per_step + int(self.denoise_final and not self.ends_at_zero)
 
+    def _check_final_step(self, final_step: FinalStep | str) -> None:
+        """Set ``final_step`` (checked once); ``zero`` excludes ``denoise_final``."""
+        try:
+            self.final_step = FinalStep(final_step)
+        except ValueError:
+            choices = tuple(f.value for f in FinalStep)
+            raise ValueError(f"final_step={final_step!r} is not one of {choices}") from None
+        self.ends_at_zero = self.final_step is FinalStep.ZERO
+        if self.ends_at_zero and self.denoise_final:
+            raise ValueError(
+                "denoise_final=True needs final_step='t_min' (final_step='zero' already ends on "
+                "x̂0 of the last evaluation)"
+            )
+
     def time_grid(self, sde: SDE) -> Tensor:
-        """The float64 times t_0 = T > … > t_N at which x is carried."""
-        return self.grid(sde, self.steps, self.t_min)
+        """The float64 times t_0 = T > … > t_N at which x is carried (t_N = 0 with
+        ``final_step='zero'``, else t_min)."""
+        times = self.grid(sde, self.steps, self.t_min)
+        if self.final_step is FinalStep.ZERO:
+            times[-1] = 0.0
+        return times
 
     def integrate(self, sde, score, x_T, generator, keep, record) -> Tensor:
         times = self.time_grid(sde)

@@ -3,6 +3,8 @@
 x_s = γ_s x̂0 + √(σ_s² − c²) ε̂ + c z,   ε̂ = −σ_t s_θ(x_t, t),   x̂0 = (x_t + σ_t² s_θ)/γ_t,
 c² = η² β̃ with β̃ = σ_{t|s}² σ_s²/σ_t² the posterior variance (``sde.posterior``).
 η = 0 is deterministic (Euler on the PF-ODE in σ̃ = σ/γ); η = 1 is ancestral sampling with β̃.
+With ``final_step='zero'`` (default) the last step goes to s = 0, where γ_0 = 1, σ_0 = β̃ = 0, so
+it returns x̂0 of the last evaluation; ``'t_min'`` ends at t_min.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from torch import Tensor
 
 from sde_gen.sde.conversions import eps_from_score, x0_from_score
-from sde_gen.solvers.base import FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
 from sde_gen.solvers.grids import Grid
 
 __all__ = ["DDIM"]
@@ -31,6 +33,7 @@ class DDIM(FixedStepSolver):
         t_min: float = 1e-3,
         grid: Grid | None = None,
         eta: float = 0.0,
+        final_step: FinalStep | str = FinalStep.ZERO,
         denoise_final: bool = False,
         progress: bool = False,
     ):
@@ -39,6 +42,7 @@ class DDIM(FixedStepSolver):
             raise ValueError(f"eta={eta} must be a finite number >= 0")
         self.eta = float(eta)
         self.stochastic = self.eta > 0
+        self._check_final_step(final_step)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
         gamma_t, sigma_t = ctx.gamma(t), ctx.sigma(t)

@@ -2,7 +2,7 @@
 
 Each grid is a small class whose ``__call__(sde, steps, t_min)`` returns the N + 1 times in
 float64, strictly decreasing. Configs pick one from the group ``solver/grid`` (``uniform``,
-``quadratic``, ``logsnr``, ``karras``), e.g. ``solver/grid=karras solver.grid.rho=5``.
+``quadratic``, ``logsnr``, ``karras``, ``trailing``), e.g. ``solver/grid=karras solver.grid.rho=5``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from sde_gen.sde import SDE
+from sde_gen.sde import SDE, DiscreteVPSDE
 
-__all__ = ["Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid"]
+__all__ = ["Grid", "UniformGrid", "QuadraticGrid", "LogSNRGrid", "KarrasGrid", "TrailingGrid"]
 
 
 def _t(value: float) -> Tensor:
@@ -83,3 +83,15 @@ class KarrasGrid(Grid):
         inv = 1.0 / self.rho
         sig = (s_max**inv + u * (s_min**inv - s_max**inv)) ** self.rho
         return sde.t_from_log_snr(-2 * torch.log(sig))
+
+
+class TrailingGrid(Grid):
+    """Uniform over the chain's own steps, from T down to 0 (diffusers' timestep_spacing=
+    "trailing"): on a ``DiscreteVPSDE`` of N steps t_i = round(N − i N/steps)/N (round half to
+    even, as NumPy), else t_i = T (1 − i/steps). The last time, 0, becomes t_min; solvers with
+    ``final_step='zero'`` land on 0 from t_{N−1} (= 1/steps of the way from 0 to T)."""
+
+    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
+        if isinstance(sde, DiscreteVPSDE):
+            return torch.round(sde.N * (1 - u)) / sde.N
+        return sde.T * (1 - u)
