@@ -2,20 +2,23 @@
 
 ``instantiate_group`` wraps ``hydra.utils.instantiate``; ``build_training`` instantiates every
 group of a training run (sde, data, model, loss, solver) and probes that they fit together before
-anything is trained or written.
+anything is trained or written; ``bytes_per_sample`` probes what a sample costs in memory, so the
+command lines refuse absurd sizes before allocating them.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from sde_gen.models.score_model import ScoreModel
+from sde_gen.runtime import activation_bytes
 
-__all__ = ["instantiate_group", "match_bins", "build_training", "Parts"]
+__all__ = ["instantiate_group", "match_bins", "build_training", "Parts", "bytes_per_sample"]
 
 
 def instantiate_group(group: str, node: Any, **kwargs: Any) -> Any:
@@ -110,3 +113,26 @@ def _probe_loss(loss_fn: Any, model: ScoreModel, data: Any) -> None:
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         name = type(loss_fn).__name__
         raise ValueError(f"loss {name} must return a scalar tensor, got {value!r}")
+
+
+def bytes_per_sample(
+    model: torch.nn.Module | None,
+    data: Any,
+    dtype: torch.dtype,
+    device: torch.device,
+    grad: bool = False,
+    copies: int = 8,
+) -> float:
+    """Memory one sample needs at once: ``copies`` tensors of its size (state, noise, drift …),
+    plus the network's layer outputs (:func:`activation_bytes`, probed on two samples), or for an
+    exact mixture score the (K, D) differences to its K means."""
+    shape = tuple(int(s) for s in data.shape)
+    item = torch.empty((), dtype=dtype).element_size()
+    per = copies * math.prod(shape) * item
+    if model is not None:
+        x = torch.zeros((2, *shape), dtype=dtype, device=device)
+        t = torch.full((2,), 0.5, dtype=dtype, device=device)
+        per += activation_bytes(model, x, t, grad)
+    elif data.exact is not None:
+        per += 4 * len(data.exact.means) * math.prod(shape) * item
+    return per

@@ -1,5 +1,6 @@
-"""Hydra callbacks of the command lines: ``sde-gen-collect`` at the end of every ``-m`` sweep, and
-the ``latest`` link to the newest run folder.
+"""Hydra callbacks of the command lines: ``sde-gen-collect`` at the end of every ``-m`` sweep, the
+``latest`` link to the newest run folder, and the guard that refuses a training run in a folder
+another run owns before Hydra writes its ``.hydra/`` files there.
 
 Enabled in a primary config by
 ``hydra.callbacks.collect: {_target_: sde_gen.callbacks.CollectOnMultirunEnd}``.
@@ -15,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["CollectOnMultirunEnd", "LinkLatest"]
+__all__ = ["CollectOnMultirunEnd", "LinkLatest", "GuardRunFolder"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,43 @@ class LinkLatest(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _link(self.sweep_link, Path(config.hydra.sweep.dir))
+
+
+class GuardRunFolder(Callback):
+    """Before Hydra writes ``.hydra/`` into the run folder, refuse (one line, exit status 2) a
+    training run that the trainer would refuse: a fresh run in a folder holding an earlier run, a
+    resume of a checkpoint other than the folder's newest, or a folder whose lock is held. Hydra
+    would otherwise overwrite the earlier run's ``.hydra/overrides.yaml`` first. List it before
+    ``latest`` so that a refused run leaves the link alone."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from sde_gen.cli import exit_user_error
+
+        try:
+            self.check(config)
+        except ValueError as e:  # Hydra would only warn: stop here, before it writes .hydra/
+            exit_user_error(e)
+
+    @staticmethod
+    def check(config: DictConfig) -> None:
+        """Raise the trainer's RunFolderError / FolderLockedError for the run ``config`` starts."""
+        from sde_gen.checkpoint import latest_checkpoint
+        from sde_gen.runtime import lock_folder
+        from sde_gen.trainer import check_run_folder
+
+        out_dir = Path(config.hydra.run.dir)
+        trainer = config.get("trainer")
+        if trainer is None or not out_dir.is_dir():
+            return
+        lock_folder(out_dir).release()  # in use by a live run: refused, naming the lock
+        ckpt_dir = Path(trainer.checkpoint_dir) if trainer.get("checkpoint_dir") else None
+        ckpt_dir = ckpt_dir or out_dir / "checkpoints"
+        resume = trainer.get("resume")
+        if resume is not None:
+            resume = latest_checkpoint(ckpt_dir) if str(resume) == "latest" else Path(resume)
+            if resume is None or not resume.is_file():
+                return  # the trainer names the missing checkpoint
+        check_run_folder(out_dir, ckpt_dir, resume)
 
 
 def _link(link: Path, target: Path) -> None:

@@ -1,6 +1,7 @@
-"""What every ``sde-gen-*`` command shares: a user error is one line ``error: <message>`` on stderr
-and exit status 2 (the full traceback with ``HYDRA_FULL_ERROR=1``); ``--help`` lists the config
-groups the command uses with their options.
+"""What every ``sde-gen-*`` command shares: a user error (a bad value, an input file, a folder
+that cannot be written) is one line ``error: <message>`` on stderr and exit status 2 (the full
+traceback with ``HYDRA_FULL_ERROR=1``); ``--help`` lists the config groups the command uses with
+their options.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
@@ -16,7 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-__all__ = ["run_cli", "user_errors", "one_line", "group_options", "USER_ERRORS"]
+__all__ = ["run_cli", "user_errors", "one_line", "is_user_error", "group_options", "USER_ERRORS"]
 
 USER_ERRORS = (ValueError, OmegaConfBaseException, HydraException)
 """Errors that a config value, an override or an input file causes: reported in one line."""
@@ -28,10 +30,18 @@ def _omegaconf_line(e: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+def is_user_error(e: BaseException) -> bool:
+    """A config value, an override, an input file or the file system (an OSError naming a file:
+    a folder that cannot be written, a missing file) caused ``e``; anything else is a bug."""
+    return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.filename is not None)
+
+
 def one_line(e: BaseException) -> str:
     """The message of a user error on one line (an OmegaConf cause keeps its key)."""
     if isinstance(e, OmegaConfBaseException):
         return _omegaconf_line(e)
+    if isinstance(e, OSError) and not isinstance(e, USER_ERRORS) and e.filename is not None:
+        return f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
     text = " ".join(str(e).split()).split(" Config search path:")[0]
     cause = e.__cause__
     if isinstance(e, HydraException) and isinstance(cause, OmegaConfBaseException):
@@ -61,8 +71,17 @@ ONE_LINE_ENV = "SDE_GEN_ONE_LINE_ERRORS"
 """Set by :func:`run_cli` while it runs, so that :func:`user_errors` inside the job knows."""
 
 
-def _exit_with(e: BaseException) -> None:
-    sys.stderr.write(f"error: {one_line(e)}\n")
+def _exit_with(e: BaseException, hint: str = "") -> None:
+    sys.stderr.write(f"error: {one_line(e)}{hint}\n")
+    sys.exit(2)
+
+
+def exit_user_error(e: BaseException) -> None:
+    """Stop the process for user error ``e`` where raising cannot (Hydra turns a callback's
+    exception into a warning): one line under :func:`run_cli`, else the traceback; status 2."""
+    if os.environ.get(ONE_LINE_ENV) == "1":
+        _exit_with(e)
+    traceback.print_exception(e)
     sys.exit(2)
 
 
@@ -80,6 +99,13 @@ def run_cli(hydra_main: Callable[[], Any]) -> Any:
         return hydra_main()
     except USER_ERRORS as e:
         _exit_with(e)
+    except OSError as e:  # not inside the task (user_errors): Hydra making the run folder
+        if e.filename is None:
+            raise
+        _exit_with(
+            OSError(e.errno, f"cannot write the run folder ({e.strerror})", e.filename),
+            "; pick a writable one with hydra.run.dir=<folder> (hydra.sweep.dir= with -m)",
+        )
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
         os.environ.pop(ONE_LINE_ENV, None)
@@ -93,8 +119,8 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     def wrapped(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except USER_ERRORS as e:
-            if os.environ.get(ONE_LINE_ENV) != "1":
+        except Exception as e:
+            if os.environ.get(ONE_LINE_ENV) != "1" or not is_user_error(e):
                 raise
             _exit_with(e)
 

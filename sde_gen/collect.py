@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sde_gen.runtime import SUMMARY_FILE, atomic_write
+from sde_gen.runtime import SUMMARY_FILE, atomic_write, check_writable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,6 +46,8 @@ def read_summaries(directory: str | os.PathLike) -> list[dict[str, Any]]:
     """One dict a run, sorted by run directory, with ``run`` (the path relative to
     ``directory``) and ``overrides`` added."""
     root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{str(root)!r} is a file: give the folder of a sweep")
     if not root.is_dir():
         raise ValueError(f"directory {str(root)!r} does not exist")
     rows = []
@@ -169,6 +171,7 @@ def collect(
     (compact unless ``all_columns``) and, when runs have an NFE and a metric, the plot."""
     root = Path(directory)
     rows = read_summaries(root)
+    check_writable(root, "folder")  # a read-only folder: one line naming it, before any write
     cols = columns_of(rows)
     md_cols = cols if all_columns else compact_columns(rows, cols)
     out = {

@@ -25,10 +25,17 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sde_gen.build import instantiate_group
+from sde_gen.build import bytes_per_sample, instantiate_group
 from sde_gen.cli import run_cli, user_errors
+from sde_gen.data.base import TensorData
 from sde_gen.likelihood import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
-from sde_gen.runtime import choose_threads, pick_device, progress_bar, write_summary
+from sde_gen.runtime import (
+    check_memory,
+    choose_threads,
+    pick_device,
+    progress_bar,
+    write_summary,
+)
 from sde_gen.score_source import load_score_source
 from sde_gen.sde import SDE, DiscreteVPSDE
 from sde_gen.settings import EvalConfig, settings_from
@@ -120,10 +127,17 @@ def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     probe = instantiate_group("probe", cfg.probe)
     threads = choose_threads(settings.threads, device, src.model)
     split = settings.split.value
+    if settings.n is not None and not isinstance(src.data, TensorData):  # drawn, not stored
+        check_memory(
+            "n", settings.n, bytes_per_sample(None, src.data, src.dtype, device, copies=4), device
+        )
     x = src.data.split(split, settings.n)
     if settings.n is not None:
         x = x[: settings.n]
     x = x.to(device=device, dtype=src.dtype)
+    # the ODE state in float64 (a few solver stages) and the network's graph for the divergence
+    per = bytes_per_sample(src.model, src.data, src.dtype, device, grad=True, copies=16)
+    check_memory("batch_size", min(settings.batch_size, len(x)), per, device)
     generator = torch.Generator(device).manual_seed(settings.seed)
     start = time.perf_counter()
     report = likelihood_report(

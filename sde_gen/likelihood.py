@@ -33,6 +33,7 @@ from sde_gen.sde import SDE
 
 __all__ = [
     "ScoreFn",
+    "METHODS",
     "Probe",
     "RademacherProbe",
     "GaussianProbe",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+"""The integrators of scipy's ``solve_ivp`` that ``method`` may name."""
 Probe = Callable[
     [tuple[int, ...], torch.Generator | None, torch.dtype, torch.device | str | None], Tensor
 ]
@@ -103,7 +106,9 @@ def hutchinson_divergence(drift: Tensor, x: Tensor, probes: Tensor) -> Tensor:
     return div / probes.shape[0]
 
 
-def _check_options(sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe) -> None:
+def _check_options(sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe, method) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not a solve_ivp method; use one of {METHODS}")
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] < 1 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a floating tensor of shape (B, ...), got {shape}")
@@ -145,10 +150,11 @@ def ode_log_likelihood(
     The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe``
     (``RademacherProbe()`` when None, or ``GaussianProbe()``, any ``Probe``) draws ``num_probes``
     probes per sample once from ``generator`` (Hutchinson only).
-    One NFE is one call of ``score_fn`` on the whole batch.
+    One NFE is one call of ``score_fn`` on the whole batch. ``method`` is one of ``METHODS``; a
+    non-finite score, drift or divergence stops the solve with a ValueError naming t.
     """
     probe = RademacherProbe() if probe is None else probe
-    _check_options(sde, x, rtol, atol, t_min, num_probes, probe)
+    _check_options(sde, x, rtol, atol, t_min, num_probes, probe, method)
     shape, dtype, device = x.shape, x.dtype, x.device
     batch, n_x = shape[0], x.numel()
     probes = None
@@ -168,6 +174,8 @@ def ode_log_likelihood(
             if not isinstance(score, Tensor) or score.shape != shape:
                 got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
                 raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(shape)}")
+            if not torch.isfinite(score).all():
+                raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={t:.6g}")
             drift = sde.ode_drift(xt, tt, score)
             div = (
                 exact_divergence(drift, xt)
@@ -175,8 +183,10 @@ def ode_log_likelihood(
                 else hutchinson_divergence(drift, xt, probes)
             )
         bar.update(max(0.0, t - t_min - bar.n))
-        out = torch.cat([drift.detach().flatten(), div.detach()])
-        return out.to(torch.float64).cpu().numpy()
+        out = torch.cat([drift.detach().flatten(), div.detach()]).to(torch.float64).cpu().numpy()
+        if not np.isfinite(out).all():
+            raise ValueError(f"the PF-ODE drift or its divergence is not finite at t={t:.6g}")
+        return out
 
     state0 = np.concatenate([x.detach().to(torch.float64).cpu().flatten().numpy(), np.zeros(batch)])
     try:

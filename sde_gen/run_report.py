@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sde_gen.runtime import progress_bar, write_summary
+from sde_gen.runtime import atomic_write, disk_full_error, progress_bar, write_summary
 from sde_gen.training_loop import StepStats
 
 __all__ = [
@@ -37,25 +37,55 @@ CSV_COLUMNS = ("step", "loss", "lr", "grad_norm", "steps_per_s")
 
 
 class MetricsFile:
-    """JSON-lines metrics; on resume the lines past the checkpoint's step are dropped."""
+    """JSON-lines metrics; on resume the lines past the checkpoint's step are dropped, and a torn
+    last line (a write cut short by a kill) is dropped with a warning."""
 
     def __init__(self, path: Path, keep_until: int):
+        self.path = path
         self.kept = [r for r in self.read(path) if r["step"] <= keep_until] if keep_until else []
-        path.write_text("".join(json.dumps(r) + "\n" for r in self.kept))
+        text = "".join(json.dumps(r) + "\n" for r in self.kept)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         self.handle = path.open("a")
 
     def append(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
+        try:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+        except OSError as e:
+            raise disk_full_error(self.path, e) from e
 
     def close(self) -> None:
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError as e:  # a full disk: the lines past the last checkpoint are redone anyway
+            log.warning("%s: last lines not written: %s", self.path, e)
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
+        """The records of ``path``; a torn last line is dropped (logged), any other bad line is a
+        ValueError naming the file and line."""
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text(errors="replace").splitlines()
+        lines = [(i, line) for i, line in enumerate(text, 1) if line.strip()]
+        records = []
+        for k, (i, line) in enumerate(lines):
+            try:
+                record = json.loads(line)
+                problem = "" if _is_record(record) else "not a metrics record"
+            except json.JSONDecodeError as e:
+                problem = f"not JSON ({e})"
+            if not problem:
+                records.append(record)
+            elif k == len(lines) - 1:
+                log.warning("%s: dropped its torn last line %d (%s)", path, i, problem)
+            else:
+                raise ValueError(f"{str(path)!r} line {i} is {problem}: {line[:80]!r}")
+        return records
+
+
+def _is_record(record: Any) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("step"), int)
 
 
 class _CSVLog:
@@ -162,9 +192,11 @@ class RunReport:
             self.scalar_log.image(tag, path, step)
 
     def close(self) -> None:
-        self.bar.close()
-        self.metrics.close()
-        self.scalar_log.close()
+        """Close what :meth:`open` opened (safe to call twice, or after a failed open)."""
+        for name in ("bar", "metrics", "scalar_log"):
+            part = self.__dict__.pop(name, None)
+            if part is not None:
+                part.close()
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Loss curve and ``summary.json`` (``final_loss`` from the metrics log)."""
@@ -207,6 +239,8 @@ def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str = "") 
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="loss (interval mean)", title=title or "training loss")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
     return path

@@ -21,10 +21,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sde_gen.build import instantiate_group
+from sde_gen.build import bytes_per_sample, instantiate_group
 from sde_gen.cli import run_cli, user_errors
 from sde_gen.data.gaussian_mixture import GaussianMixture
-from sde_gen.runtime import atomic_write, choose_threads, pick_device, write_summary
+from sde_gen.runtime import (
+    atomic_write,
+    check_memory,
+    choose_threads,
+    pick_device,
+    write_summary,
+)
 from sde_gen.score_source import ScoreSource, data_shape, load_score_source
 from sde_gen.settings import SampleConfig, settings_from
 
@@ -142,6 +148,10 @@ def run_sampling(
         device = torch.device("cpu")  # the exact mixture score is evaluated in float64 on the CPU
     src = load_score_source(cfg, device, data_chosen)
     solver = build_solver(cfg.solver, settings.progress)
+    steps = getattr(solver, "steps", None) or 0
+    copies = 8 + (steps + 1 if settings.record else 0)  # a recorded trajectory keeps every step
+    per = bytes_per_sample(src.model, src.data, src.dtype, device, copies=copies)
+    check_memory("n", n, per, device)
     threads = choose_threads(settings.threads, device, src.model)
     generator = torch.Generator(device).manual_seed(seed)
     shape = (n, *data_shape(src.data))

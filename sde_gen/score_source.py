@@ -35,24 +35,18 @@ def load_score_source(
     """A trained ScoreModel (``cfg.checkpoint``, EMA weights unless ``cfg.ema`` is false), or the
     exact score of the Gaussian-mixture ``cfg.data`` diffused by ``cfg.sde``.
 
-    With a checkpoint, ``cfg.data`` is used only when ``data_chosen`` (given on the command line),
-    and must then have the trained shape.
+    With a checkpoint, ``cfg.data`` is used only when ``data_chosen`` (given on the command line,
+    e.g. ``data=npz data.path=<file>`` for a moved or missing training file), and must then have
+    the trained shape; otherwise the trained data set is rebuilt from the checkpoint
+    (``checkpoint.load_score_model``: only sde_gen's own classes, and a missing data file is an
+    error naming it, or a shape-only source when the checkpoint records the shape).
     """
     if cfg.checkpoint:
         from sde_gen.checkpoint import load_score_model
 
-        model, train_cfg, data = load_score_model(cfg.checkpoint, device, ema=bool(cfg.ema))
+        chosen = cfg.data if data_chosen else None
+        model, _, data = load_score_model(cfg.checkpoint, device, ema=bool(cfg.ema), data=chosen)
         model.requires_grad_(False)
-        if data_chosen:
-            chosen = instantiate(cfg.data)
-            if data_shape(chosen) != data_shape(data):
-                raise ValueError(
-                    f"checkpoint {cfg.checkpoint!r} was trained on data of shape "
-                    f"{data_shape(data)} ({train_cfg.data.get('_target_')}), but data= gives "
-                    f"shape {data_shape(chosen)} ({cfg.data.get('_target_')}); drop data= or pick "
-                    "a data set of the trained shape"
-                )
-            data = chosen
         origin = f"checkpoint:{cfg.checkpoint}"
         return ScoreSource(model.sde, model, data, torch.float32, origin, model)
     data = instantiate(cfg.data)

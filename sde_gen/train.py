@@ -4,12 +4,18 @@ sde-gen-train experiment=toy2d
 sde-gen-train trainer.steps=2000 trainer.lr=1e-3 seed=1
 sde-gen-train -m loss/weighting=sigma2,likelihood      # one summary.json per run
 sde-gen-train hydra.run.dir=outputs/train/latest trainer.resume=latest
+
+SIGTERM or SIGUSR1 (SLURM's warning before preemption) stop a run after the step in progress with
+a checkpoint of that step; the command then exits with status 128 + the signal's number (143 for
+SIGTERM, 138 for SIGUSR1), and ``trainer.resume=latest`` in the same folder continues it
+bit-identically. A user error (a bad value, a folder in use or not writable) exits with status 2.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ from sde_gen.build import build_training
 from sde_gen.cli import run_cli, user_errors
 from sde_gen.runtime import choose_threads, pick_device, seed_everything
 from sde_gen.settings import TrainConfig, settings_from
-from sde_gen.trainer import Trainer
+from sde_gen.trainer import Trainer, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +105,11 @@ def _main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir).resolve()  # through outputs/train/latest
     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
-    summary = run(cfg, out_dir, choices=choices)
+    try:
+        summary = run(cfg, out_dir, choices=choices)
+    except TrainingInterrupted as e:  # SIGTERM / SIGUSR1: checkpointed, resumable
+        log.warning("stopped by %s", e)
+        sys.exit(e.exit_status)
     log.info(
         "final loss %.5f after %d steps; outputs in %s",
         summary["final_loss"],

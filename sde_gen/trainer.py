@@ -3,12 +3,21 @@ Plain Python; ``sde_gen.train`` builds it from the Hydra config.
 
 Resuming restores weights, EMA, optimizer, scheduler and every random stream (the data draws
 included), so an interrupted and an uninterrupted run end with bit-identical weights on CPU.
+
+A run folder has one owner. While a run lives it holds the folder's lock (``.run.lock``); a fresh
+run is refused in a folder that holds an earlier run (metrics, summary or checkpoints; Hydra's own
+``.hydra/`` and ``<job>.log`` do not count); a resume must continue the newest checkpoint of the
+folder it writes into (an older one is refused: resume it into a new folder instead); and pruning
+deletes only checkpoints this run wrote. SIGTERM or SIGUSR1 (SLURM's warning before preemption)
+stop the run after the step in progress with a checkpoint at that step
+(:class:`TrainingInterrupted`; ``sde-gen-train`` exits with status 128 + the signal's number).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +28,25 @@ from torch import Tensor, nn
 from sde_gen import checkpoint as ckpt
 from sde_gen.data.base import DataSource
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.run_report import METRICS_FILE, RunReport, mixture_sample_metrics, plot_loss_curve
-from sde_gen.runtime import pick_device
+from sde_gen.run_report import (
+    CSV_FILE,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    RunReport,
+    mixture_sample_metrics,
+    plot_loss_curve,
+)
+from sde_gen.runtime import (
+    SUMMARY_FILE,
+    DiskFullError,
+    StopSignals,
+    activation_bytes,
+    check_memory,
+    check_writable,
+    lock_folder,
+    pick_device,
+    remove_orphans,
+)
 from sde_gen.settings import TrainerSettings
 from sde_gen.training_loop import LossFn, NonFiniteLossError, TrainingLoop, warmup_factor
 
@@ -29,12 +55,39 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Trainer",
     "NonFiniteLossError",
+    "RunFolderError",
+    "TrainingInterrupted",
     "warmup_factor",
     "mixture_sample_metrics",
     "plot_loss_curve",
     "count_parameters",
     "METRICS_FILE",
+    "RUN_FILES",
+    "check_run_folder",
 ]
+
+RUN_FILES = (METRICS_FILE, CSV_FILE, TENSORBOARD_DIR, SUMMARY_FILE, "loss.png", "samples.png")
+"""Files whose presence means that a folder already holds a training run."""
+
+
+class RunFolderError(ValueError):
+    """The run folder belongs to another run, or the resume would overwrite later checkpoints."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGUSR1 stopped the run after a step; a checkpoint of that step was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(
+            f"{signal.Signals(signum).name} at step {step}: checkpoint {str(checkpoint)!r} "
+            "written; continue with trainer.resume=latest in the same folder"
+        )
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, the shell's code for a process ended by that signal."""
+        return 128 + self.signum
 
 
 class Trainer:
@@ -73,6 +126,9 @@ class Trainer:
         self.summary_extra = dict(summary_extra or {})
         self.report = RunReport(self.out_dir, s.steps, s.log_every, s.progress, label)
         self.last_checkpoint: Path | None = None
+        self.written: list[Path] = []  # the checkpoints this run wrote: the only ones it prunes
+        self._locks: dict[Path, Any] = {}  # folder -> its held lock
+        self._stop: StopSignals | None = None
 
     @property
     def step(self) -> int:
@@ -92,15 +148,20 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
-        """Write ``step_<step>.pt`` atomically; prune to ``keep_checkpoints`` newest."""
-        path = ckpt.save_checkpoint(
-            ckpt.checkpoint_path(self.checkpoint_dir, self.step), self.loop.state_dict(self.config)
-        )
+        """Write ``step_<step>.pt`` atomically; prune this run's own to ``keep_checkpoints``."""
+        path = ckpt.checkpoint_path(self.checkpoint_dir, self.step)
+        try:
+            ckpt.save_checkpoint(path, self.loop.state_dict(self.config))
+        except DiskFullError as e:
+            kept = str(self.last_checkpoint) if self.last_checkpoint else "none written"
+            raise DiskFullError(f"{e}; training stopped, last good checkpoint: {kept}") from e
         self.last_checkpoint = path
+        self.written = [p for p in self.written if p != path] + [path]
         keep = self.settings.keep_checkpoints
         if keep:
-            for old in ckpt.list_checkpoints(self.checkpoint_dir)[:-keep]:
+            for old in self.written[:-keep]:
                 old.unlink(missing_ok=True)
+            self.written = self.written[-keep:]
         return path
 
     def load(self, path: str | os.PathLike) -> None:
@@ -127,6 +188,8 @@ class Trainer:
                 )
             return found
         path = Path(resume)
+        if path.is_dir():
+            raise ValueError(f"trainer.resume={resume!r} is a folder: give a step_*.pt file")
         if not path.is_file():
             raise ValueError(
                 f"trainer.resume={resume!r} is invalid: need null, 'latest' or the path of an "
@@ -134,18 +197,67 @@ class Trainer:
             )
         return path
 
+    # -- the run folder -------------------------------------------------------------------------
+    def _check_memory(self) -> None:
+        """Refuse a batch (or sample plot) that cannot fit the device, before any allocation."""
+        s, g = self.settings, torch.Generator().manual_seed(0)
+        x = self.data.sample(2, g).to(self.device)
+        t = torch.full((2,), 0.5, device=self.device, dtype=x.dtype)
+        data_bytes = 8 * x[0].numel() * x.element_size()
+        train = data_bytes + activation_bytes(self.model, x, t, grad=True)
+        check_memory("trainer.batch_size", s.batch_size, train, self.device)
+        if self.solver is not None:
+            count = min(s.sample_count, 64) if len(self.data.shape) == 3 else s.sample_count
+            plot = data_bytes + activation_bytes(self.model, x, t, grad=False)
+            check_memory("trainer.sample_count", count, plot, self.device)
+
+    def _lock(self) -> None:
+        """Hold the lock of the run folder (and of a checkpoint folder outside it) that exists."""
+        folders, own = [self.out_dir], self.checkpoint_dir.resolve()
+        if own != self.out_dir.resolve() and self.out_dir.resolve() not in own.parents:
+            folders.append(self.checkpoint_dir)
+        for folder in folders:
+            if folder.is_dir() and folder.resolve() not in self._locks:
+                self._locks[folder.resolve()] = lock_folder(folder)
+
+    def _claim_folder(self, resume: Path | None) -> None:
+        """Preflight the folders, take their locks, check ownership, clear killed writes."""
+        check_run_folder(self.out_dir, self.checkpoint_dir, resume)  # before creating anything
+        what = "trainer.checkpoint_dir" if self.settings.checkpoint_dir else "checkpoint folder"
+        check_writable(self.out_dir, "run folder")
+        check_writable(self.checkpoint_dir, what)
+        self._lock()
+        check_run_folder(self.out_dir, self.checkpoint_dir, resume)  # again, under the lock
+        removed = remove_orphans(self.checkpoint_dir) + remove_orphans(self.out_dir)
+        if removed:
+            names = ", ".join(p.name for p in removed[:3]) + (" …" if len(removed) > 3 else "")
+            log.warning("removed %d unfinished file(s) of killed writes: %s", len(removed), names)
+
+    def _release(self) -> None:
+        for lock in self._locks.values():
+            lock.release()
+        self._locks = {}
+
     # -- the run --------------------------------------------------------------------------------
     def begin(self) -> None:
-        """Resume if asked, open the report."""
-        path = self.resume_path()
-        if path is not None:
-            self.load(path)
-            log.info("resumed from %s at step %d", path, self.step)
-        self.report.open(self.step)
+        """Lock the folder, check sizes and folders, resume if asked, open the report."""
+        try:
+            self._lock()  # a folder in use: say so before anything else
+            path = self.resume_path()
+            self._check_memory()
+            self._claim_folder(path)
+            if path is not None:
+                self.load(path)
+                log.info("resumed from %s at step %d", path, self.step)
+            self.report.open(self.step)
+        except BaseException:
+            self.end()
+            raise
         self.model.train()
 
     def advance(self, n: int) -> None:
-        """Up to ``n`` more steps (never past ``steps``) with logging, sample plots, checkpoints."""
+        """Up to ``n`` more steps (never past ``steps``) with logging, sample plots, checkpoints;
+        after a stop signal, a checkpoint of the step just done and :class:`TrainingInterrupted`."""
         s = self.settings
         until = min(self.step + n, s.steps)
         while self.step < until:
@@ -163,35 +275,48 @@ class Trainer:
                 self.report.image("samples", path, self.step)
             if s.checkpoint_every and self.step % s.checkpoint_every == 0:
                 self.save()
+            self._stop_if_signalled()
+
+    def _stop_if_signalled(self) -> None:
+        if self._stop is None or self._stop.received is None:
+            return
+        if self.last_checkpoint != ckpt.checkpoint_path(self.checkpoint_dir, self.step):
+            self.save()
+        raise TrainingInterrupted(self._stop.received, self.step, self.last_checkpoint)
 
     def end(self) -> None:
+        """Close the report and give the folder's lock back."""
         self.report.close()
+        self._release()
 
     def fit(self) -> dict[str, Any]:
         """Train to ``steps`` (resuming if asked); return and write the run's summary."""
         self.begin()
         start_step, t_start = self.step, time.perf_counter()
         try:
-            self.advance(self.settings.steps - self.step)
+            with StopSignals() as self._stop:
+                self.advance(self.settings.steps - self.step)
+                wall = time.perf_counter() - t_start
+                if self.last_checkpoint != ckpt.checkpoint_path(self.checkpoint_dir, self.step):
+                    self.save()
+                self._stop_if_signalled()
+            self.report.close()
+            summary = {
+                "steps": self.step,
+                "steps_this_run": self.step - start_step,
+                "steps_per_s": (self.step - start_step) / max(wall, 1e-12),
+                "wall_s": wall,
+                "seed": self.loop.seed,
+                "device": str(self.device),
+                "checkpoint": str(self.last_checkpoint),
+                "out_dir": str(self.out_dir),
+                **self.plot_samples(self.out_dir / "samples.png", evaluate=True),
+                **self.summary_extra,
+            }
+            return self.report.finish(summary)
         finally:
+            self._stop = None
             self.end()
-        wall = time.perf_counter() - t_start
-        final = ckpt.checkpoint_path(self.checkpoint_dir, self.step)
-        if self.last_checkpoint != final:
-            self.save()
-        summary = {
-            "steps": self.step,
-            "steps_this_run": self.step - start_step,
-            "steps_per_s": (self.step - start_step) / max(wall, 1e-12),
-            "wall_s": wall,
-            "seed": self.loop.seed,
-            "device": str(self.device),
-            "checkpoint": str(self.last_checkpoint),
-            "out_dir": str(self.out_dir),
-            **self.plot_samples(self.out_dir / "samples.png", evaluate=True),
-            **self.summary_extra,
-        }
-        return self.report.finish(summary)
 
     # -- samples --------------------------------------------------------------------------------
     def sample(self, n: int, seed: int | None = None) -> Tensor:
@@ -223,6 +348,38 @@ class Trainer:
         if evaluate and self.data.exact is not None:
             out.update(mixture_sample_metrics(self.data.exact, x, self.data.split("test", n)))
         return out
+
+
+def check_run_folder(out_dir: Path, checkpoint_dir: Path, resume: Path | None) -> None:
+    """One run a folder: a fresh run (``resume`` None) needs a folder without an earlier run
+    (``RUN_FILES`` or checkpoints); a resume must continue the newest checkpoint of
+    ``checkpoint_dir``, or write into a folder of its own. Otherwise a :class:`RunFolderError`."""
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    saved = ckpt.list_checkpoints(checkpoint_dir)
+    if saved:
+        found.append(f"{len(saved)} checkpoint(s) in {str(checkpoint_dir)!r}")
+    if not found:
+        return
+    where = f"run folder {str(out_dir)!r} already holds a run ({', '.join(found)})"
+    if resume is None:
+        raise RunFolderError(
+            f"{where}: continue it with trainer.resume=latest, or start a new folder "
+            "(hydra.run.dir=<new folder>)"
+        )
+    same = [p for p in saved if p.resolve() == resume.resolve()]
+    if same and same[0] == saved[-1]:
+        return
+    if same:
+        raise RunFolderError(
+            f"trainer.resume={str(resume)!r} is not the newest checkpoint of "
+            f"{str(checkpoint_dir)!r} (newest: {saved[-1].name}); resuming it there would "
+            "replace later checkpoints. Resume it into a new folder (leave hydra.run.dir unset), "
+            "or continue the newest with trainer.resume=latest"
+        )
+    raise RunFolderError(
+        f"{where}, not the run of trainer.resume={str(resume)!r}: resume it into a new folder "
+        "(leave hydra.run.dir unset)"
+    )
 
 
 def count_parameters(module: nn.Module) -> int:

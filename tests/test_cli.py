@@ -21,7 +21,12 @@ from sde_gen.settings import EvalConfig, SampleConfig, TrainConfig, settings_fro
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 ENV.pop("HYDRA_FULL_ERROR", None)
-COMMANDS = {"train": "sde-gen-train", "sample": "sde-gen-sample", "eval": "sde-gen-eval"}
+COMMANDS = {
+    "train": "sde-gen-train",
+    "sample": "sde-gen-sample",
+    "eval": "sde-gen-eval",
+    "demo": "sde-gen-demo",
+}
 GROUPS = {
     "train": {"sde", "loss", "model", "data", "trainer", "solver", "experiment"},
     "sample": {"data", "sde", "solver"},
@@ -121,14 +126,43 @@ def test_small_models_on_a_cpu_default_to_one_thread():
         ("sample", ["data=moons"], "no exact score"),
         ("train", ["trainer.lr=0", "trainer.progress=false"], "trainer.lr"),
         ("eval", ["method=FOO"], "RK45"),
+        ("train", ["hydra.run.dir=/proc/sde_gen_x", "trainer.progress=false"], "/proc/sde_gen_x"),
+        ("sample", ["hydra.run.dir=/dev/null/x"], "/dev/null/x"),
+        ("train", ["device=tpu", "trainer.progress=false"], "device='tpu'"),
+        ("eval", ["device=meta"], "device='meta'"),
+        ("sample", ["n=1000000000"], "n=1000000000"),
+        ("train", ["trainer.batch_size=1000000000", "trainer.progress=false"], "batch_size"),
+        ("demo", ["out=/proc/sde_gen_x/f.png"], "/proc/sde_gen_x"),
     ],
 )
 def test_user_error_is_one_line_and_exit_status_2(tmp_path, cmd, args, named):
-    quiet = [] if cmd == "train" else ["progress=false"]
+    quiet = [] if cmd in ("train", "demo") else ["progress=false"]
     proc = _cli(COMMANDS[cmd], *args, *quiet, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert named in proc.stderr
+
+
+def test_collect_user_error_is_one_line_and_exit_status_2(tmp_path):
+    (tmp_path / "afile").write_text("{}")
+    for target in (tmp_path / "missing", tmp_path / "afile"):
+        proc = _cli("sde-gen-collect", str(target), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("sde-gen-collect: error: ") and proc.stderr.count("\n") == 1
+        assert str(target) in proc.stderr
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+def test_collect_into_a_read_only_folder_is_one_line(tmp_path):
+    (tmp_path / "sweep" / "0").mkdir(parents=True)
+    (tmp_path / "sweep" / "0" / "summary.json").write_text('{"nfe": 3}')
+    (tmp_path / "sweep").chmod(0o555)
+    try:
+        proc = _cli("sde-gen-collect", str(tmp_path / "sweep"), cwd=tmp_path)
+    finally:
+        (tmp_path / "sweep").chmod(0o755)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "not writable" in proc.stderr and str(tmp_path / "sweep") in proc.stderr
 
 
 def test_full_traceback_with_hydra_full_error(tmp_path):

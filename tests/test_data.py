@@ -85,12 +85,31 @@ def test_moons_lie_on_unit_half_circles():
     assert dist.max() < 1e-5
 
 
-@pytest.mark.parametrize("cfg_file", sorted(p.name for p in CONF.glob("*.yaml") if p.stem != "npz"))
+FILE_BACKED = ("npz", "image_folder", "cifar10")  # need data.path: tested with files they write
+
+
+@pytest.mark.parametrize(
+    "cfg_file", sorted(p.name for p in CONF.glob("*.yaml") if p.stem not in FILE_BACKED)
+)
 def test_every_data_config_instantiates(cfg_file):
     data = instantiate(OmegaConf.load(CONF / cfg_file))
     x = data.sample(64, torch.Generator().manual_seed(0))
     assert x.shape == (64, *data.shape) and torch.isfinite(x).all()
     assert x.std() > 0.05  # not collapsed
+
+
+def test_image_configs_need_a_path_and_read_it(tmp_path):
+    from PIL import Image
+
+    for name in ("image_folder", "cifar10"):
+        cfg = OmegaConf.load(CONF / f"{name}.yaml")
+        assert OmegaConf.is_missing(cfg, "path")
+    for i in range(3):
+        Image.fromarray(np.full((12, 12, 3), 80 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    cfg = OmegaConf.load(CONF / "image_folder.yaml")
+    cfg.path, cfg.test_fraction = str(tmp_path), 0.34
+    data = instantiate(cfg)
+    assert data.shape == (3, 32, 32) and len(data) == 2 and data.num_bins == 256
 
 
 def test_npz_config(tmp_path):

@@ -65,3 +65,20 @@ def test_wrong_schedule_is_rejected():
         heun(sde, ring_mixture().score_fn(sde), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="steps"):
         DiffusersSampler(diffusers.DDIMScheduler(), steps=0)
+
+
+def test_scheduler_sigmas_give_the_times_karras_and_lu():
+    """With Karras or λ-uniform σ the rounded τ is not the noise level the scheduler steps with:
+    ε is taken at the scheduler's own σ_i (σ_t/γ_t = σ_i), and 3M runs under float32."""
+    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
+    for opts in ({"use_karras_sigmas": True}, {"use_lu_lambdas": True}):
+        sched = diffusers.DPMSolverMultistepScheduler(
+            beta_start=1e-4, beta_end=0.02, solver_order=3, **opts
+        )
+        sampler = DiffusersSampler(sched, steps=6)
+        x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+        out = sampler(sde, ring_mixture().score_fn(sde), x_T)
+        sigma_tilde = sde.sigma(out.times) / sde.gamma(out.times)
+        assert torch.allclose(sigma_tilde, sched.sigmas[:6].double(), rtol=1e-6)
+        assert out.nfe == 6 and torch.isfinite(out.x0).all()
+        assert sampler.family() == "DPMSolverMultistep-3"

@@ -447,3 +447,16 @@ def test_ddpm_configs_run(loss_name):
         value.backward()
         assert torch.isfinite(value) and value > 0
     assert isinstance(loss.state_dict(), dict)
+
+
+@pytest.mark.parametrize("loss_cls", [SimpleLoss, VLBLoss, HybridLoss])
+def test_discrete_losses_reject_empty_or_integer_batches_and_cast_floats(loss_cls):
+    model = ScoreModel(ConstEps(3), SCHED.to_sde())
+    loss = loss_cls(SCHED, num_bins=256)
+    with pytest.raises(ValueError, match="batch size 0"):
+        loss(model, torch.zeros(0, 3, dtype=torch.float64), gen(0))
+    with pytest.raises(ValueError, match="torch.int64"):
+        loss(model, torch.zeros(4, 3, dtype=torch.int64), gen(0))
+    x0 = torch.rand(8, 3, generator=gen(1), dtype=torch.float64) * 2 - 1
+    as32 = loss_cls(SCHED, num_bins=256)(model.float(), x0, gen(2))
+    assert as32.dtype == torch.float32 and torch.isfinite(as32)

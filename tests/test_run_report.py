@@ -75,7 +75,7 @@ def test_cli_resume_continues_inside_the_original_run_folder(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     train = str(Path(sys.executable).with_name("sde-gen-train"))
 
-    def call(*extra: str) -> None:
+    def call(*extra: str, status: int = 0) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [train, *tiny, *extra],
             cwd=tmp_path,
@@ -84,7 +84,8 @@ def test_cli_resume_continues_inside_the_original_run_folder(tmp_path):
             text=True,
             timeout=300,
         )
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.returncode == status, proc.stderr[-2000:]
+        return proc
 
     call("trainer.steps=4")
     call("trainer.steps=8", "hydra.run.dir=outputs/train/latest", "trainer.resume=latest")
@@ -97,3 +98,10 @@ def test_cli_resume_continues_inside_the_original_run_folder(tmp_path):
     assert summary["steps"] == 8 and summary["steps_this_run"] == 4
     assert Path(summary["out_dir"]) == run.resolve()
     assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "step_00000008.pt"
+    # a fresh run into the finished folder is refused before Hydra rewrites .hydra/ (the guard)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".log"}
+    guard = "++hydra.callbacks.guard._target_=sde_gen.callbacks.GuardRunFolder"
+    proc = call("trainer.steps=8", "hydra.run.dir=outputs/train/latest", guard, status=2)
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "trainer.resume=latest" in proc.stderr and "outputs/train/latest" in proc.stderr
+    assert {p: p.read_bytes() for p in files} == files

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +19,12 @@ from test_train_helpers import tiny_trainer
 from sde_gen import checkpoint as ckpt
 from sde_gen.losses import DSMLoss
 from sde_gen.solvers import EulerMaruyama
-from sde_gen.trainer import METRICS_FILE, NonFiniteLossError, mixture_sample_metrics
+from sde_gen.trainer import (
+    METRICS_FILE,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    mixture_sample_metrics,
+)
 
 
 def _metrics(out_dir):
@@ -204,3 +215,93 @@ def test_resume_latest_without_checkpoint_and_pruning(tmp_path):
     shorter = tiny_trainer(tmp_path / "keep", steps=8, resume="latest")
     with pytest.raises(ValueError, match="step 12 > trainer.steps=8"):
         shorter.fit()
+
+
+# -- stop signals ---------------------------------------------------------------------------------
+class _SignalAt(DSMLoss):
+    """Sends ``signum`` to this process during the ``at``-th loss evaluation."""
+
+    def __init__(self, signum, at):
+        super().__init__()
+        self.signum, self.at, self.calls = signum, at, 0
+
+    def __call__(self, model, x0, generator=None):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return super().__call__(model, x0, generator)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_checkpoints_the_step_and_resumes_bit_identically(tmp_path, signum):
+    """The signal arrives inside step 7: the step completes, step_7 is written, the run stops
+    (exit status 128 + signum in the CLI) and the previous handlers come back."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    full = tiny_trainer(tmp_path / "full", steps=12, checkpoint_every=5)
+    full.fit()
+    cut = tiny_trainer(tmp_path / "cut", steps=12, checkpoint_every=5, loss_fn=_SignalAt(signum, 7))
+    with pytest.raises(TrainingInterrupted) as stop:
+        cut.fit()
+    assert stop.value.step == 7 and stop.value.exit_status == 128 + signum
+    assert stop.value.checkpoint.name == "step_00000007.pt" and stop.value.checkpoint.is_file()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    resumed = tiny_trainer(tmp_path / "cut", steps=12, checkpoint_every=5, resume="latest")
+    assert resumed.fit()["steps_this_run"] == 5
+    _assert_same_state(full, resumed)
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")]
+    assert names == ["step_00000005.pt", "step_00000007.pt", "step_00000010.pt", "step_00000012.pt"]
+
+
+SLOW_RUN = """
+import sys, time
+import torch
+sys.path.insert(0, sys.argv[2])
+torch.set_num_threads(1)
+from test_train_helpers import tiny_trainer
+from sde_gen.losses import DSMLoss
+from sde_gen.trainer import TrainingInterrupted
+
+class Slow(DSMLoss):
+    def __call__(self, model, x0, generator=None):
+        time.sleep(0.01)
+        return super().__call__(model, x0, generator)
+
+try:
+    tiny_trainer(sys.argv[1], loss_fn=Slow(), steps=400, log_every=5, checkpoint_every=100).fit()
+except TrainingInterrupted as e:
+    print(e, flush=True)
+    sys.exit(e.exit_status)
+"""
+
+
+def test_sigterm_to_a_training_process_then_resume_is_bit_identical(tmp_path):
+    """A real process: SIGTERM once its first metrics line is written, exit status 143, a
+    checkpoint of the step it was on, and a resume equal (torch.equal) to an uninterrupted run."""
+    out = tmp_path / "cut"
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(out), tests],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / METRICS_FILE).is_file() and (out / METRICS_FILE).read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    step = ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))["step"]
+    assert 5 <= step < 400 and f"SIGTERM at step {step}" in stdout
+    full = tiny_trainer(tmp_path / "full", steps=400, log_every=5, checkpoint_every=100)
+    full.fit()
+    resumed = tiny_trainer(out, steps=400, log_every=5, checkpoint_every=100, resume="latest")
+    assert resumed.fit()["steps_this_run"] == 400 - step
+    _assert_same_state(full, resumed)

@@ -1,6 +1,6 @@
 """Data sets: analytic Gaussian mixtures (exact score), 2-D toys, image sets."""
 
-from sde_gen.data.base import DataSource, TensorData
+from sde_gen.data.base import DataFileMissing, DataSource, ShapeOnly, TensorData
 from sde_gen.data.cifar10 import CIFAR10
 from sde_gen.data.gaussian_mixture import (
     GaussianMixture,
@@ -15,6 +15,8 @@ from sde_gen.data.toy2d import Checkerboard, SwissRoll, TwoMoons
 __all__ = [
     "DataSource",
     "TensorData",
+    "ShapeOnly",
+    "DataFileMissing",
     "GaussianMixture",
     "MixtureScore",
     "ring_mixture",

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
+
+__all__ = ["DataSource", "TensorData", "ShapeOnly", "DataFileMissing", "check_count"]
+
+
+class DataFileMissing(ValueError):
+    """A data set's file does not exist (``path`` names it): a checkpoint can still sample from
+    the trained shape (``ShapeOnly``), but nothing can be drawn from the data."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+def check_count(n: object, name: str = "n") -> int:
+    """``n`` as an int; ValueError naming it unless an integer >= 1 (an empty draw hides bugs)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name}={n!r} must be an integer >= 1")
+    return int(n)
 
 
 class DataSource(ABC):
@@ -32,7 +51,7 @@ class DataSource(ABC):
         if name not in ("train", "test"):
             raise ValueError(f"split={name!r}: expected 'train' or 'test'")
         g = torch.Generator().manual_seed(0 if name == "train" else 1)
-        return self.sample(n, g)
+        return self.sample(check_count(n), g)
 
 
 class TensorData(DataSource):
@@ -43,21 +62,49 @@ class TensorData(DataSource):
             raise ValueError(f"need at least two samples of shape (N, ...), got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("data contain NaN or inf")
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
+            raise ValueError(f"test_fraction={test_fraction!r} must be a number in (0, 1)")
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction={test_fraction} must lie in (0, 1)")
         x = x.to(torch.float32)
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1234))
-        n_test = max(1, int(round(test_fraction * x.shape[0])))
+        n = x.shape[0]
+        n_test = max(1, int(round(test_fraction * n)))
+        if n_test >= n:
+            raise ValueError(
+                f"test_fraction={test_fraction} of N={n} samples leaves no training split "
+                f"({n_test} test, {n - n_test} train); lower test_fraction"
+            )
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1234))
         self.test_data, self.train_data = x[perm[:n_test]], x[perm[n_test:]]
         self.shape = tuple(x.shape[1:])
         self.num_bins = num_bins
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        idx = torch.randint(len(self.train_data), (n,), generator=generator)
+        idx = torch.randint(len(self.train_data), (check_count(n),), generator=generator)
         return self.train_data[idx]
 
     def split(self, name: str = "test", n: int | None = None) -> Tensor:
         if name not in ("train", "test"):
             raise ValueError(f"split={name!r}: expected 'train' or 'test'")
         data = self.test_data if name == "test" else self.train_data
-        return data if n is None else data[:n]
+        return data if n is None else data[: check_count(n)]
+
+
+class ShapeOnly(DataSource):
+    """The shape and levels of a data set whose samples are not at hand (a checkpoint trained on
+    a file that is gone): enough to sample a model, but drawing data is a ValueError that says
+    ``why`` (e.g. which file is missing and how to give it)."""
+
+    def __init__(self, shape: tuple[int, ...], num_bins: int | None = None, why: str = ""):
+        self.shape = tuple(int(s) for s in shape)
+        self.num_bins = None if num_bins is None else int(num_bins)
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"ShapeOnly(shape={self.shape}, num_bins={self.num_bins})"
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise ValueError(f"no data samples at hand: {self.why}")
+
+    def split(self, name: str = "test", n: int | None = None) -> Tensor:
+        raise ValueError(f"no {name} split at hand: {self.why}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sde_gen.data.base import DataFileMissing
 from sde_gen.data.uint8_images import UInt8Images
 
 __all__ = ["CIFAR10", "read_cifar_batch", "RECORD_BYTES"]
@@ -39,10 +40,11 @@ class CIFAR10(UInt8Images):
         root = Path(path).expanduser()
         if (root / "cifar-10-batches-bin").is_dir():
             root = root / "cifar-10-batches-bin"
+        if not root.exists():
+            raise DataFileMissing(f"data.path={str(root)!r} does not exist", str(root))
         if not root.is_dir():
-            what = "is a file" if root.exists() else "does not exist"
             raise ValueError(
-                f"data.path={str(root)!r} {what}; give the cifar-10-batches-bin folder"
+                f"data.path={str(root)!r} is a file; give the cifar-10-batches-bin dir"
             )
         if not 1 <= train_files <= len(TRAIN_FILES):
             raise ValueError(f"data.train_files={train_files} must lie in [1, 5]")

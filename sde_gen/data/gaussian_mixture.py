@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from sde_gen.data.base import DataSource
+from sde_gen.data.base import DataSource, check_count
 from sde_gen.sde import SDE
 
 
@@ -18,6 +18,9 @@ class GaussianMixture(DataSource):
     ``stds`` is a scalar (all components isotropic alike), shape (K,) (isotropic per component) or
     (K, D) (diagonal). Under a linear SDE each component stays Gaussian:
     q_t = Σ_k w_k N(γ_t μ_k, γ_t² s_k² + σ_t²), so ``log_prob`` and ``score`` are exact (float64).
+    A zero std makes a point mass (e.g. the empirical distribution of a training set): it samples,
+    and q_t has an exact density and score at every t > 0 (σ_t > 0), but at t = None (the data)
+    or t = 0 there is no density, and ``log_prob``/``score`` say so.
     """
 
     def __init__(
@@ -29,6 +32,7 @@ class GaussianMixture(DataSource):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        _check_finite("means", means)
         k, d = means.shape
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if weights.shape != (k,):
@@ -44,8 +48,9 @@ class GaussianMixture(DataSource):
             raise ValueError(
                 f"stds must be a scalar, (K,) or (K, D) = ({k}, {d}); got {tuple(stds.shape)}"
             )
-        if (stds < 0).any() or not torch.isfinite(stds).all():
-            raise ValueError(f"stds must be finite and >= 0, got min {stds.min().item()}")
+        _check_finite("stds", stds)
+        if (stds < 0).any():
+            raise ValueError(f"stds must be >= 0, got min {stds.min().item()}")
         self.weights = weights / weights.sum()
         self.means = means
         self.stds = stds.contiguous()
@@ -65,6 +70,7 @@ class GaussianMixture(DataSource):
 
     def sample64(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n i.i.d. draws in float64."""
+        n = check_count(n)
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
         return self.means[comp] + self.stds[comp] * z
@@ -77,10 +83,22 @@ class GaussianMixture(DataSource):
 
     def _moments(self, t: Tensor | None, sde: SDE | None, n: int) -> tuple[Tensor, Tensor]:
         """Per-sample component means (B, K, D) and variances (B, K, D) of q_t."""
+        point_mass = bool((self.stds == 0).any())
         if t is None or sde is None:
+            if point_mass:
+                raise ValueError(
+                    "stds=0 makes point masses: the data (t=None) have no density; log_prob and "
+                    "score exist only for the diffused q_t at t > 0"
+                )
             return self.means.expand(n, -1, -1), (self.stds**2).expand(n, -1, -1)
         gamma = sde.gamma(t.to(torch.float64))[:, None, None]
         sigma = sde.sigma(t.to(torch.float64))[:, None, None]
+        if point_mass and (sigma == 0).any():
+            bad = t.flatten()[(sigma == 0).flatten()][0].item()
+            raise ValueError(
+                f"stds=0 makes point masses: q_t has no density at t={bad} (σ_t = 0); log_prob "
+                "and score exist only for t > 0"
+            )
         return gamma * self.means, gamma**2 * self.stds**2 + sigma**2
 
     def _component_log_probs(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -111,6 +129,13 @@ class GaussianMixture(DataSource):
     def score_fn(self, sde: SDE) -> MixtureScore:
         """The exact score of q_t as a ``score_fn(x, t)`` for solvers and likelihoods."""
         return MixtureScore(self, sde)
+
+
+def _check_finite(name: str, value: Tensor) -> None:
+    bad = (~torch.isfinite(value)).nonzero()
+    if len(bad):
+        idx = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{name} must be finite, got {name}{list(idx)}={value[idx].item()}")
 
 
 class MixtureScore:

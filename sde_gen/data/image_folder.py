@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sde_gen.data.base import DataFileMissing
 from sde_gen.data.uint8_images import UInt8Images
 
 __all__ = ["ImageFolder", "load_image", "IMAGE_SUFFIXES"]
@@ -51,7 +52,7 @@ class ImageFolder(UInt8Images):
     ):
         root = Path(path).expanduser()
         if not root.exists():
-            raise ValueError(f"data.path={str(root)!r} does not exist")
+            raise DataFileMissing(f"data.path={str(root)!r} does not exist", str(root))
         if not root.is_dir():
             raise ValueError(f"data.path={str(root)!r} is a file; image_folder needs a directory")
         if channels not in (1, 3):

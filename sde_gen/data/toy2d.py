@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde_gen.data.base import DataSource
+from sde_gen.data.base import DataSource, check_count
 
 
 class _Toy2D(DataSource):
@@ -21,6 +21,7 @@ class _Toy2D(DataSource):
         self.noise, self.scale = float(noise), float(scale)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        n = check_count(n)
         x = self._clean(n, generator)
         x = x + self.noise * torch.randn(n, 2, dtype=torch.float64, generator=generator)
         return (self.scale * x).to(torch.float32)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.ddpm import DiscreteSchedule, discretized_gaussian_log_likelihood, normal_kl
-from sde_gen.losses.dsm import randn_like
+from sde_gen.losses.dsm import model_batch, randn_like
 from sde_gen.losses.step_samplers import StepSampler, UniformStepSampler
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
@@ -198,6 +198,7 @@ class _DiscreteLoss:
         """Per-sample pieces: steps, weights 1/(T p_t), x_t, ε, ``simple`` = mean over dims of
         ‖ε − ε_θ‖², ``vb`` = L_{t−1} in nats per sample (computed only when vlb_weight > 0)."""
         schedule = schedule_of(model, self.schedule)
+        x0 = model_batch(model, x0)
         steps, weights = self.step_sampler(x0.shape[0], schedule.T, generator, x0.device)
         noise = randn_like(x0, generator)
         xt = schedule.q_sample(x0, steps, noise)

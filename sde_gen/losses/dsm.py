@@ -15,13 +15,33 @@ from sde_gen.losses.time_samplers import TimeSampler, UniformTimeSampler
 from sde_gen.losses.weighting import SigmaSquaredWeighting, Weighting
 from sde_gen.models.score_model import ScoreModel
 
-__all__ = ["DSMLoss", "randn_like"]
+__all__ = ["DSMLoss", "randn_like", "model_batch"]
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """N(0, I) noise like x, drawn on the generator's device (reproducible across devices)."""
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+
+
+def model_batch(model: torch.nn.Module, x0: Tensor) -> Tensor:
+    """x0 in the dtype of the model's parameters (float64/float16 data are cast); a ValueError
+    naming the problem for an empty batch or integer data (scale levels to [−1, 1] first)."""
+    if not isinstance(x0, Tensor):
+        raise ValueError(f"x0 must be a torch.Tensor of shape (B, ...), got {type(x0).__name__}")
+    if x0.ndim < 2 or x0.shape[0] == 0:
+        size = x0.shape[0] if x0.ndim else "none"
+        raise ValueError(
+            f"the loss needs a non-empty batch of shape (B, ...), got batch size {size} "
+            f"(shape {tuple(x0.shape)})"
+        )
+    if not x0.is_floating_point():
+        raise ValueError(
+            f"x0 has dtype {x0.dtype}; the loss needs floating data scaled to [-1, 1] "
+            "(integer levels: sde_gen.data.images.scale_to_unit)"
+        )
+    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return x0 if param is None else x0.to(param.dtype)
 
 
 class DSMLoss:
@@ -61,6 +81,7 @@ class DSMLoss:
         self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """(t, coef(t)·‖ε − ε_θ(x_t, t)‖²) per sample; the loss is the mean of the second."""
+        x0 = model_batch(model, x0)
         sde = model.sde
         t, coef = self.time_sampler(
             sde, self.weighting, x0.shape[0], self.t_min, generator, x0.device

@@ -18,7 +18,15 @@ from torch import Tensor
 
 from sde_gen.sde import conversions
 
-__all__ = ["SDE", "Coefficients", "TorchsdeForward", "expand_as", "check_positive_increasing"]
+__all__ = [
+    "SDE",
+    "Coefficients",
+    "TorchsdeForward",
+    "expand_as",
+    "finite_float",
+    "check_horizon",
+    "check_positive_increasing",
+]
 
 
 def expand_as(coef: Tensor, x: Tensor) -> Tensor:
@@ -26,12 +34,38 @@ def expand_as(coef: Tensor, x: Tensor) -> Tensor:
     return coef.reshape(coef.shape + (1,) * (x.ndim - coef.ndim)).to(x.dtype)
 
 
-def check_positive_increasing(low_name: str, low: float, high_name: str, high: float) -> None:
-    """ValueError naming the value unless 0 < low < high, both finite."""
-    if not (math.isfinite(low) and math.isfinite(high)) or low <= 0:
-        raise ValueError(f"{low_name}={low} must be finite and > 0")
-    if low >= high:
-        raise ValueError(f"{low_name}={low} must be < {high_name}={high}")
+def finite_float(name: str, value: object) -> float:
+    """``float(value)``, or a ValueError naming it unless it is a finite real number (NaN and inf
+    would poison every schedule evaluated later)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be a finite real number, not a boolean")
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a finite real number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name}={out} must be finite")
+    return out
+
+
+def check_horizon(T: object) -> float:
+    """The time horizon T as a float; ValueError naming it unless finite and > 0."""
+    out = finite_float("T", T)
+    if out <= 0:
+        raise ValueError(f"T={out} must be > 0")
+    return out
+
+
+def check_positive_increasing(
+    low_name: str, low: object, high_name: str, high: object
+) -> tuple[float, float]:
+    """(low, high) as floats; ValueError naming the value unless 0 < low < high, both finite."""
+    low_f, high_f = finite_float(low_name, low), finite_float(high_name, high)
+    if low_f <= 0:
+        raise ValueError(f"{low_name}={low_f} must be finite and > 0")
+    if low_f >= high_f:
+        raise ValueError(f"{low_name}={low_f} must be < {high_name}={high_f}")
+    return low_f, high_f
 
 
 class Coefficients(NamedTuple):

@@ -20,9 +20,16 @@ class DiscreteVPSDE(SDE):
     """
 
     def __init__(self, betas: Tensor | np.ndarray):
-        betas = torch.as_tensor(betas, dtype=torch.float64)
+        try:
+            betas = torch.as_tensor(betas, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"betas must be a 1-D sequence of numbers in (0, 1): {e}") from None
         if betas.ndim != 1 or len(betas) == 0:
             raise ValueError(f"betas must be a non-empty 1-D sequence, got {tuple(betas.shape)}")
+        bad = (~torch.isfinite(betas)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"betas must be finite, got betas[{i}]={betas[i].item()}")
         if betas.min() <= 0 or betas.max() >= 1:
             raise ValueError(f"betas must lie in (0, 1), got range [{betas.min()}, {betas.max()}]")
         self.betas = betas

@@ -10,7 +10,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from sde_gen.sde.base import SDE
+from sde_gen.sde.base import SDE, check_horizon, finite_float
 
 __all__ = ["LinearSDE", "Polynomial"]
 
@@ -58,22 +58,31 @@ class LinearSDE(SDE):
         prior_std: float | None = None,
         grid_size: int = 2048,
     ):
-        if T <= 0:
-            raise ValueError(f"T={T} must be > 0")
-        self.f_fn, self.g_fn, self.T = f, g, float(T)
+        for name, fn in (("f", f), ("g", g)):
+            if not callable(fn):
+                raise ValueError(
+                    f"{name}={fn!r} must be a callable of t (e.g. sde_gen.sde.Polynomial)"
+                )
+        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
+            raise ValueError(f"grid_size={grid_size!r} must be an integer >= 2")
+        if prior_std is not None and finite_float("prior_std", prior_std) <= 0:
+            raise ValueError(f"prior_std={prior_std} must be > 0")
+        self.f_fn, self.g_fn, self.T = f, g, check_horizon(T)
         grid = np.unique(
             np.concatenate(
                 [[0.0], np.geomspace(1e-9 * T, T, grid_size), np.linspace(0, T, grid_size)]
             )
         )
-        log_gamma, h = self._integrate(grid)
         f_grid = self._call_np(f, grid)
         g2_grid = self._call_np(g, grid) ** 2
+        if not np.all(np.isfinite(f_grid)):
+            raise ValueError(f"f(t) must be finite on [0, T={self.T}]")
         if not np.all(np.isfinite(g2_grid)) or np.any(g2_grid < 0):
-            raise ValueError("g(t)² must be finite on [0, T]")
+            raise ValueError(f"g(t)² must be finite on [0, T={self.T}]")
+        log_gamma, h = self._integrate(grid)
         self._log_gamma_table = _HermiteTable(grid, log_gamma, f_grid)
         self._h_table = _HermiteTable(grid, h, g2_grid * np.exp(-2 * log_gamma))
-        self._prior_std = prior_std
+        self._prior_std = None if prior_std is None else float(prior_std)
 
     @staticmethod
     def _call_np(fn: Callable[[Tensor], Tensor], t: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde_gen.sde.base import SDE, check_positive_increasing
+from sde_gen.sde.base import SDE, check_horizon, check_positive_increasing
 
 __all__ = ["VESDE"]
 
@@ -20,11 +20,11 @@ class VESDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
-        check_positive_increasing("sigma_min", sigma_min, "sigma_max", sigma_max)
-        if T <= 0:
-            raise ValueError(f"T={T} must be > 0")
-        self.sigma_min, self.sigma_max, self.T = float(sigma_min), float(sigma_max), float(T)
-        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self.sigma_min, self.sigma_max = check_positive_increasing(
+            "sigma_min", sigma_min, "sigma_max", sigma_max
+        )
+        self.T = check_horizon(T)
+        self._log_ratio = math.log(self.sigma_max) - math.log(self.sigma_min)
 
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"

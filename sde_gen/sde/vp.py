@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sde_gen.sde.base import SDE, check_positive_increasing
+from sde_gen.sde.base import SDE, check_horizon, check_positive_increasing
 
 __all__ = ["LinearBeta", "BetaDriftSDE", "VPSDE", "SubVPSDE"]
 
@@ -19,10 +19,10 @@ class LinearBeta:
     """β(t) = β_min + t (β_max − β_min)/T and B(t) = ∫₀ᵗβ = β_min t + ½(β_max − β_min) t²/T."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
-        check_positive_increasing("beta_min", beta_min, "beta_max", beta_max)
-        if T <= 0:
-            raise ValueError(f"T={T} must be > 0")
-        self.beta_min, self.beta_max, self.T = float(beta_min), float(beta_max), float(T)
+        self.beta_min, self.beta_max = check_positive_increasing(
+            "beta_min", beta_min, "beta_max", beta_max
+        )
+        self.T = check_horizon(T)
 
     def __repr__(self) -> str:
         return f"LinearBeta(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"

@@ -7,6 +7,7 @@ from sde_gen.solvers.base import FinalStep, FixedStepSolver, SampleResult, Solve
 from sde_gen.solvers.ddim import DDIM
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
+from sde_gen.solvers.fit_grid import FittedGrid, fit_grid
 from sde_gen.solvers.grids import (
     Grid,
     KarrasGrid,
@@ -56,4 +57,6 @@ __all__ = [
     "LogSNRGrid",
     "KarrasGrid",
     "TrailingGrid",
+    "FittedGrid",
+    "fit_grid",
 ]
