@@ -55,12 +55,20 @@ class ExactEps:
         self._times.update(zip(taus64.tolist(), t.tolist()))
         return t
 
-    def __call__(self, x: Tensor, tau: Tensor | float) -> Tensor:
+    def times_of_sigmas(self, sigmas: Tensor) -> Tensor:
+        """t with σ_t/γ_t = σ_EDM for the scheduler's own noise levels (``scheduler.sigmas``)."""
+        sig = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+        return self.sde.t_from_log_snr(-2 * torch.log(sig))
+
+    def __call__(self, x: Tensor, tau: Tensor | float, t: float | None = None) -> Tensor:
+        """ε at diffusers' timestep τ, or at the time ``t`` where given (the scheduler's own σ)."""
         self.nfe += 1
-        tau = float(tau)
-        if tau not in self._times:
-            self.times_of(torch.tensor([tau]))
-        t = torch.full((x.shape[0],), self._times[tau], dtype=torch.float64)
+        if t is None:
+            tau = float(tau)
+            if tau not in self._times:
+                self.times_of(torch.tensor([tau]))
+            t = self._times[tau]
+        t = torch.full((x.shape[0],), float(t), dtype=torch.float64)
         x64 = x.to(torch.float64)
         return self.sde.eps_from_score(x64, t, self.score_fn(x64, t)).to(x.dtype)
 
@@ -71,12 +79,23 @@ class DiffusersSampler:
     ``scheduler`` is a diffusers scheduler instance (built by Hydra from its ``_target_``);
     ``steps`` is ``num_inference_steps``. The loop is diffusers' pipeline loop:
     x = x_T · init_noise_sigma; for τ: x = step(ε(scale_model_input(x, τ), τ), τ, x).
+    Where the scheduler keeps its own σ_EDM per step (``sigmas``: DPM-Solver, UniPC, DEIS,
+    Euler, also with Karras or λ-uniform σ whose τ = ``_sigma_to_t`` is fractional), ε is exact
+    at that σ; else at τ (``ExactEps.times_of``). Runs under float32 default dtype (diffusers'
+    UniPC fails under float64). ``ends_at_zero``: the last step lands on σ = 0 (DPM-Solver++,
+    UniPC ``final_sigmas_type="zero"``, DDIM ``set_alpha_to_one``), not on t = 1/N (DEIS).
     """
 
-    def __init__(self, scheduler, steps: int = 50):
+    def __init__(self, scheduler, steps: int = 50, ends_at_zero: bool = True):
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps={steps!r} must be a positive integer")
-        self.scheduler, self.steps = scheduler, steps
+        self.scheduler, self.steps, self.ends_at_zero = scheduler, steps, bool(ends_at_zero)
+
+    def family(self) -> str:
+        """Scheduler class and order, e.g. ``DPMSolverMultistep-3`` (a row family)."""
+        name = type(self.scheduler).__name__.removesuffix("Scheduler")
+        order = getattr(self.scheduler.config, "solver_order", None)
+        return f"{name}-{order}" if order else name
 
     def __call__(
         self,
@@ -96,16 +115,29 @@ class DiffusersSampler:
         if not torch.allclose(ours, theirs, rtol=1e-4):
             raise ValueError("the scheduler's alphas_cumprod differ from the SDE's ᾱ")
         eps = ExactEps(sde, score_fn, theirs.numpy())
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            return self._loop(eps, x_T, generator, record)
+        finally:
+            torch.set_default_dtype(default)
+
+    def _loop(self, eps: ExactEps, x_T: Tensor, generator, record: bool) -> PeerResult:
         sched = self.scheduler
         sched.set_timesteps(self.steps)
-        times = eps.times_of(sched.timesteps)
+        n = len(sched.timesteps)
+        own = getattr(sched, "sigmas", None)
+        if own is not None and len(own) >= n and not sched.__class__.__name__.startswith("DDIM"):
+            times = eps.times_of_sigmas(own[:n])
+        else:
+            times = eps.times_of(sched.timesteps)
         takes_generator = "generator" in inspect.signature(sched.step).parameters
         kwargs = {"generator": generator} if takes_generator else {}
         x = x_T.to(torch.float32) * sched.init_noise_sigma
         trajectory = [x.clone()] if record else None
-        for tau in sched.timesteps:
+        for tau, t in zip(sched.timesteps, times.tolist(), strict=True):
             x_in = sched.scale_model_input(x, tau)
-            x = sched.step(eps(x_in, tau), tau, x, **kwargs).prev_sample
+            x = sched.step(eps(x_in, tau, t), tau, x, **kwargs).prev_sample
             if record:
                 trajectory.append(x.clone())
         return PeerResult(x0=x, nfe=eps.nfe, times=times, trajectory=trajectory)

@@ -3,7 +3,10 @@
 One Hydra job = one (solver, NFE budget, data, sde). It samples from a fixed x_T, scores the
 samples against an exact reference set and writes ``summary.json``; the shared pieces of a
 (data, sde) pair (x_T, the reference set, the kernel bandwidths, the Monte Carlo floors and the
-tight PF-ODE reference end points) are computed once and cached under ``out_dir/cache``.
+tight PF-ODE reference end points, at t_min and at t ≈ 0 for solvers whose last step lands on
+x̂0) are computed once and cached under ``out_dir/cache``. With ``fit=true`` a fixed-step solver
+first fits its grid (``sde_gen.solvers.fit_grid``) on pilot x_T drawn with another seed, then is
+evaluated on the job's x_T (held out).
 At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
 plot to ``out_dir``. The command is in docs/results.md.
 """
@@ -35,6 +38,8 @@ from sde_gen.metrics import (
 )
 from sde_gen.runtime import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
+from sde_gen.solvers import FixedStepSolver, fit_grid
+from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE
 
 CALIBRATION_STEPS = (4, 8)
 
@@ -62,6 +67,7 @@ def shared_setup(cfg: DictConfig, mixture: GaussianMixture, sde: SDE, key: str) 
     }
     t0 = time.perf_counter()
     ref_x0, ref_nfe = mixture_flow(mixture, sde, x_T, cfg.solver_overrides.t_min, **cfg.reference)
+    ref_zero = mixture_flow(mixture, sde, x_T, zero_time(sde), **cfg.reference)[0]
     shared = {
         "n": n,
         "reference": reference,
@@ -70,11 +76,19 @@ def shared_setup(cfg: DictConfig, mixture: GaussianMixture, sde: SDE, key: str) 
         "floors": {k: vars(v) for k, v in floors.items()},
         "ode_reference": ref_x0,
         "ode_reference_nfe": ref_nfe,
+        "ode_reference_zero": ref_zero,
         "flow": flow_metrics(mixture, ref_x0, reference, bandwidths),
         "ode_reference_seconds": time.perf_counter() - t0,
     }
     atomic_write(path, lambda tmp: torch.save(shared, tmp))
     return shared
+
+
+def zero_time(sde: SDE) -> float:
+    """The time where σ̃ = σ/γ = ``ZERO_SIGMA_TILDE``: the reference end point standing in for
+    t = 0 (the flow moves x by O(σ̃²) after it)."""
+    lam = torch.tensor([-2 * math.log(ZERO_SIGMA_TILDE)], dtype=torch.float64)
+    return float(sde.t_from_log_snr(lam)[0])
 
 
 def flow_metrics(
@@ -132,15 +146,43 @@ def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
     return with_steps(steps), {"steps": steps, "nfe_per_step": per_step}
 
 
+def family(solver: Any) -> str:
+    """The row family: diffusers' scheduler and order, or our class and order."""
+    if hasattr(solver, "family"):
+        return f"diffusers {solver.family()}"
+    order = getattr(solver, "predictor_order", getattr(solver, "order", None))
+    return f"{type(solver).__name__}-{order:g}" if order else type(solver).__name__
+
+
+def fit_on_pilot(cfg, solver, sde, score_fn, mixture, t_end: float) -> dict[str, Any]:
+    """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (seed + 1000) against the exact flow to
+    ``t_end``, set it on the solver, and return the fit's record."""
+    g = torch.Generator().manual_seed(cfg.seed + 1000)
+    x_pilot = sde.prior_sample((cfg.fit_n, mixture.dim), g, dtype=torch.float64)
+
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        x0, nfe = mixture_flow(mixture, sde, x, t_end, **cfg.reference)
+        teacher.nfe += nfe
+        return x0
+
+    teacher.nfe = 0
+    fitted = fit_grid(solver, sde, score_fn, x_pilot, teacher=teacher, maxiter=cfg.fit_maxiter)
+    solver.grid = fitted
+    info = fitted.info
+    keys = ("pilot_error", "start_grid", "start_pilot_error", "solver_runs", "nfe_total", "seconds")
+    return {f"fit_{k}": info[k] for k in keys} | {"fit_times": fitted.knots, "fit_n": cfg.fit_n}
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     choices = HydraConfig.get().runtime.choices
     names = {"solver": choices["solver"], "data": choices["data"], "sde": choices["sde"]}
-    row: dict[str, Any] = {**names, "nfe_budget": int(cfg.nfe)}
+    row: dict[str, Any] = {**names, "nfe_budget": int(cfg.nfe), "grid": choices.get("solver/grid")}
     mixture = hydra.utils.instantiate(cfg.data)
     if not isinstance(mixture, GaussianMixture):
         raise ValueError(f"data={names['data']} has no exact density; use a Gaussian mixture")
     sde = hydra.utils.instantiate(cfg.sde)
-    shared = shared_setup(cfg, mixture, sde, f"{names['sde']}_{names['data']}_n{cfg.n}_s{cfg.seed}")
+    key = f"{names['sde']}_{names['data']}_n{cfg.n}_{cfg.n_high_dim}_s{cfg.seed}_v2"
+    shared = shared_setup(cfg, mixture, sde, key)
     score_fn = mixture.score_fn(sde)
     x_T = shared["x_T"]
     try:
@@ -148,6 +190,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except (ImportError, InstantiationException, ValueError) as e:
         return {**row, "status": "skipped", "reason": f"{type(e).__name__}: {e}"[:300]}
     row.update(setting)
+    row["family"], row["fitted"] = family(solver), bool(cfg.fit)
+    row["ends_at_zero"] = bool(getattr(solver, "ends_at_zero", False))
+    t_end = zero_time(sde) if row["ends_at_zero"] else float(cfg.solver_overrides.t_min)
+    ode_reference = shared["ode_reference_zero" if row["ends_at_zero"] else "ode_reference"]
+    if cfg.fit:
+        if not isinstance(solver, FixedStepSolver):
+            return {**row, "status": "skipped", "reason": "fit=true needs a fixed-step solver"}
+        row.update(fit_on_pilot(cfg, solver, sde, score_fn, mixture, t_end), grid="fitted")
     g = torch.Generator().manual_seed(cfg.seed + 1)
     t0 = time.perf_counter()
     result = solver(sde, score_fn, x_T, generator=g)
@@ -159,7 +209,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         row["mmd2"] = mmd2_unbiased(x0, shared["reference"], shared["bandwidths"])
         row["nll_gap"] = nll_gap(mixture, x0, shared["reference"])
         if names["solver"] in cfg.ode_solvers:
-            row["endpoint_error"] = endpoint_error(x0, shared["ode_reference"])
+            row["endpoint_error"] = endpoint_error(x0, ode_reference)
     for metric, value in shared["flow"].items():
         row[f"{metric}_exact_flow"] = value
     for metric, floor in shared["floors"].items():

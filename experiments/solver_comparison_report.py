@@ -140,6 +140,104 @@ def targets(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PEER_METRICS = (
+    ("endpoint_error", "RMS end-point error vs the exact PF-ODE (same x_T)", abs),
+    ("mmd2", "MMD² (×10⁻³) to exact samples", lambda v: v),
+    ("nll_gap", "|NLL gap| (nats)", abs),
+)
+
+
+def _label(r: dict[str, Any]) -> str:
+    if _is_peer(r["solver"]):
+        return r["solver"].removeprefix(PEER_PREFIX)
+    return str(r.get("grid") or "default")
+
+
+def _kind(r: dict[str, Any]) -> str:
+    if _is_peer(r["solver"]):
+        return "diffusers"
+    return "ours fitted" if r.get("fitted") else "ours fixed"
+
+
+def _best(cands: list[dict[str, Any]], metric: str, key) -> dict[str, Any] | None:
+    cands = [r for r in cands if metric in r and math.isfinite(r[metric])]
+    return min(cands, key=lambda r: key(r[metric])) if cands else None
+
+
+def peers_at_best(rows: list[dict[str, Any]]) -> str:
+    """Per (sde, data) and metric: the best configuration of each family at each budget (within
+    the budget: NFE ≤ budget), our fixed and fitted (fit on pilot x_T, evaluated on held-out x_T)
+    schedules as separate rows, and for the end-point error the ratio best diffusers ÷ ours; then
+    the geometric mean of the ratios over the data sets."""
+    ok = [
+        r
+        for r in rows
+        if r.get("status") == "ok" and r.get("finite") and r["nfe"] <= r["nfe_budget"]
+    ]
+    out, ratios = [], defaultdict(lambda: defaultdict(dict))
+    for (sde, data), group in sorted(_groups(ok).items()):
+        budgets = sorted({r["nfe_budget"] for r in group})
+        for metric, title, key in PEER_METRICS:
+            scale = 1e3 if metric == "mmd2" else 1.0
+            fams = sorted(
+                {(_kind(r), r.get("family", r["solver"])) for r in group if metric in r},
+                key=lambda kf: ({"ours fixed": 0, "ours fitted": 1, "diffusers": 2}[kf[0]], kf[1]),
+            )
+            if not fams:
+                continue
+            lines = [f"**{data}, sde={sde}: {title}, best configuration of each family**", ""]
+            lines.append("| family | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
+            lines.append("|---" * (len(budgets) + 1) + "|")
+            best_of: dict[tuple[str, int], dict[str, Any] | None] = {}
+            for kind, fam in fams:
+                cells = []
+                for b in budgets:
+                    cand = [
+                        r
+                        for r in group
+                        if r["nfe_budget"] == b and _kind(r) == kind and r.get("family") == fam
+                    ]
+                    r = _best(cand, metric, key)
+                    cells.append(f"{r[metric] * scale:.3g} ({_label(r)})" if r else "")
+                lines.append(
+                    f"| {fam if kind == 'diffusers' else kind + ': ' + fam} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+            for kind in ("ours fixed", "ours fitted", "diffusers"):
+                cells = []
+                for b in budgets:
+                    r = _best(
+                        [x for x in group if x["nfe_budget"] == b and _kind(x) == kind], metric, key
+                    )
+                    best_of[(kind, b)] = r
+                    cells.append(f"{r[metric] * scale:.3g} ({r.get('family')})" if r else "")
+                lines.append(f"| **best {kind}** | " + " | ".join(cells) + " |")
+            if metric == "endpoint_error":
+                for kind in ("ours fixed", "ours fitted"):
+                    cells = []
+                    for b in budgets:
+                        ours, peer = best_of[(kind, b)], best_of[("diffusers", b)]
+                        if ours and peer and ours[metric] > 0:
+                            ratio = peer[metric] / ours[metric]
+                            ratios[kind][b][data] = ratio
+                            cells.append(f"{ratio:.2f}")
+                        else:
+                            cells.append("")
+                    lines.append(f"| ratio diffusers ÷ {kind} | " + " | ".join(cells) + " |")
+            out.append("\n".join(lines))
+    summary = [
+        "**Geometric mean over data sets of the end-point-error ratio (best diffusers ÷ ours)**"
+    ]
+    summary += ["", "| schedules | budget | ratio | per data set |", "|---|---|---|---|"]
+    for kind in ("ours fixed", "ours fitted"):
+        for b, per in sorted(ratios[kind].items()):
+            gm = math.exp(sum(math.log(v) for v in per.values()) / len(per))
+            each = ", ".join(f"{d} {v:.2f}" for d, v in sorted(per.items()))
+            summary.append(f"| {kind} | {b} | {gm:.2f} | {each} |")
+    return "\n\n".join(out) + "\n\n" + "\n".join(summary) + "\n"
+
+
 def plot(rows: list[dict[str, Any]], sde: str, path: Path) -> None:
     """Error vs NFE (log–log), one panel per (data, metric) drawn by
     ``sde_gen.plotting.plot_solver_comparison``; diffusers dashed; floor = |mean| + 2 sd band."""
@@ -198,9 +296,22 @@ def plot(rows: list[dict[str, Any]], sde: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _display(r: dict[str, Any]) -> dict[str, Any]:
+    """A row named by solver, order and grid (``dpm_solver-3/trailing``, ``unipc-2/fitted``)
+    where the sweep varies them."""
+    if _is_peer(r["solver"]) or "family" not in r:
+        return r
+    order = r["family"].rsplit("-", 1)[-1] if "-" in r["family"] else ""
+    name = r["solver"] + (f"-{order}" if order else "") + (f"/{r['grid']}" if r.get("grid") else "")
+    return {**r, "solver": name}
+
+
 def write_report(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    named = [_display(r) for r in rows]
     skipped = [r for r in rows if r.get("status") != "ok"]
-    text = "# Solver comparison\n\n" + markdown_tables(rows) + "\n## Targets\n\n" + targets(rows)
+    text = "# Solver comparison\n\n" + markdown_tables(named) + "\n## Targets\n\n" + targets(named)
+    if any("family" in r for r in rows):
+        text += "\n## The peers at their best\n\n" + peers_at_best(rows)
     if skipped:
         text += (
             "\n## Skipped jobs\n\n"
@@ -214,7 +325,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path) -> None:
     text += f"\nTotal sampling time over {len(rows)} jobs: {seconds:.1f} s.\n"
     atomic_write(out_dir / "solver_comparison.md", lambda tmp: Path(tmp).write_text(text))
     for sde in sorted({r["sde"] for r in rows}):
-        plot(rows, sde, out_dir / f"solver_comparison_{sde}.png")
+        plot(named, sde, out_dir / f"solver_comparison_{sde}.png")
     print(text)
     if any(math.isnan(r.get("mmd2", 0.0)) for r in rows):
         print("warning: NaN MMD² in some rows")

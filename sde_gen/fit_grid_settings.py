@@ -24,7 +24,7 @@ class FitGridConfig:
     solver: Any = MISSING
     checkpoint: str | None = None
     ema: bool = True
-    n: int = 256  # pilot x_T (the fit) and, as many again, held-out x_T (seed + 1)
+    n: int = 1000  # pilot x_T (the fit) and, as many again, held-out x_T (seed + 1)
     n_held_out: int | None = None  # None: n
     seed: int = 0
     maxiter: int = 200  # solver runs of the search

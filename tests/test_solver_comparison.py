@@ -16,7 +16,7 @@ import solver_comparison as sc  # noqa: E402
 from sde_gen.runtime import write_summary  # noqa: E402
 
 
-def _job(tmp_path: Path, solver: str, nfe: int) -> dict:
+def _job(tmp_path: Path, solver: str, nfe: int, *extra: str) -> dict:
     with initialize_config_dir(str(EXPERIMENTS / "conf"), version_base="1.3"):
         cfg = compose(
             "solver_comparison",
@@ -27,6 +27,7 @@ def _job(tmp_path: Path, solver: str, nfe: int) -> dict:
                 "n=64",
                 "floor_seeds=2",
                 f"out_dir={tmp_path}",
+                *extra,
             ],
             return_hydra_config=True,
         )
@@ -79,3 +80,52 @@ def test_adaptive_solver_with_top_level_tolerances(tmp_path):
     """solver=adaptive keeps rtol/atol at the top of its config (no backend): both are set."""
     row = _job(tmp_path, "adaptive", 100)
     assert row["status"] == "ok" and row["rtol"] == 1e-4 and row["endpoint_error"] < 1e-3
+
+
+def test_fitted_job_fits_on_pilot_and_is_scored_on_held_out_x_T(tmp_path):
+    """fit=true: the grid is fitted on pilot x_T (seed + 1000) and the job's x_T are held out; the
+    last step lands on x̂0, so the end point is compared with the flow at t ≈ 0."""
+    row = _job(tmp_path, "dpm_solver", 5, "fit=true", "fit_n=16", "fit_maxiter=15")
+    assert row["status"] == "ok" and row["grid"] == "fitted" and row["fitted"]
+    assert row["nfe"] == 5 and row["ends_at_zero"] and row["family"] == "DPMSolver-2"
+    assert row["fit_pilot_error"] <= row["fit_start_pilot_error"]
+    assert len(row["fit_times"]) == 6 and row["endpoint_error"] > 0
+
+
+def test_peers_at_best_takes_the_best_of_each_family_and_the_ratio():
+    from solver_comparison_report import peers_at_best
+
+    base = {"sde": "ddpm_linear", "data": "ring", "status": "ok", "finite": True, "nfe": 10}
+    rows = [
+        {**base, "solver": "dpm_solver", "family": "DPMSolver-2", "grid": g, "endpoint_error": e}
+        for g, e in (("logsnr", 0.04), ("trailing", 0.02))
+    ]
+    rows += [
+        {
+            **base,
+            "solver": "dpm_solver",
+            "family": "DPMSolver-2",
+            "grid": "fitted",
+            "fitted": True,
+            "endpoint_error": 0.005,
+        },
+        {
+            **base,
+            "solver": "diffusers_dpm_2m_lu",
+            "family": "diffusers X-2",
+            "endpoint_error": 0.03,
+        },
+        {
+            **base,
+            "solver": "diffusers_deis",
+            "family": "diffusers D-2",
+            "endpoint_error": 0.06,
+            "nfe": 11,
+        },  # over budget: not counted
+    ]
+    for r in rows:
+        r["nfe_budget"] = 10
+    text = peers_at_best(rows)
+    assert "0.02 (trailing)" in text and "0.06" not in text
+    assert "| ratio diffusers ÷ ours fixed | 1.50 |" in text
+    assert "| ratio diffusers ÷ ours fitted | 6.00 |" in text
