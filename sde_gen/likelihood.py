@@ -30,6 +30,7 @@ from torch import Tensor
 
 from sde_gen.runtime import progress_bar
 from sde_gen.sde import SDE
+from sde_gen.sde.coordinates import ScaledCoordinates, TimeCoordinates
 
 __all__ = [
     "ScoreFn",
@@ -143,62 +144,74 @@ def ode_log_likelihood(
     generator: torch.Generator | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     progress: bool = False,
+    coordinates: TimeCoordinates | None = None,
 ) -> tuple[Tensor, int]:
     """log p_{t_min}(x) per sample in nats (float64) and the number of score evaluations.
 
-    log p_{t_min}(x) = log π(x_T) + ∫_{t_min}^T ∇·[f x − ½ g² s(x, t)] dt  (survey §4.3).
-    The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe``
-    (``RademacherProbe()`` when None, or ``GaussianProbe()``, any ``Probe``) draws ``num_probes``
-    probes per sample once from ``generator`` (Hutchinson only).
-    One NFE is one call of ``score_fn`` on the whole batch. ``method`` is one of ``METHODS``; a
-    non-finite score, drift or divergence stops the solve with a ValueError naming t.
+    log p_{t_min}(x) = log π(x_T) + ∫_{t_min}^T ∇·[f x − ½ g² s(x, t)] dt  (survey §4.3),
+    integrated by default in the scaled coordinates y = x/γ_t, u = log σ̃_t (``ScaledCoordinates``,
+    smooth where β(t) is not): there dy/du = F = σ̃ ε(γ y, t), and with the change of variables
+    log p_x = log p_y + D log|∂y/∂x|,
+
+        log p_x(x) = log π(x_T) + D (ℓ(u_{t_min}) − ℓ(u_T)) + ∫ ∇_y·F du,   ℓ = log|∂y/∂x| = −log γ.
+
+    ``coordinates=TimeCoordinates()`` integrates in t as written. The score is evaluated in the
+    dtype of ``x``; the ODE state lives in float64. ``probe`` (``RademacherProbe()`` when None,
+    or ``GaussianProbe()``, any ``Probe``) draws ``num_probes`` probes per sample once from
+    ``generator`` (Hutchinson only). One NFE is one call of ``score_fn`` on the whole batch.
+    ``method`` is one of ``METHODS``; a non-finite score, drift or divergence stops the solve
+    with a ValueError naming t.
     """
     probe = RademacherProbe() if probe is None else probe
+    coords = ScaledCoordinates() if coordinates is None else coordinates
     _check_options(sde, x, rtol, atol, t_min, num_probes, probe, method)
     shape, dtype, device = x.shape, x.dtype, x.device
-    batch, n_x = shape[0], x.numel()
+    batch, n_x, dim = shape[0], x.numel(), x[0].numel()
     probes = None
     if not exact_trace:
         probes = probe((num_probes, *shape), generator, dtype, device)
     nfe = 0
-    bar = progress_bar(progress, total=sde.T - t_min, desc="PF-ODE", unit="t", leave=False)
+    u_T, u_min = coords.bounds(sde, t_min)
+    bar = progress_bar(progress, total=abs(u_T - u_min), desc="PF-ODE", unit="u", leave=False)
 
-    def rhs(t: float, state: np.ndarray) -> np.ndarray:
+    def score(xt: Tensor, t: float) -> Tensor:
         nonlocal nfe
-        xt = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)
-        tt = torch.full((batch,), t, dtype=dtype, device=device)
+        out = score_fn(xt, torch.full((batch,), t, dtype=dtype, device=device))
+        nfe += 1
+        if not isinstance(out, Tensor) or out.shape != shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(shape)}")
+        if not torch.isfinite(out).all():
+            raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={t:.6g}")
+        return out
+
+    def rhs(u: float, state: np.ndarray) -> np.ndarray:
+        y = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)
         with torch.enable_grad():
-            xt.requires_grad_(True)
-            score = score_fn(xt, tt)
-            nfe += 1
-            if not isinstance(score, Tensor) or score.shape != shape:
-                got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
-                raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(shape)}")
-            if not torch.isfinite(score).all():
-                raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={t:.6g}")
-            drift = sde.ode_drift(xt, tt, score)
-            div = (
-                exact_divergence(drift, xt)
-                if exact_trace
-                else hutchinson_divergence(drift, xt, probes)
-            )
-        bar.update(max(0.0, t - t_min - bar.n))
-        out = torch.cat([drift.detach().flatten(), div.detach()]).to(torch.float64).cpu().numpy()
+            y.requires_grad_(True)
+            dy = coords.rhs(sde, score, y, u)
+            div = exact_divergence(dy, y) if exact_trace else hutchinson_divergence(dy, y, probes)
+        bar.update(min(abs(u - u_min), bar.total) - bar.n)
+        out = torch.cat([dy.detach().flatten(), div.detach()]).to(torch.float64).cpu().numpy()
         if not np.isfinite(out).all():
+            t = coords.t_of_u(sde, u)
             raise ValueError(f"the PF-ODE drift or its divergence is not finite at t={t:.6g}")
         return out
 
-    state0 = np.concatenate([x.detach().to(torch.float64).cpu().flatten().numpy(), np.zeros(batch)])
+    y0 = coords.to_state(sde, x.detach().to(torch.float64), u_min)
+    state0 = np.concatenate([y0.cpu().flatten().numpy(), np.zeros(batch)])
     try:
-        sol = solve_ivp(rhs, (t_min, sde.T), state0, method=method, rtol=rtol, atol=atol)
+        sol = solve_ivp(rhs, (u_min, u_T), state0, method=method, rtol=rtol, atol=atol)
     finally:
         bar.close()
     if not sol.success:
         raise ValueError(f"PF-ODE integration failed ({method}, rtol={rtol}): {sol.message}")
     end = torch.as_tensor(sol.y[:, -1], dtype=torch.float64, device=device)
-    x_T, int_div = end[:n_x].reshape(shape), end[n_x:]
-    log_prior = (sde.prior_logp if prior_logp is None else prior_logp)(x_T)
-    return log_prior.to(torch.float64) + int_div, nfe
+    y_T, int_div = end[:n_x].reshape(shape), end[n_x:]
+    x_T = coords.to_x(sde, y_T, u_T)
+    log_prior = (sde.prior_logp if prior_logp is None else prior_logp)(x_T).to(torch.float64)
+    jacobian = dim * (coords.log_jacobian(sde, u_min) - coords.log_jacobian(sde, u_T))
+    return log_prior + jacobian + int_div, nfe
 
 
 def dequantize(x: Tensor, num_bins: int, generator: torch.Generator | None = None) -> Tensor:

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from sde_gen.runtime import progress_bar
-from sde_gen.sde import SDE, Coefficients
+from sde_gen.sde import SDE
 from sde_gen.sde.conversions import eps_from_score, x0_from_score
+from sde_gen.sde.coordinates import coefficients_at
 from sde_gen.solvers.grids import Grid, UniformGrid
 
 __all__ = [
@@ -99,12 +100,6 @@ class CountedScore:
                 f"score_fn at t={t_show:.6g} returned NaN or inf (output shape {tuple(out.shape)})"
             )
         return out
-
-
-def coefficients_at(sde: SDE, t: float) -> Coefficients:
-    """(f, g², γ, σ) at one time t as float64 Python floats (one boundary check)."""
-    c = sde.coefficients(torch.tensor([t], dtype=torch.float64))
-    return Coefficients(*(float(v[0]) for v in c))
 
 
 def tweedie_x0(sde: SDE, score: CountedScore, x: Tensor, t: float) -> Tensor:

@@ -16,8 +16,8 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.sde.conversions import drift, eps_from_score
-from sde_gen.solvers.base import CountedScore, Solver, check_int, coefficients_at
+from sde_gen.sde.coordinates import ScaledCoordinates, TimeCoordinates
+from sde_gen.solvers.base import CountedScore, Solver, check_int
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
 __all__ = ["PFODE", "ScipyODE", "TorchsdeODE", "TimeCoordinates", "ScaledCoordinates"]
@@ -31,70 +31,6 @@ def _check_tol(name: str, value: float) -> float:
     if not (isinstance(value, int | float) and value > 0):
         raise ValueError(f"{name}={value} must be > 0")
     return float(value)
-
-
-class TimeCoordinates:
-    """Integrate the PF-ODE as written: state x, variable t (from T down to t_min)."""
-
-    def bounds(self, sde: SDE, t_min: float) -> tuple[float, float]:
-        return sde.T, t_min
-
-    def u_of_t(self, sde: SDE, t: Tensor) -> Tensor:
-        return t
-
-    def t_of_u(self, sde: SDE, u: float) -> float:
-        return u
-
-    def to_state(self, sde: SDE, x: Tensor, u: float) -> Tensor:
-        return x
-
-    def to_x(self, sde: SDE, y: Tensor, u: float) -> Tensor:
-        return y
-
-    def rhs(self, sde: SDE, score: CountedScore, y: Tensor, u: float) -> Tensor:
-        """dx/dt = f x − ½ g² ∇log q_t(x)."""
-        c = coefficients_at(sde, u)
-        return drift(y, score(y, u), c.f, c.g2, 0.5)
-
-    def __repr__(self) -> str:
-        return "TimeCoordinates()"
-
-
-class ScaledCoordinates(TimeCoordinates):
-    """The same ODE in y = x/γ_t and u = log σ̃_t, σ̃ = σ/γ (Karras et al. 2022's scaled form):
-    dy/dσ̃ = ε(x, t) with ε = −σ_t ∇log q_t, so dy/du = σ̃ ε.
-
-    Smooth in u whatever β(t) does, so adaptive steps work on schedules with kinks or jumps in
-    β(t) (the DDPM chain as ``DiscreteVPSDE``); t(u) comes from ``sde.t_from_log_snr(−2u)``.
-    """
-
-    def _log_sigma_tilde(self, sde: SDE, t: Tensor) -> Tensor:
-        return -0.5 * sde.log_snr(t.to(torch.float64))
-
-    def bounds(self, sde: SDE, t_min: float) -> tuple[float, float]:
-        u = self._log_sigma_tilde(sde, torch.tensor([sde.T, t_min], dtype=torch.float64))
-        return float(u[0]), float(u[1])
-
-    def u_of_t(self, sde: SDE, t: Tensor) -> Tensor:
-        return self._log_sigma_tilde(sde, t)
-
-    def t_of_u(self, sde: SDE, u: float) -> float:
-        t = float(sde.t_from_log_snr(torch.tensor([-2.0 * u], dtype=torch.float64))[0])
-        return min(max(t, 0.0), sde.T)
-
-    def to_state(self, sde: SDE, x: Tensor, u: float) -> Tensor:
-        return x / coefficients_at(sde, self.t_of_u(sde, u)).gamma
-
-    def to_x(self, sde: SDE, y: Tensor, u: float) -> Tensor:
-        return y * coefficients_at(sde, self.t_of_u(sde, u)).gamma
-
-    def rhs(self, sde: SDE, score: CountedScore, y: Tensor, u: float) -> Tensor:
-        t = self.t_of_u(sde, u)
-        c = coefficients_at(sde, t)
-        return (c.sigma / c.gamma) * eps_from_score(score(c.gamma * y, t), c.sigma)
-
-    def __repr__(self) -> str:
-        return "ScaledCoordinates()"
 
 
 class ScipyODE:
