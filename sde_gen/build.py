@@ -120,6 +120,7 @@ def bytes_per_sample(
     data: Any,
     dtype: torch.dtype,
     device: torch.device,
+    *,
     grad: bool = False,
     copies: int = 8,
 ) -> float:

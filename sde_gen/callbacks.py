@@ -88,13 +88,19 @@ class GuardRunFolder(Callback):
         ckpt_dir = ckpt_dir or out_dir / "checkpoints"
         resume = trainer.get("resume")
         if resume is not None:
-            resume = latest_checkpoint(ckpt_dir) if str(resume) == "latest" else Path(resume)
-            if resume is None or not resume.is_file():
+            auto = str(resume) == "auto"
+            newest = str(resume) in ("latest", "auto")
+            resume = latest_checkpoint(ckpt_dir) if newest else Path(resume)
+            if resume is None and auto:
+                pass  # no checkpoint yet: a fresh run, checked as one
+            elif resume is None or not resume.is_file():
                 return  # the trainer names the missing checkpoint
         check_run_folder(out_dir, ckpt_dir, resume)
 
 
 def _link(link: Path, target: Path) -> None:
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
+        return  # under torchrun/srun only rank 0 owns the run folder and its link
     target = target.resolve()
     home = link.parent.resolve()
     if home not in target.parents or (link.exists() and not link.is_symlink()):

@@ -9,6 +9,7 @@ rank 0 of 1, barriers and gathers are no-ops.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "world", "init_world", "close_world", "barrier", "gather_objects", "launched"]
+__all__ = [
+    "World",
+    "world",
+    "init_world",
+    "close_world",
+    "barrier",
+    "gather_objects",
+    "launched",
+    "rows",
+    "all_reduce_sum",
+    "gather_rows",
+    "run_on_main",
+    "main_first",
+]
 
 
 @dataclass(frozen=True)
@@ -38,14 +52,54 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
+    def rows(self, n: int) -> slice:
+        """This rank's contiguous part of ``n`` rows (sizes differ by at most one)."""
+        return rows(n, self.size, self.rank)
+
     def shard(self, n: int) -> range:
         """The indices of ``range(n)`` this rank handles: every ``size``-th from ``rank``."""
         return range(self.rank, n, self.size)
 
 
+def rows(n: int, parts: int, k: int) -> slice:
+    """Part ``k`` of ``range(n)`` cut into ``parts`` contiguous pieces of near-equal size."""
+    return slice(n * k // parts, n * (k + 1) // parts)
+
+
+def _initialised() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def launched() -> bool:
-    """True when torchrun (or SLURM through it) started this process as one of several."""
+    """True when torchrun, or srun/submitit (one task per GPU), started this process as one of
+    several."""
+    export_slurm_env()
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``node[01-04,07]`` → ``node01``, ``a,b`` → ``a``."""
+    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist
+    if "[" not in head:
+        return head
+    prefix, rest = head.split("[", 1)
+    return prefix + rest.split("]")[0].split(",")[0].split("-")[0]
+
+
+def export_slurm_env() -> None:
+    """Inside an srun step of several tasks (submitit's multi-GPU jobs start no torchrun), set
+    torch.distributed's env:// variables from SLURM's: WORLD_SIZE, RANK, LOCAL_RANK, and
+    MASTER_ADDR/MASTER_PORT from the job's first host and id. Leaves torchrun's own alone."""
+    env = os.environ
+    if "WORLD_SIZE" in env or "SLURM_PROCID" not in env or "SLURM_STEP_ID" not in env:
+        return
+    size = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+    if int(size) <= 1:
+        return
+    env["WORLD_SIZE"], env["RANK"] = size, env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env.setdefault("MASTER_ADDR", _first_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")))
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 40000))
 
 
 def world(device: torch.device) -> World:
@@ -66,7 +120,9 @@ def init_world(device_name: str = "auto") -> World:
         return World(device=device)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        # SLURM may bind one GPU per task: then it is cuda:0 whatever the local rank
+        index = local_rank if torch.cuda.device_count() > 1 else 0
+        device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -103,3 +159,45 @@ def main_first():
     yield
     if w.is_main:
         barrier()
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over every rank (``x`` itself in a single process); ``x`` is unchanged."""
+    if not _initialised():
+        return x
+    out = x.clone()
+    dist.all_reduce(out)
+    return out
+
+
+def gather_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The rows of every rank, in rank order, on every rank: rank r holds ``rows(n, size, r)`` of
+    an (n, ...) tensor (``x`` itself in a single process)."""
+    if not _initialised():
+        return x
+    size = dist.get_world_size()
+    longest = max(rows(n, size, r).stop - rows(n, size, r).start for r in range(size))
+    padded = x.new_zeros((longest, *x.shape[1:]))
+    padded[: len(x)] = x
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded)
+    sizes = [rows(n, size, r).stop - rows(n, size, r).start for r in range(size)]
+    return torch.cat([part[:k] for part, k in zip(parts, sizes)])
+
+
+def run_on_main(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 alone, its result on every rank; if it raised, every rank raises it (the
+    others a copy), so no rank waits forever for a rank that failed."""
+    if not _initialised():
+        return fn()
+    outcome: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome = [("ok", fn())]
+        except Exception as e:  # sent to the other ranks, raised here below
+            outcome = [("error", e)]
+    dist.broadcast_object_list(outcome, src=0)
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value

@@ -28,21 +28,63 @@ from omegaconf import DictConfig
 from sde_gen.build import bytes_per_sample, instantiate_group
 from sde_gen.cli import run_cli, user_errors
 from sde_gen.data.base import TensorData
+from sde_gen.distributed import close_world, gather_objects, init_world
 from sde_gen.likelihood import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
 from sde_gen.runtime import (
     check_memory,
     choose_threads,
-    pick_device,
     progress_bar,
     write_summary,
 )
-from sde_gen.score_source import load_score_source
+from sde_gen.score_source import load_score_source, names_data
 from sde_gen.sde import SDE, DiscreteVPSDE
 from sde_gen.settings import EvalConfig, settings_from
+from sde_gen.sharding import map_chunks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["likelihood_report", "vlb_bits_per_dim", "main"]
+__all__ = ["likelihood_report", "batch_likelihood", "vlb_bits_per_dim", "run_evaluation", "main"]
+
+
+def batch_likelihood(
+    sde: SDE,
+    score_fn: ScoreFn,
+    batch: torch.Tensor,
+    num_bins: int | None,
+    num_dequant: int,
+    generator: torch.Generator | None,
+    **ode_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(NLL in nats, bits/dim, NFE) of one batch (see :func:`likelihood_report`)."""
+    dim = batch[0].numel()
+    if num_bins is None:
+        logp, nfe = ode_log_likelihood(sde, score_fn, batch, generator=generator, **ode_kwargs)
+        bpd = nats_to_bits_per_dim(logp, dim)
+    else:
+        bpd, nfe = bits_per_dim(
+            sde, score_fn, batch, num_bins, num_dequant, generator, **ode_kwargs
+        )
+        logp = -(bpd * dim * math.log(2.0) + dim * math.log(2.0 / (num_bins - 1)))
+    return -logp.cpu(), bpd.cpu(), nfe
+
+
+def summarise(
+    nll: torch.Tensor, bpd: torch.Tensor, nfe: int, dim: int, per_sample: bool = False
+) -> dict[str, Any]:
+    """Means of per-sample NLL and bits/dim, with standard errors over samples."""
+    count = len(nll)
+    se = (lambda v: float(v.std() / math.sqrt(count))) if count > 1 else (lambda v: float("nan"))
+    extra = {"bpd_per_sample": bpd.tolist()} if per_sample else {}
+    return {
+        **extra,
+        "nll_nats": float(nll.mean()),
+        "nll_nats_se": se(nll),
+        "bpd": float(bpd.mean()),
+        "bpd_se": se(bpd),
+        "nfe": nfe,
+        "n": count,
+        "dim": dim,
+    }
 
 
 def likelihood_report(
@@ -64,35 +106,16 @@ def likelihood_report(
     (``nats_to_bits_per_dim``). Standard errors are over samples; ``per_sample`` adds the list
     ``bpd_per_sample`` (for paired comparisons of models on the same x).
     """
-    dim = x[0].numel()
     ode_kwargs.setdefault("progress", progress)  # a bar along t inside each batch's solve
     nll, bpd, nfe = [], [], 0
     for batch in progress_bar(progress, iterable=x.split(batch_size), desc="NLL"):
-        if num_bins is None:
-            logp, n = ode_log_likelihood(sde, score_fn, batch, generator=generator, **ode_kwargs)
-            b = nats_to_bits_per_dim(logp, dim)
-        else:
-            b, n = bits_per_dim(
-                sde, score_fn, batch, num_bins, num_dequant, generator, **ode_kwargs
-            )
-            logp = -(b * dim * math.log(2.0) + dim * math.log(2.0 / (num_bins - 1)))
-        nll.append(-logp.cpu())
-        bpd.append(b.cpu())
+        a, b, n = batch_likelihood(
+            sde, score_fn, batch, num_bins, num_dequant, generator, **ode_kwargs
+        )
+        nll.append(a)
+        bpd.append(b)
         nfe += n
-    nll_t, bpd_t = torch.cat(nll), torch.cat(bpd)
-    count = len(nll_t)
-    se = (lambda v: float(v.std() / math.sqrt(count))) if count > 1 else (lambda v: float("nan"))
-    extra = {"bpd_per_sample": bpd_t.tolist()} if per_sample else {}
-    return {
-        **extra,
-        "nll_nats": float(nll_t.mean()),
-        "nll_nats_se": se(nll_t),
-        "bpd": float(bpd_t.mean()),
-        "bpd_se": se(bpd_t),
-        "nfe": nfe,
-        "n": count,
-        "dim": dim,
-    }
+    return summarise(torch.cat(nll), torch.cat(bpd), nfe, x[0].numel(), per_sample)
 
 
 def vlb_bits_per_dim(
@@ -109,21 +132,43 @@ def vlb_bits_per_dim(
     The decoder L_0 integrates over the bins of [−1, 1] itself, so no change of scale is needed.
     ``model.sde`` must be a DiscreteVPSDE; T network calls per batch.
     """
-    from sde_gen.losses.discrete import schedule_of, vlb
+    check_discrete(model)
+    total = [
+        vlb_nats(model, batch, num_bins, generator, large_variance)
+        for batch in progress_bar(progress, iterable=x.split(batch_size), desc="VLB")
+    ]
+    return float(torch.cat(total).mean() / (x[0].numel() * math.log(2.0)))
 
+
+def check_discrete(model: torch.nn.Module) -> None:
     if not isinstance(model.sde, DiscreteVPSDE):
         raise ValueError(f"VLB needs a discrete DDPM model, got sde={model.sde!r}")
-    schedule, dim, total = schedule_of(model), x[0].numel(), []
-    for batch in progress_bar(progress, iterable=x.split(batch_size), desc="VLB"):
-        total.append(vlb(model, schedule, batch, num_bins, generator, large_variance).cpu())
-    return float(torch.cat(total).mean() / (dim * math.log(2.0)))
 
 
-def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Evaluate ``cfg`` and write ``summary.json`` into ``out_dir``."""
+def vlb_nats(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    num_bins: int,
+    generator: torch.Generator | None,
+    large_variance: bool = False,
+) -> torch.Tensor:
+    """L_vlb in nats of each sample of ``batch`` (a DiscreteVPSDE model)."""
+    from sde_gen.losses.discrete import schedule_of, vlb
+
+    return vlb(model, schedule_of(model), batch, num_bins, generator, large_variance).cpu()
+
+
+def run_evaluation(
+    cfg: DictConfig, out_dir: Path, data_chosen: bool = False
+) -> dict[str, Any] | None:
+    """Evaluate ``cfg`` and write ``summary.json`` into ``out_dir``. The test set comes in chunks
+    of ``batch_size``, chunk c with its dequantization and probes seeded by (seed, c); under
+    torchrun rank r takes the chunks c ≡ r (mod W) and rank 0 reports (the others return None)."""
     settings: EvalConfig = settings_from(cfg, EvalConfig)
-    device = pick_device(settings.device)
-    src = load_score_source(cfg, device)
+    world = init_world(settings.device)
+    device = world.device
+    out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
+    src = load_score_source(cfg, device, data_chosen)
     probe = instantiate_group("probe", cfg.probe)
     threads = choose_threads(settings.threads, device, src.model)
     split = settings.split.value
@@ -138,24 +183,39 @@ def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     # the ODE state in float64 (a few solver stages) and the network's graph for the divergence
     per = bytes_per_sample(src.model, src.data, src.dtype, device, grad=True, copies=16)
     check_memory("batch_size", min(settings.batch_size, len(x)), per, device)
-    generator = torch.Generator(device).manual_seed(settings.seed)
+    vlb_on = settings.vlb and isinstance(src.sde, DiscreteVPSDE) and src.model is not None
+    if vlb_on and src.data.num_bins is None:
+        raise ValueError("vlb=true needs discrete data (num_bins); set vlb=false")
+    main_bar = settings.progress and world.is_main
+    ode_kwargs = {
+        "exact_trace": settings.exact_trace,
+        "num_probes": settings.num_probes,
+        "probe": probe,
+        "rtol": settings.rtol,
+        "atol": settings.atol,
+        "method": settings.method.value,
+        "t_min": settings.t_min,
+        "progress": main_bar and len(x) <= settings.batch_size,
+    }
+
+    def chunk(items: slice, generator: torch.Generator) -> dict[str, Any]:
+        batch = x[items]
+        nll, bpd, nfe = batch_likelihood(
+            src.sde, src.score_fn, batch, src.data.num_bins, settings.num_dequant, generator,
+            **ode_kwargs,
+        )  # fmt: skip
+        vlb = vlb_nats(src.model, batch, src.data.num_bins, generator) if vlb_on else None
+        return {"nll": nll, "bpd": bpd, "nfe": nfe, "vlb": vlb}
+
     start = time.perf_counter()
-    report = likelihood_report(
-        src.sde,
-        src.score_fn,
-        x,
-        num_bins=src.data.num_bins,
-        batch_size=settings.batch_size,
-        num_dequant=settings.num_dequant,
-        generator=generator,
-        progress=settings.progress,
-        exact_trace=settings.exact_trace,
-        num_probes=settings.num_probes,
-        probe=probe,
-        rtol=settings.rtol,
-        atol=settings.atol,
-        method=settings.method.value,
-        t_min=settings.t_min,
+    parts = map_chunks(chunk, len(x), settings.batch_size, settings.seed, world, main_bar, "NLL")
+    if parts is None:
+        return None
+    report = summarise(
+        torch.cat([p["nll"] for p in parts]),
+        torch.cat([p["bpd"] for p in parts]),
+        sum(p["nfe"] for p in parts),
+        x[0].numel(),
     )
     summary: dict[str, Any] = {
         "source": src.origin,
@@ -168,6 +228,8 @@ def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "t_min": settings.t_min,
         "time_s": time.perf_counter() - start,
         "seed": settings.seed,
+        "batch_size": settings.batch_size,
+        "world_size": world.size,
         "threads": threads,
         **report,
     }
@@ -175,17 +237,9 @@ def run_evaluation(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         t = torch.full((len(x),), settings.t_min, dtype=torch.float64, device=device)
         summary["nll_exact_nats"] = float(-src.data.exact.log_prob(x, t, src.sde).mean())
     summary["vlb_bpd"] = None
-    if settings.vlb and isinstance(src.sde, DiscreteVPSDE) and src.model is not None:
-        if src.data.num_bins is None:
-            raise ValueError("vlb=true needs discrete data (num_bins); set vlb=false")
-        summary["vlb_bpd"] = vlb_bits_per_dim(
-            src.model,
-            x,
-            src.data.num_bins,
-            settings.batch_size,
-            generator,
-            progress=settings.progress,
-        )
+    if vlb_on:
+        vlb = torch.cat([p["vlb"] for p in parts])
+        summary["vlb_bpd"] = float(vlb.mean() / (x[0].numel() * math.log(2.0)))
     write_summary(out_dir, summary)
     return summary
 
@@ -209,8 +263,14 @@ def summary_line(summary: dict[str, Any], out_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @user_errors
 def _main(cfg: DictConfig) -> None:
-    out_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-    log.info(summary_line(run_evaluation(cfg, out_dir), out_dir))
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir).resolve()
+    try:
+        summary = run_evaluation(cfg, out_dir, data_chosen=names_data(list(hc.overrides.task)))
+    finally:
+        close_world()
+    if summary is not None:
+        log.info(summary_line(summary, out_dir))
 
 
 def main() -> Any:

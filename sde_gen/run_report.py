@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from sde_gen.runtime import atomic_write, disk_full_error, progress_bar, write_summary
-from sde_gen.training_loop import StepStats
 
 __all__ = [
     "RunReport",
@@ -163,28 +162,27 @@ class RunReport:
         self.bar = progress_bar(
             self.progress, total=self.total_steps, initial=step, unit="step", dynamic_ncols=True
         )
-        self.window: list[float] = []
+        self.window_steps = 0
         self.t_window = time.perf_counter()
 
-    def step(self, step: int, stats: StepStats) -> None:
-        """Record one step; every ``log_every`` steps (and at the end) write a metrics line."""
-        self.window.append(stats.loss)
+    def step(self) -> None:
+        """One more step done (the progress bar)."""
+        self.window_steps += 1
         self.bar.update(1)
-        if step % self.log_every and step != self.total_steps:
-            return
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` writes a metrics line: every ``log_every`` steps and the last."""
+        return step % self.log_every == 0 or step == self.total_steps
+
+    def log(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
+        """A metrics line: the mean loss since the last line, this step's norm and lr."""
         now = time.perf_counter()
-        rate = len(self.window) / max(now - self.t_window, 1e-12)
-        record = {
-            "step": step,
-            "loss": sum(self.window) / len(self.window),
-            "lr": stats.lr,
-            "grad_norm": stats.grad_norm,
-            "steps_per_s": rate,
-        }
+        rate = self.window_steps / max(now - self.t_window, 1e-12)
+        record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "steps_per_s": rate}
         self.metrics.append(record)
         self.scalar_log.scalars(record)
-        self.bar.set_postfix(loss=f"{record['loss']:.4f}", steps_s=f"{rate:.1f}", refresh=False)
-        self.window, self.t_window = [], time.perf_counter()
+        self.bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{rate:.1f}", refresh=False)
+        self.window_steps, self.t_window = 0, time.perf_counter()
 
     def image(self, tag: str, path: Path | None, step: int) -> None:
         """Log a written figure (sample plot) under ``tag``."""

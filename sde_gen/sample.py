@@ -5,7 +5,12 @@
     sde-gen-sample -m solver=euler_maruyama,pf_ode solver.steps=10,20,50
 
 Writes into the run directory ``samples.npz``, a grid (images) or scatter (2-D) PNG, with
-``record=true`` also ``trajectory.npz`` and trajectory plots, and ``summary.json``.
+``record=true`` also ``trajectory.npz`` and trajectory plots, and ``summary.json``; on images,
+``features=digits`` adds FD and KID against the test split, ``export_png=true`` a ``png/`` folder.
+
+The samples come in chunks of ``batch_size``: chunk c draws x_T and the solver's noise from a
+generator seeded by (seed, c) (``sde_gen.sharding``), so under ``torchrun --nproc_per_node=W``
+rank r draws the chunks c ≡ r (mod W) and rank 0 writes exactly the samples of one process.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from omegaconf import DictConfig
 
 from sde_gen.build import bytes_per_sample, instantiate_group
 from sde_gen.cli import run_cli, user_errors
+from sde_gen.data.base import DataSource
 from sde_gen.data.gaussian_mixture import GaussianMixture
+from sde_gen.distributed import close_world, gather_objects, init_world
 from sde_gen.runtime import (
     atomic_write,
     check_memory,
@@ -31,13 +38,19 @@ from sde_gen.runtime import (
     pick_device,
     write_summary,
 )
-from sde_gen.score_source import ScoreSource, data_shape, load_score_source
+from sde_gen.score_source import ScoreSource, data_shape, load_score_source, names_data
 from sde_gen.settings import SampleConfig, settings_from
+from sde_gen.sharding import map_chunks
+from sde_gen.solvers.base import SampleResult
 
 log = logging.getLogger(__name__)
 
 METRIC_SAMPLES = 2000
 """At most this many samples enter the O(n²) MMD estimate."""
+
+KEPT_COPIES = 8
+"""Copies of every sample rank 0 holds at once: the gathered chunks, their pickles, the joined
+array, the file written, the metrics' copies."""
 
 
 def build_solver(solver_cfg: DictConfig, progress: bool) -> Any:
@@ -54,9 +67,12 @@ def solver_facts(solver: Any) -> dict[str, Any]:
 
 def exact_metrics(mixture: GaussianMixture, x0: torch.Tensor, seed: int) -> dict[str, float]:
     """NLL of the samples under the exact density, the NLL gap to fresh data, MMD², and each
-    metric's Monte Carlo floor: its RMS between two exact sample sets of the same sizes."""
+    metric's Monte Carlo floor: its RMS between two exact sample sets of the same sizes.
+    A mixture with a point mass (a zero std) has no density at t = 0: no metrics."""
     from sde_gen.metrics import median_bandwidth, mmd2_unbiased, monte_carlo_floor, nll_gap
 
+    if is_point_mass(mixture):
+        return {}
     x = x0.detach().cpu().to(torch.float64).flatten(1)
     n, m = len(x), min(len(x), METRIC_SAMPLES)
     ref = mixture.sample64(n, torch.Generator().manual_seed(1_000_003 + seed))
@@ -76,6 +92,38 @@ def exact_metrics(mixture: GaussianMixture, x0: torch.Tensor, seed: int) -> dict
         "mmd2": mmd2(x[:m], ref[:m]),
         "mmd2_floor": monte_carlo_floor(mmd2, mixture.sample64, m).rms,
         "mmd2_n": m,
+    }
+
+
+def is_point_mass(mixture: GaussianMixture) -> bool:
+    """Some component has a zero std: q_0 has no density."""
+    return bool((mixture.stds == 0).any())
+
+
+def image_quality(
+    net: torch.nn.Module, features: np.ndarray, data: DataSource, settings: SampleConfig
+) -> dict[str, float]:
+    """FD and KID ± its standard error of the samples' ``features`` against the data's test
+    split on ``net``'s features, and their floor: the same between the first n training images
+    and the test split (``sde_gen.sample_quality``)."""
+    from sde_gen.sample_quality import feature_vectors, frechet_distance
+    from sde_gen.sample_quality import kernel_inception_distance as kid
+
+    device = next(iter(net.parameters()), torch.empty(0)).device
+    n, subsets, size = len(features), settings.kid_subsets, settings.kid_subset_size
+    test = feature_vectors(net, data.split("test", n).to(device))
+    train = feature_vectors(net, data.split("train", n).to(device))
+    k, k_se = kid(features, test, subsets, size, settings.seed)
+    k_floor, k_floor_se = kid(train, test, subsets, size, settings.seed)
+    return {
+        "fd": frechet_distance(features, test),
+        "kid": k,
+        "kid_se": k_se,
+        "fd_floor": frechet_distance(train, test),
+        "kid_floor": k_floor,
+        "kid_floor_se": k_floor_se,
+        "quality_n_test": len(test),
+        "quality_n_train": len(train),
     }
 
 
@@ -100,7 +148,9 @@ def save_plots(
         return plotting.run_title(summary, head=head)
 
     shape, paths = data_shape(src.data), []
-    density = plotting.mixture_density(src.data.exact, src.sde) if src.data.exact else None
+    exact = src.data.exact
+    has_density = exact is not None and not is_point_mass(exact)
+    density = plotting.mixture_density(exact, src.sde) if has_density else None
     if shape == (2,):
         ref = src.data.sample(min(len(x0), 2000), torch.Generator().manual_seed(1))
         paths.append(
@@ -137,37 +187,98 @@ def save_plots(
     return paths
 
 
+def check_outputs(settings: SampleConfig, shape: tuple[int, ...], chunks: int, solver: Any) -> None:
+    """Options that need image samples, and a recorded path that chunks can share."""
+    images = len(shape) == 3 and shape[0] in (1, 3)
+    for key, on in (
+        ("features", settings.features is not None),
+        ("export_png", settings.export_png),
+    ):
+        if on and not images:
+            raise ValueError(f"{key} needs image samples (C, H, W) with C = 1 or 3, got {shape}")
+    if settings.record and chunks > 1 and getattr(solver, "adaptive", False):
+        raise ValueError(
+            f"record=true with an adaptive solver needs one chunk (each chunk has its own times): "
+            f"set batch_size >= n={settings.n}, got batch_size={settings.batch_size}"
+        )
+
+
+def join_chunks(parts: list[dict[str, Any]]) -> tuple[SampleResult, np.ndarray | None]:
+    """One SampleResult of the chunks in order (NFE: the most any chunk took) and the joined
+    features."""
+    x0 = torch.cat([p["x0"] for p in parts])
+    nfe = max(int(p["nfe"]) for p in parts)
+    times, trajectory = parts[0]["times"], None
+    if times is not None:
+        trajectory = torch.cat([p["trajectory"] for p in parts], dim=1)
+    feats = [p["features"] for p in parts]
+    features = None if feats[0] is None else np.concatenate(feats)
+    return SampleResult(x0, nfe, times, trajectory), features
+
+
 def run_sampling(
     cfg: DictConfig, out_dir: Path, solver_name: str | None = None, data_chosen: bool = True
-) -> dict[str, Any]:
-    """Sample ``cfg.n`` points, write the files and ``summary.json`` into ``out_dir``."""
+) -> dict[str, Any] | None:
+    """Sample ``cfg.n`` points, write the files and ``summary.json`` into ``out_dir``; under
+    torchrun each rank draws its chunks and rank 0 writes (the others return None)."""
     settings: SampleConfig = settings_from(cfg, SampleConfig)
-    n, seed = settings.n, settings.seed
-    device = pick_device(settings.device)
-    if not settings.checkpoint:
-        device = torch.device("cpu")  # the exact mixture score is evaluated in float64 on the CPU
+    n, seed, batch_size = settings.n, settings.seed, settings.batch_size
+    pick_device(settings.device)  # a bad name is an error even for an exact score
+    # the exact mixture score is evaluated in float64 on the CPU
+    world = init_world(settings.device if settings.checkpoint else "cpu")
+    device = world.device
+    out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
     src = load_score_source(cfg, device, data_chosen)
-    solver = build_solver(cfg.solver, settings.progress)
+    shape = data_shape(src.data)
+    chunks = -(-n // batch_size)
+    solver = build_solver(cfg.solver, settings.progress and world.is_main and chunks == 1)
+    check_outputs(settings, shape, chunks, solver)
     steps = getattr(solver, "steps", None) or 0
-    copies = 8 + (steps + 1 if settings.record else 0)  # a recorded trajectory keeps every step
-    per = bytes_per_sample(src.model, src.data, src.dtype, device, copies=copies)
-    check_memory("n", n, per, device)
+    path = steps + 1 if settings.record else 0  # a recorded trajectory keeps every step
+    per = bytes_per_sample(src.model, src.data, src.dtype, device, copies=8 + path)
+    check_memory("batch_size", min(batch_size, n), per, device)
+    kept = bytes_per_sample(
+        None, src.data, src.dtype, torch.device("cpu"), copies=KEPT_COPIES + path
+    )
+    check_memory("n", n, kept, torch.device("cpu"))
     threads = choose_threads(settings.threads, device, src.model)
-    generator = torch.Generator(device).manual_seed(seed)
-    shape = (n, *data_shape(src.data))
-    x_T = src.sde.prior_sample(shape, generator, dtype=src.dtype, device=device)
+    net = None
+    if settings.features is not None:
+        net = instantiate_group("features", settings.features).to(device)
+
+    def draw(items: slice, generator: torch.Generator) -> dict[str, Any]:
+        count = items.stop - items.start
+        x_T = src.sde.prior_sample((count, *shape), generator, dtype=src.dtype, device=device)
+        with torch.no_grad():
+            result = solver(src.sde, src.score_fn, x_T, generator=generator, record=settings.record)
+        features = None
+        if net is not None:
+            from sde_gen.sample_quality import feature_vectors
+
+            features = feature_vectors(net, result.x0.clamp(-1, 1).to(torch.float32))
+        recorded = result.trajectory is not None
+        return {
+            "x0": result.x0.detach().cpu(),
+            "nfe": result.nfe,
+            "times": result.times.cpu() if recorded else None,
+            "trajectory": result.trajectory.cpu() if recorded else None,
+            "features": features,
+        }
+
     start = time.perf_counter()
-    with torch.no_grad():
-        result = solver(src.sde, src.score_fn, x_T, generator=generator, record=settings.record)
+    parts = map_chunks(draw, n, batch_size, seed, world, settings.progress, desc="chunks")
     elapsed = time.perf_counter() - start
-    x0 = result.x0.detach().cpu()
+    if parts is None:
+        return None
+    result, features = join_chunks(parts)
+    x0 = result.x0
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / "samples.npz", x0=x0.numpy(), nfe=np.array(result.nfe))
     if result.trajectory is not None:
         save_arrays(
             out_dir / "trajectory.npz",
-            times=result.times.cpu().numpy(),
-            trajectory=result.trajectory.cpu().numpy(),
+            times=result.times.numpy(),
+            trajectory=result.trajectory.numpy(),
         )
     finite = bool(torch.isfinite(x0).all())
     summary: dict[str, Any] = {
@@ -177,10 +288,12 @@ def run_sampling(
         "nfe": int(result.nfe),
         "time_s": elapsed,
         "n": n,
+        "batch_size": batch_size,
         "seed": seed,
+        "world_size": world.size,
         "source": src.origin,
         "sde": repr(src.sde),
-        "data_shape": list(data_shape(src.data)),
+        "data_shape": list(shape),
         "finite": finite,
         "threads": threads,
     }
@@ -188,6 +301,12 @@ def run_sampling(
         summary["ema"] = settings.ema
     if finite and src.data.exact is not None:
         summary.update(exact_metrics(src.data.exact, x0, seed))
+    if finite and net is not None:
+        summary.update(image_quality(net, features, src.data, settings))
+    if finite and settings.export_png:
+        from sde_gen.sample_quality import export_pngs
+
+        export_pngs(x0, out_dir / "png")
     if finite and settings.plot:
         save_plots(src, out_dir, x0, result, summary)
     write_summary(out_dir, summary)
@@ -207,9 +326,7 @@ def summary_line(summary: dict[str, Any], out_dir: Path) -> str:
     return " ".join(parts) + f" -> {out_dir}"
 
 
-def _data_chosen(overrides: list[str]) -> bool:
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
-    return any(k == "data" or k.startswith("data.") for k in keys)
+_data_chosen = names_data  # the name tests and older callers use
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
@@ -217,13 +334,17 @@ def _data_chosen(overrides: list[str]) -> bool:
 def _main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir).resolve()
-    summary = run_sampling(
-        cfg,
-        out_dir,
-        solver_name=hc.runtime.choices.get("solver"),
-        data_chosen=_data_chosen(list(hc.overrides.task)),
-    )
-    log.info(summary_line(summary, out_dir))
+    try:
+        summary = run_sampling(
+            cfg,
+            out_dir,
+            solver_name=hc.runtime.choices.get("solver"),
+            data_chosen=names_data(list(hc.overrides.task)),
+        )
+    finally:
+        close_world()
+    if summary is not None:
+        log.info(summary_line(summary, out_dir))
 
 
 def main() -> Any:

@@ -29,6 +29,12 @@ def data_shape(data: DataSource) -> tuple[int, ...]:
     return tuple(int(s) for s in data.shape)
 
 
+def names_data(overrides: list[str]) -> bool:
+    """Whether command-line ``overrides`` name the ``data`` group or one of its keys."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    return any(k == "data" or k.startswith("data.") for k in keys)
+
+
 def load_score_source(
     cfg: DictConfig, device: torch.device, data_chosen: bool = False
 ) -> ScoreSource:

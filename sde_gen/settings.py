@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "TrainerSettings",
+    "Precision",
     "TrainConfig",
     "SampleConfig",
     "EvalConfig",
@@ -33,6 +34,15 @@ def _need(ok: bool, key: str, value: Any, what: str) -> None:
 
 def _positive(key: str, value: int | None) -> None:
     _need(value is None or value >= 1, key, value, "an integer >= 1")
+
+
+class Precision(Enum):
+    """Arithmetic of the network's forward pass in training (``torch.autocast``); the schedule
+    (γ, σ, λ, weights) stays in float64 and the weights in float32 whatever the choice."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"  # with a GradScaler
 
 
 @dataclass
@@ -53,12 +63,24 @@ class TrainerSettings:
     checkpoint_every: int | None = 500
     keep_checkpoints: int | None = 3
     checkpoint_dir: str | None = None  # None: <run dir>/checkpoints
-    resume: str | None = None  # None | a checkpoint path | "latest"
+    resume: str | None = None  # None | a checkpoint path | "latest" | "auto" (latest, or fresh)
     progress: bool = True
+    precision: Precision = Precision.fp32
+    compile: bool = False  # torch.compile the network
+    accumulate: int = 1  # micro-batches of batch_size per optimizer step (batch: accumulate × it)
+    workers: int = 0  # DataLoader worker processes for finite data sets (0: the main process)
 
     def __post_init__(self) -> None:
         p = "trainer."
-        for key in ("steps", "batch_size", "log_every", "sample_count"):
+        try:
+            self.precision = Precision(getattr(self.precision, "value", self.precision))
+        except ValueError:
+            allowed = "|".join(m.value for m in Precision)
+            raise ValueError(
+                f"trainer.precision={self.precision!r} is invalid: need {allowed}"
+            ) from None
+        _need(self.workers >= 0, p + "workers", self.workers, "an integer >= 0")
+        for key in ("steps", "batch_size", "log_every", "sample_count", "accumulate"):
             _positive(p + key, getattr(self, key))
         for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
             _positive(p + key, getattr(self, key))
@@ -96,6 +118,11 @@ def _check_common(seed: int, threads: int | None) -> None:
     _positive("threads", threads)
 
 
+def _check_chunk_seed(seed: int) -> None:
+    """Sampling and evaluation seed chunk c from (seed, c) in 32 bits (``sde_gen.sharding``)."""
+    _need(seed < 2**32, "seed", seed, "an integer in [0, 2**32)")
+
+
 @dataclass
 class TrainConfig:
     """``sde-gen-train``: the groups that build the run, the loop, and the process settings."""
@@ -126,6 +153,11 @@ class SampleConfig:
     n: int = 1000
     seed: int = 0
     record: bool = False
+    batch_size: int = 1000  # samples a chunk: chunk c draws from a generator seeded by (seed, c)
+    features: Any = None  # a module whose features give FD and KID against the test split
+    kid_subsets: int = 50
+    kid_subset_size: int = 1000
+    export_png: bool = False  # <run>/png/000000.png …, for clean-fid / torch-fidelity
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
@@ -133,7 +165,11 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.seed, self.threads)
+        _check_chunk_seed(self.seed)
         _need(self.n >= 2, "n", self.n, "an integer >= 2")
+        for key in ("batch_size", "kid_subsets"):
+            _positive(key, getattr(self, key))
+        _need(self.kid_subset_size >= 2, "kid_subset_size", self.kid_subset_size, "an integer >= 2")
 
 
 class Split(Enum):
@@ -165,7 +201,7 @@ class EvalConfig:
     ema: bool = True
     split: Split = Split.test
     n: int | None = 512  # None: the whole split
-    batch_size: int = 256
+    batch_size: int = 256  # a chunk: its dequantization and probes seeded by (seed, chunk)
     exact_trace: bool = False
     num_probes: int = 1
     num_dequant: int = 1
@@ -181,6 +217,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.seed, self.threads)
+        _check_chunk_seed(self.seed)
         for key in ("n", "batch_size", "num_probes", "num_dequant"):
             _positive(key, getattr(self, key))
         for key in ("rtol", "atol", "t_min"):

@@ -9,6 +9,12 @@ SIGTERM or SIGUSR1 (SLURM's warning before preemption) stop a run after the step
 a checkpoint of that step; the command then exits with status 128 + the signal's number (143 for
 SIGTERM, 138 for SIGUSR1), and ``trainer.resume=latest`` in the same folder continues it
 bit-identically. A user error (a bad value, a folder in use or not writable) exits with status 2.
+
+torchrun --nproc_per_node=4 -m sde_gen.train experiment=cifar10 hydra.run.dir=outputs/c10
+
+runs data-parallel (NCCL on CUDA, gloo on CPU): the same global batch ``trainer.batch_size``
+(× ``trainer.accumulate``) cut across the ranks, so the run does not depend on the number of
+processes; rank 0 writes the run folder (give ``hydra.run.dir``, so every rank names the same one).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.build import build_training
 from sde_gen.cli import run_cli, user_errors
-from sde_gen.runtime import choose_threads, pick_device, seed_everything
+from sde_gen.distributed import World, close_world, gather_objects, init_world
+from sde_gen.runtime import choose_threads, seed_everything
 from sde_gen.settings import TrainConfig, settings_from
 from sde_gen.trainer import Trainer, TrainingInterrupted
 
@@ -46,7 +53,7 @@ def flat_config(cfg: DictConfig, groups: tuple[str, ...] = GROUPS) -> dict[str, 
 
     for group in groups:
         if cfg.get(group) is not None:
-            walk(OmegaConf.to_container(cfg[group], resolve=True), group)
+            walk(OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True), group)
     return out
 
 
@@ -61,14 +68,18 @@ def run(
     out_dir: str | os.PathLike,
     progress: bool = True,
     choices: dict[str, Any] | None = None,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Validate, build and train from ``cfg``; outputs go to ``out_dir``. Returns the summary.
+    ``world``: this process's place in a torchrun job (default: join the one torchrun set up).
 
     ``choices`` (Hydra's group → option, e.g. ``{"loss/weighting": "likelihood"}``) go into the
     summary as ``choice.<group>`` and name the run in plot titles.
     """
     settings: TrainConfig = settings_from(cfg, TrainConfig)
-    device = pick_device(settings.device)
+    world = init_world(settings.device) if world is None else world
+    out_dir = gather_objects(str(out_dir))[0]  # rank 0's folder (Hydra's clocks may differ)
+    device = world.device
     seed_everything(settings.seed)
     parts = build_training(cfg)
     threads = choose_threads(settings.threads, device, parts.model)
@@ -92,6 +103,7 @@ def run(
         config=OmegaConf.to_yaml(cfg, resolve=True),
         summary_extra=extra,
         label=run_label(choices),
+        world=world,
     )
     return trainer.fit()
 
@@ -110,6 +122,10 @@ def _main(cfg: DictConfig) -> float:
     except TrainingInterrupted as e:  # SIGTERM / SIGUSR1: checkpointed, resumable
         log.warning("stopped by %s", e)
         sys.exit(e.exit_status)
+    finally:
+        close_world()
+    if int(os.environ.get("RANK", 0)) > 0:
+        return float(summary["final_loss"])
     log.info(
         "final loss %.5f after %d steps; outputs in %s",
         summary["final_loss"],

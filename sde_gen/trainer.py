@@ -4,13 +4,15 @@ Plain Python; ``sde_gen.train`` builds it from the Hydra config.
 Resuming restores weights, EMA, optimizer, scheduler and every random stream (the data draws
 included), so an interrupted and an uninterrupted run end with bit-identical weights on CPU.
 
-A run folder has one owner. While a run lives it holds the folder's lock (``.run.lock``); a fresh
-run is refused in a folder that holds an earlier run (metrics, summary or checkpoints; Hydra's own
-``.hydra/`` and ``<job>.log`` do not count); a resume must continue the newest checkpoint of the
-folder it writes into (an older one is refused: resume it into a new folder instead); and pruning
-deletes only checkpoints this run wrote. SIGTERM or SIGUSR1 (SLURM's warning before preemption)
-stop the run after the step in progress with a checkpoint at that step
+A run folder has one owner (``run_folder``: its lock, the fresh-run guard, the resume check), and
+pruning deletes only checkpoints this run wrote. SIGTERM or SIGUSR1 (SLURM's warning before
+preemption) stop the run after the step in progress with a checkpoint at that step
 (:class:`TrainingInterrupted`; ``sde-gen-train`` exits with status 128 + the signal's number).
+
+Under torchrun (``world`` of N > 1 ranks) every rank trains its part of each global batch; rank 0
+alone owns the folder, logs, plots and writes checkpoints and the summary. The ranks agree each
+step on whether a stop signal reached any of them, and a failure on rank 0 (a folder in use, a
+full disk) is raised on every rank.
 """
 
 from __future__ import annotations
@@ -23,30 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from sde_gen import checkpoint as ckpt
+from sde_gen import distributed
 from sde_gen.data.base import DataSource
+from sde_gen.distributed import World, barrier, run_on_main
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.run_report import (
-    CSV_FILE,
-    METRICS_FILE,
-    TENSORBOARD_DIR,
-    RunReport,
-    mixture_sample_metrics,
-    plot_loss_curve,
-)
-from sde_gen.runtime import (
-    SUMMARY_FILE,
-    DiskFullError,
-    StopSignals,
-    activation_bytes,
-    check_memory,
-    check_writable,
-    lock_folder,
-    pick_device,
-    remove_orphans,
-)
+from sde_gen.run_folder import RUN_FILES, RunFolder, RunFolderError, check_run_folder
+from sde_gen.run_report import METRICS_FILE, RunReport, mixture_sample_metrics, plot_loss_curve
+from sde_gen.runtime import DiskFullError, StopSignals, activation_bytes, check_memory, pick_device
 from sde_gen.settings import TrainerSettings
 from sde_gen.training_loop import LossFn, NonFiniteLossError, TrainingLoop, warmup_factor
 
@@ -65,13 +54,6 @@ __all__ = [
     "RUN_FILES",
     "check_run_folder",
 ]
-
-RUN_FILES = (METRICS_FILE, CSV_FILE, TENSORBOARD_DIR, SUMMARY_FILE, "loss.png", "samples.png")
-"""Files whose presence means that a folder already holds a training run."""
-
-
-class RunFolderError(ValueError):
-    """The run folder belongs to another run, or the resume would overwrite later checkpoints."""
 
 
 class TrainingInterrupted(Exception):
@@ -97,6 +79,8 @@ class Trainer:
     ``loss.png``, ``samples/step_*.png`` every ``sample_every`` steps and ``samples.png`` at the
     end (EMA model, ``solver``), checkpoints (``settings.checkpoint_dir``, default
     ``out_dir/checkpoints``) and ``summary.json``. ``label`` names the run in plot titles.
+    ``world`` is this process's place in a torchrun job (default: the initialised process group,
+    else a single process).
     """
 
     def __init__(
@@ -113,10 +97,12 @@ class Trainer:
         config: str = "",
         summary_extra: dict[str, Any] | None = None,
         label: str = "",
+        world: World | None = None,
     ):
         self.settings = TrainerSettings() if settings is None else settings
         device = device if isinstance(device, torch.device) else pick_device(device)
-        self.loop = TrainingLoop(model, loss_fn, data, self.settings, device, seed)
+        self.world = distributed.world(device) if world is None else world
+        self.loop = TrainingLoop(model, loss_fn, data, self.settings, device, seed, self.world)
         self.data, self.solver, self.config, self.label = data, solver, config, label
         self.out_dir = Path(out_dir)
         s = self.settings
@@ -124,10 +110,12 @@ class Trainer:
             Path(s.checkpoint_dir) if s.checkpoint_dir else self.out_dir / "checkpoints"
         )
         self.summary_extra = dict(summary_extra or {})
-        self.report = RunReport(self.out_dir, s.steps, s.log_every, s.progress, label)
+        progress = s.progress and self.world.is_main
+        self.report = RunReport(self.out_dir, s.steps, s.log_every, progress, label)
+        key = "trainer.checkpoint_dir" if s.checkpoint_dir else ""
+        self.folder = RunFolder(self.out_dir, self.checkpoint_dir, key)
         self.last_checkpoint: Path | None = None
         self.written: list[Path] = []  # the checkpoints this run wrote: the only ones it prunes
-        self._locks: dict[Path, Any] = {}  # folder -> its held lock
         self._stop: StopSignals | None = None
 
     @property
@@ -148,21 +136,28 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
-        """Write ``step_<step>.pt`` atomically; prune this run's own to ``keep_checkpoints``."""
+        """Write ``step_<step>.pt`` atomically (rank 0, the ranks waiting before and after); prune
+        this run's own to ``keep_checkpoints``. A non-finite step since the last check stops the
+        run first, so no checkpoint holds its weights."""
+        self._check_finite()
         path = ckpt.checkpoint_path(self.checkpoint_dir, self.step)
+        barrier()
+        run_on_main(lambda: self._write(path))
+        self.last_checkpoint = path
+        return path
+
+    def _write(self, path: Path) -> None:
         try:
             ckpt.save_checkpoint(path, self.loop.state_dict(self.config))
         except DiskFullError as e:
             kept = str(self.last_checkpoint) if self.last_checkpoint else "none written"
             raise DiskFullError(f"{e}; training stopped, last good checkpoint: {kept}") from e
-        self.last_checkpoint = path
         self.written = [p for p in self.written if p != path] + [path]
         keep = self.settings.keep_checkpoints
         if keep:
             for old in self.written[:-keep]:
                 old.unlink(missing_ok=True)
             self.written = self.written[-keep:]
-        return path
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore a checkpoint written by :meth:`save` (ValueError names path and mismatch)."""
@@ -175,12 +170,15 @@ class Trainer:
         self.last_checkpoint = Path(path)
 
     def resume_path(self) -> Path | None:
-        """The checkpoint ``settings.resume`` names (``latest``: the newest in checkpoint_dir)."""
+        """The checkpoint ``settings.resume`` names: ``latest``, the newest in checkpoint_dir (an
+        error when there is none); ``auto``, the same or a fresh start when there is none."""
         resume = self.settings.resume
         if resume is None:
             return None
-        if str(resume) == "latest":
+        if str(resume) in ("latest", "auto"):
             found = ckpt.latest_checkpoint(self.checkpoint_dir)
+            if found is None and str(resume) == "auto":
+                return None  # a job's first start (e.g. before a requeue): train from scratch
             if found is None:
                 raise ValueError(
                     f"trainer.resume='latest' but no checkpoint in {str(self.checkpoint_dir)!r}; "
@@ -211,83 +209,79 @@ class Trainer:
             plot = data_bytes + activation_bytes(self.model, x, t, grad=False)
             check_memory("trainer.sample_count", count, plot, self.device)
 
-    def _lock(self) -> None:
-        """Hold the lock of the run folder (and of a checkpoint folder outside it) that exists."""
-        folders, own = [self.out_dir], self.checkpoint_dir.resolve()
-        if own != self.out_dir.resolve() and self.out_dir.resolve() not in own.parents:
-            folders.append(self.checkpoint_dir)
-        for folder in folders:
-            if folder.is_dir() and folder.resolve() not in self._locks:
-                self._locks[folder.resolve()] = lock_folder(folder)
-
-    def _claim_folder(self, resume: Path | None) -> None:
-        """Preflight the folders, take their locks, check ownership, clear killed writes."""
-        check_run_folder(self.out_dir, self.checkpoint_dir, resume)  # before creating anything
-        what = "trainer.checkpoint_dir" if self.settings.checkpoint_dir else "checkpoint folder"
-        check_writable(self.out_dir, "run folder")
-        check_writable(self.checkpoint_dir, what)
-        self._lock()
-        check_run_folder(self.out_dir, self.checkpoint_dir, resume)  # again, under the lock
-        removed = remove_orphans(self.checkpoint_dir) + remove_orphans(self.out_dir)
-        if removed:
-            names = ", ".join(p.name for p in removed[:3]) + (" …" if len(removed) > 3 else "")
-            log.warning("removed %d unfinished file(s) of killed writes: %s", len(removed), names)
-
-    def _release(self) -> None:
-        for lock in self._locks.values():
-            lock.release()
-        self._locks = {}
-
     # -- the run --------------------------------------------------------------------------------
     def begin(self) -> None:
-        """Lock the folder, check sizes and folders, resume if asked, open the report."""
+        """Lock the folder, check sizes and folders (rank 0), resume if asked, open the report."""
         try:
-            self._lock()  # a folder in use: say so before anything else
-            path = self.resume_path()
-            self._check_memory()
-            self._claim_folder(path)
+            path = run_on_main(self._prepare)
             if path is not None:
                 self.load(path)
                 log.info("resumed from %s at step %d", path, self.step)
-            self.report.open(self.step)
+            self.loop.start()
+            if self.world.is_main:
+                self.report.open(self.step)
         except BaseException:
             self.end()
             raise
         self.model.train()
 
+    def _prepare(self) -> Path | None:
+        self.folder.lock()  # a folder in use: say so before anything else
+        path = self.resume_path()
+        self._check_memory()
+        self.folder.claim(path)
+        return path
+
     def advance(self, n: int) -> None:
         """Up to ``n`` more steps (never past ``steps``) with logging, sample plots, checkpoints;
         after a stop signal, a checkpoint of the step just done and :class:`TrainingInterrupted`."""
-        s = self.settings
+        s, main = self.settings, self.world.is_main
         until = min(self.step + n, s.steps)
         while self.step < until:
-            try:
-                stats = self.loop.train_step()
-            except NonFiniteLossError as e:
-                kept = str(self.last_checkpoint) if self.last_checkpoint else "none written"
-                raise NonFiniteLossError(
-                    f"{e}; training stopped, last good checkpoint: {kept}"
-                ) from None
-            self.report.step(self.step, stats)
-            if s.sample_every and self.step % s.sample_every == 0:
+            stats = self.loop.train_step()
+            if main:
+                self.report.step()
+            if self.report.due(self.step):
+                self._check_finite()
+                loss = self.loop.window_loss()
+                if main:
+                    self.report.log(self.step, loss, float(stats.grad_norm), stats.lr)
+            if main and s.sample_every and self.step % s.sample_every == 0:
                 path = self.out_dir / "samples" / f"step_{self.step:08d}.png"
                 self.plot_samples(path)
                 self.report.image("samples", path, self.step)
             if s.checkpoint_every and self.step % s.checkpoint_every == 0:
                 self.save()
             self._stop_if_signalled()
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        try:
+            self.loop.check_finite()
+        except NonFiniteLossError as e:
+            kept = str(self.last_checkpoint) if self.last_checkpoint else "none written"
+            raise NonFiniteLossError(
+                f"{e}; training stopped, last good checkpoint: {kept}"
+            ) from None
 
     def _stop_if_signalled(self) -> None:
-        if self._stop is None or self._stop.received is None:
+        """After a stop signal on any rank: a checkpoint of this step, then TrainingInterrupted."""
+        signum = self._stop.received if self._stop is not None else None
+        if self.world.distributed:
+            flag = torch.tensor(signum or 0, device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag) or None
+        if signum is None:
             return
         if self.last_checkpoint != ckpt.checkpoint_path(self.checkpoint_dir, self.step):
             self.save()
-        raise TrainingInterrupted(self._stop.received, self.step, self.last_checkpoint)
+        raise TrainingInterrupted(signum, self.step, self.last_checkpoint)
 
     def end(self) -> None:
         """Close the report and give the folder's lock back."""
         self.report.close()
-        self._release()
+        self.loop.stop()
+        self.folder.release()
 
     def fit(self) -> dict[str, Any]:
         """Train to ``steps`` (resuming if asked); return and write the run's summary."""
@@ -308,15 +302,19 @@ class Trainer:
                 "wall_s": wall,
                 "seed": self.loop.seed,
                 "device": str(self.device),
+                "world_size": self.world.size,
                 "checkpoint": str(self.last_checkpoint),
                 "out_dir": str(self.out_dir),
-                **self.plot_samples(self.out_dir / "samples.png", evaluate=True),
                 **self.summary_extra,
             }
-            return self.report.finish(summary)
+            return run_on_main(lambda: self._finish(summary))
         finally:
             self._stop = None
             self.end()
+
+    def _finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        samples = self.plot_samples(self.out_dir / "samples.png", evaluate=True)
+        return self.report.finish({**summary, **samples})
 
     # -- samples --------------------------------------------------------------------------------
     def sample(self, n: int, seed: int | None = None) -> Tensor:
@@ -348,38 +346,6 @@ class Trainer:
         if evaluate and self.data.exact is not None:
             out.update(mixture_sample_metrics(self.data.exact, x, self.data.split("test", n)))
         return out
-
-
-def check_run_folder(out_dir: Path, checkpoint_dir: Path, resume: Path | None) -> None:
-    """One run a folder: a fresh run (``resume`` None) needs a folder without an earlier run
-    (``RUN_FILES`` or checkpoints); a resume must continue the newest checkpoint of
-    ``checkpoint_dir``, or write into a folder of its own. Otherwise a :class:`RunFolderError`."""
-    found = [name for name in RUN_FILES if (out_dir / name).exists()]
-    saved = ckpt.list_checkpoints(checkpoint_dir)
-    if saved:
-        found.append(f"{len(saved)} checkpoint(s) in {str(checkpoint_dir)!r}")
-    if not found:
-        return
-    where = f"run folder {str(out_dir)!r} already holds a run ({', '.join(found)})"
-    if resume is None:
-        raise RunFolderError(
-            f"{where}: continue it with trainer.resume=latest, or start a new folder "
-            "(hydra.run.dir=<new folder>)"
-        )
-    same = [p for p in saved if p.resolve() == resume.resolve()]
-    if same and same[0] == saved[-1]:
-        return
-    if same:
-        raise RunFolderError(
-            f"trainer.resume={str(resume)!r} is not the newest checkpoint of "
-            f"{str(checkpoint_dir)!r} (newest: {saved[-1].name}); resuming it there would "
-            "replace later checkpoints. Resume it into a new folder (leave hydra.run.dir unset), "
-            "or continue the newest with trainer.resume=latest"
-        )
-    raise RunFolderError(
-        f"{where}, not the run of trainer.resume={str(resume)!r}: resume it into a new folder "
-        "(leave hydra.run.dir unset)"
-    )
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import subprocess
@@ -50,6 +51,10 @@ def test_a_failed_collection_warns_and_does_not_raise(tmp_path, caplog):
         ("slurm", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher",
          {"timeout_min": 240, "cpus_per_task": 8, "gpus_per_node": 1, "mem_gb": 32},
          {"partition": None, "array_parallelism": 256}),
+        ("slurm_ddp", "hydra_plugins.hydra_submitit_launcher", "SlurmLauncher",
+         {"nodes": 1, "gpus_per_node": 4, "tasks_per_node": 4, "signal_delay_s": 120,
+          "max_num_timeout": 3},
+         {"partition": None, "array_parallelism": 256}),
     ],
 )  # fmt: skip
 def test_launcher_configs_extend_the_plugins_without_deprecation(
@@ -70,3 +75,34 @@ def test_launcher_configs_extend_the_plugins_without_deprecation(
     assert got._target_.endswith(f".{target}")
     assert {k: got[k] for k in ours} == ours
     assert {k: got[k] for k in plugin_default} == plugin_default
+
+
+def test_slurm_ddp_starts_one_task_per_gpu():
+    """``tasks_per_node`` follows ``gpus_per_node``: one rank per GPU whatever the node has."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        over = ["hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=8"]
+        cfg = compose("sample", overrides=over, return_hydra_config=True)
+    params = instantiate(cfg.hydra.launcher).params
+    assert (params["tasks_per_node"], params["gpus_per_node"]) == (8, 8)
+
+
+def test_submitit_local_sweep_runs_both_jobs(tmp_path):
+    """A 2-job sweep through submitit's local executor: two summaries, one per job."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    cmd = [CLI, "-m", "hydra/launcher=submitit_local", "data=ring", "solver=ddim",
+           "solver.steps=2,3", "n=8", "plot=false", "progress=false",
+           f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert {k: (s["steps"], s["nfe"], s["world_size"]) for k, s in summaries.items()} == {
+        "0": (2, 2, 1),
+        "1": (3, 3, 1),
+    }
+    assert list(sweep.glob(".submitit/*"))  # submitit ran the jobs

@@ -29,7 +29,7 @@ COMMANDS = {
 }
 GROUPS = {
     "train": {"sde", "loss", "model", "data", "trainer", "solver", "experiment"},
-    "sample": {"data", "sde", "solver"},
+    "sample": {"data", "sde", "solver", "features"},
     "eval": {"data", "sde", "probe"},
 }
 

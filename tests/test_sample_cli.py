@@ -162,3 +162,67 @@ def test_cli_rejects_unknown_solver_listing_choices(tmp_path):
     assert "Could not find 'solver/no_such_solver'" in proc.stderr
     for name in ("euler_maruyama", "pf_ode", "ancestral"):
         assert f" {name}" in proc.stderr
+
+
+def test_point_mass_mixture_samples_without_density_metrics(tmp_path):
+    """data.std=0: point masses have no density at t = 0, so no NLL/MMD and a plain scatter."""
+    over = ["data.std=0", "n=8", "solver=ddim", "solver.steps=3", "record=true"]
+    summary = run_sampling(_cfg(*over), tmp_path, solver_name="ddim")
+    assert summary["finite"] and "nll" not in summary and "mmd2" not in summary
+    assert (tmp_path / "samples.png").stat().st_size > 1000
+    assert (tmp_path / "trajectories.png").stat().st_size > 1000
+    x0 = np.load(tmp_path / "samples.npz")["x0"]
+    assert abs(np.median(np.linalg.norm(x0, axis=1)) - 2.0) < 0.05  # most on the ring of radius 2
+
+
+def test_digits_features_give_fd_and_kid_against_the_test_split(tmp_path):
+    """FD and KID of the samples' classifier features against the test split, recomputed from
+    samples.npz; the untrained model is far above the train/test floor; PNGs hold the levels."""
+    from PIL import Image
+
+    from sde_gen.data import Digits
+    from sde_gen.models.digits_classifier import pretrained_digits_classifier
+    from sde_gen.sample_quality import feature_vectors, frechet_distance, kernel_inception_distance
+
+    ckpt = _tiny_checkpoint(tmp_path, {"_target_": "sde_gen.data.Digits"}, (1, 8, 8))
+    over = ["n=40", "batch_size=16", "solver=ddim", "solver.steps=3", "device=cpu", "plot=false"]
+    extra = ["features=digits", "export_png=true", "kid_subsets=5", "kid_subset_size=20"]
+    cfg = _cfg(f"checkpoint={ckpt}", *over, *extra)
+    summary = run_sampling(cfg, tmp_path / "o", data_chosen=False)
+    x0 = torch.as_tensor(np.load(tmp_path / "o" / "samples.npz")["x0"])
+    net, data = pretrained_digits_classifier(), Digits()
+    f, test = feature_vectors(net, x0.clamp(-1, 1)), feature_vectors(net, data.split("test", 40))
+    train = feature_vectors(net, data.split("train", 40))
+    assert summary["fd"] == pytest.approx(frechet_distance(f, test), rel=1e-6)
+    assert summary["fd_floor"] == pytest.approx(frechet_distance(train, test), rel=1e-9)
+    kid, se = kernel_inception_distance(f, test, 5, 20, seed=0)
+    assert (summary["kid"], summary["kid_se"]) == pytest.approx((kid, se), rel=1e-6)
+    assert (summary["quality_n_test"], summary["quality_n_train"]) == (40, 40)
+    assert summary["fd"] > 3 * summary["fd_floor"]
+    assert summary["kid"] - summary["kid_floor"] > 3 * (summary["kid_se"] + summary["kid_floor_se"])
+    pngs = sorted((tmp_path / "o" / "png").iterdir())
+    assert [p.name for p in pngs[:2]] == ["000000.png", "000001.png"] and len(pngs) == 40
+    levels = np.asarray(Image.open(pngs[7]))
+    assert np.array_equal(levels, ((x0[7, 0].clamp(-1, 1) + 1) * 127.5).round().numpy())
+
+
+@pytest.mark.parametrize("key", ["features=digits", "export_png=true"])
+def test_image_options_on_2d_samples_are_rejected(tmp_path, key):
+    with pytest.raises(ValueError, match=rf"{key.split('=')[0]} needs image samples"):
+        run_sampling(_cfg("n=4", key), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_recorded_adaptive_solver_needs_one_chunk(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=3"):
+        run_sampling(_cfg("n=4", "batch_size=3", "solver=pf_ode", "record=true"), tmp_path / "o")
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [("batch_size=0", "batch_size=0"), ("seed=4294967296", "seed=4294967296"),
+     ("kid_subset_size=1", "kid_subset_size=1"), ("kid_subsets=0", "kid_subsets=0")],
+)  # fmt: skip
+def test_bad_chunk_and_quality_settings_name_the_key(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        run_sampling(_cfg("n=4", override), tmp_path / "o")

@@ -100,11 +100,11 @@ def test_interrupted_run_resumes_bit_identically(tmp_path):
     class Crash(DSMLoss):
         calls = 0
 
-        def __call__(self, model, x0, generator=None):
+        def evaluate(self, model, x0, draws):
             Crash.calls += 1
             if Crash.calls == 15:
                 raise KeyboardInterrupt  # the job is killed mid-run, after the step-10 checkpoint
-            return super().__call__(model, x0, generator)
+            return super().evaluate(model, x0, draws)
 
     with pytest.raises(KeyboardInterrupt):
         tiny_trainer(tmp_path / "cut", steps=20, loss_fn=Crash()).fit()
@@ -130,12 +130,12 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     class NanAt7(DSMLoss):
         calls = 0
 
-        def __call__(self, model, x0, generator=None):
+        def evaluate(self, model, x0, draws):
             NanAt7.calls += 1
             if NanAt7.calls == 6:  # the step-5 checkpoint has just been written
                 snapshot["bytes"] = ckpt.checkpoint_path(tmp_path / "checkpoints", 5).read_bytes()
-            loss = super().__call__(model, x0, generator)
-            return loss * float("nan") if NanAt7.calls == 7 else loss
+            out = super().evaluate(model, x0, draws)
+            return out._replace(loss=out.loss * float("nan")) if NanAt7.calls == 7 else out
 
     trainer = tiny_trainer(tmp_path, steps=20, checkpoint_every=5, loss_fn=NanAt7())
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 7.*step_00000005\.pt"):
@@ -153,9 +153,9 @@ def test_warmup_lr_and_ema_follow_their_formulas(tmp_path):
     seen = []
 
     class Record(DSMLoss):
-        def __call__(self, model, x0, generator=None):
+        def evaluate(self, model, x0, draws):
             seen.append([p.detach().clone() for p in model.parameters()])
-            return super().__call__(model, x0, generator)
+            return super().evaluate(model, x0, draws)
 
     d, steps = 0.7, 6
     trainer = tiny_trainer(
@@ -225,11 +225,11 @@ class _SignalAt(DSMLoss):
         super().__init__()
         self.signum, self.at, self.calls = signum, at, 0
 
-    def __call__(self, model, x0, generator=None):
+    def evaluate(self, model, x0, draws):
         self.calls += 1
         if self.calls == self.at:
             os.kill(os.getpid(), self.signum)
-        return super().__call__(model, x0, generator)
+        return super().evaluate(model, x0, draws)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
@@ -263,9 +263,9 @@ from sde_gen.losses import DSMLoss
 from sde_gen.trainer import TrainingInterrupted
 
 class Slow(DSMLoss):
-    def __call__(self, model, x0, generator=None):
+    def evaluate(self, model, x0, draws):
         time.sleep(0.01)
-        return super().__call__(model, x0, generator)
+        return super().evaluate(model, x0, draws)
 
 try:
     tiny_trainer(sys.argv[1], loss_fn=Slow(), steps=400, log_every=5, checkpoint_every=100).fit()
@@ -305,3 +305,15 @@ def test_sigterm_to_a_training_process_then_resume_is_bit_identical(tmp_path):
     resumed = tiny_trainer(out, steps=400, log_every=5, checkpoint_every=100, resume="latest")
     assert resumed.fit()["steps_this_run"] == 400 - step
     _assert_same_state(full, resumed)
+
+
+def test_resume_auto_starts_fresh_then_continues(tmp_path):
+    """trainer.resume=auto: no checkpoint yet → a fresh run (a requeued job's first start);
+    one there → the same as 'latest'; 'latest' alone still refuses an empty folder."""
+    first = tiny_trainer(tmp_path, steps=10, checkpoint_every=5, resume="auto")
+    assert first.fit()["steps_this_run"] == 10
+    more = tiny_trainer(tmp_path, steps=15, checkpoint_every=5, resume="auto")
+    summary = more.fit()
+    assert summary["steps_this_run"] == 5 and summary["steps"] == 15
+    with pytest.raises(ValueError, match="no checkpoint"):
+        tiny_trainer(tmp_path / "empty", resume="latest").fit()

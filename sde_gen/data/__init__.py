@@ -1,6 +1,6 @@
 """Data sets: analytic Gaussian mixtures (exact score), 2-D toys, image sets."""
 
-from sde_gen.data.base import DataFileMissing, DataSource, ShapeOnly, TensorData
+from sde_gen.data.base import DataFileMissing, DataSource, FiniteData, ShapeOnly, TensorData
 from sde_gen.data.cifar10 import CIFAR10
 from sde_gen.data.gaussian_mixture import (
     GaussianMixture,
@@ -16,6 +16,7 @@ __all__ = [
     "DataSource",
     "TensorData",
     "ShapeOnly",
+    "FiniteData",
     "DataFileMissing",
     "GaussianMixture",
     "MixtureScore",

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["DataSource", "TensorData", "ShapeOnly", "DataFileMissing", "check_count"]
+__all__ = ["DataSource", "FiniteData", "TensorData", "ShapeOnly", "DataFileMissing", "check_count"]
 
 
 class DataFileMissing(ValueError):
@@ -54,7 +54,28 @@ class DataSource(ABC):
         return self.sample(check_count(n), g)
 
 
-class TensorData(DataSource):
+class FiniteData(DataSource):
+    """A finite training set of ``len(self)`` samples: ``take(index, mirror)`` returns them
+    (mirrored left–right where ``mirror``, when ``flip`` augments); a draw is ``take`` of random
+    indices. The trainer feeds such sets through a DataLoader by index."""
+
+    flip: bool = False
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
+        """The training samples ``index`` as float32 in [−1, 1], those where ``mirror`` flipped."""
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n training samples drawn with replacement (flipped at random with ``flip``)."""
+        index = torch.randint(len(self), (check_count(n),), generator=generator)
+        mirror = torch.rand(n, generator=generator) < 0.5 if self.flip else None
+        return self.take(index, mirror)
+
+
+class TensorData(FiniteData):
     """A finite data set held as a tensor in [−1, 1]; a deterministic 90/10 train/test split."""
 
     def __init__(self, x: Tensor, num_bins: int | None = None, test_fraction: float = 0.1):
@@ -79,9 +100,14 @@ class TensorData(DataSource):
         self.shape = tuple(x.shape[1:])
         self.num_bins = num_bins
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        idx = torch.randint(len(self.train_data), (check_count(n),), generator=generator)
-        return self.train_data[idx]
+    def __len__(self) -> int:
+        return len(self.train_data)
+
+    def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
+        x = self.train_data[index]
+        if mirror is not None:
+            x[mirror] = x[mirror].flip(-1)
+        return x
 
     def split(self, name: str = "test", n: int | None = None) -> Tensor:
         if name not in ("train", "test"):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sde_gen.data.base import DataSource
+from sde_gen.data.base import FiniteData
 
 __all__ = ["UInt8Images", "levels_to_unit"]
 
@@ -21,7 +21,7 @@ def levels_to_unit(x: Tensor) -> Tensor:
     return x.to(torch.float32) * (2.0 / 255.0) - 1.0
 
 
-class UInt8Images(DataSource):
+class UInt8Images(FiniteData):
     """A finite image set: ``train`` and ``test`` uint8 arrays of shape (N, C, H, W)."""
 
     num_bins = 256
@@ -43,12 +43,10 @@ class UInt8Images(DataSource):
     def __len__(self) -> int:
         return len(self.train_data)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n training images drawn with replacement (flipped at random with ``flip``)."""
-        idx = torch.randint(len(self.train_data), (n,), generator=generator)
-        x = levels_to_unit(self.train_data[idx])
-        if self.flip:
-            mirror = torch.rand(n, generator=generator) < 0.5
+    def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
+        """The training images ``index`` in [−1, 1], those where ``mirror`` flipped left–right."""
+        x = levels_to_unit(self.train_data[index])
+        if mirror is not None:
             x[mirror] = x[mirror].flip(-1)
         return x
 

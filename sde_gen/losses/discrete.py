@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.ddpm import DiscreteSchedule, discretized_gaussian_log_likelihood, normal_kl
-from sde_gen.losses.dsm import model_batch, randn_like
+from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
 from sde_gen.losses.step_samplers import StepSampler, UniformStepSampler
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
@@ -192,15 +192,32 @@ class _DiscreteLoss:
         self.step_sampler = UniformStepSampler() if step_sampler is None else step_sampler
         self.large_variance = large_variance
 
+    @property
+    def needs_feedback(self) -> bool:
+        """True when the step sampler learns from the per-sample losses (``update``)."""
+        return self.step_sampler.learns
+
+    def draw(
+        self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
+    ) -> Draws:
+        """Steps t ~ p_t with weights 1/(T p_t), and ε ~ N(0, I), for a batch like ``x0`` (only
+        its shape, dtype and device are read)."""
+        schedule = schedule_of(model, self.schedule)
+        x0 = model_batch(model, x0)
+        steps, weights = self.step_sampler(x0.shape[0], schedule.T, generator, x0.device)
+        return {"steps": steps, "weights": weights, "noise": randn_like(x0, generator)}
+
     def terms(
         self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
     ) -> dict:
         """Per-sample pieces: steps, weights 1/(T p_t), x_t, ε, ``simple`` = mean over dims of
         ‖ε − ε_θ‖², ``vb`` = L_{t−1} in nats per sample (computed only when vlb_weight > 0)."""
+        return self._terms(model, x0, self.draw(model, x0, generator))
+
+    def _terms(self, model: ScoreModel, x0: Tensor, draws: Draws) -> dict:
         schedule = schedule_of(model, self.schedule)
         x0 = model_batch(model, x0)
-        steps, weights = self.step_sampler(x0.shape[0], schedule.T, generator, x0.device)
-        noise = randn_like(x0, generator)
+        steps, weights, noise = draws["steps"], draws["weights"], draws["noise"]
         xt = schedule.q_sample(x0, steps, noise)
         mean, log_var, eps = model_mean_log_variance(
             model, schedule, xt, steps, self.large_variance
@@ -219,6 +236,20 @@ class _DiscreteLoss:
             out["prior"] = prior_term(schedule, x0)
         return out
 
+    def evaluate(self, model: ScoreModel, x0: Tensor, draws: Draws) -> SampleLosses:
+        """w_t · (per-sample loss) with w_t = 1/(T p_t); feedback L_{t−1} (or L_simple without a
+        VLB part) for the step sampler."""
+        terms = self._terms(model, x0, draws)
+        per = self.per_sample(terms, model_batch(model, x0), terms["T"])
+        feedback = terms["vb"] if "vb" in terms else terms["simple"]
+        return SampleLosses(terms["weights"].to(per.dtype) * per, feedback.detach())
+
+    def update(self, model: ScoreModel, draws: Draws, feedback: Tensor | None) -> None:
+        """Feed the per-sample ``feedback`` of the batch ``draws`` to the step sampler."""
+        if feedback is not None:
+            T = schedule_of(model, self.schedule).T
+            self.step_sampler.update(draws["steps"], feedback.detach(), T)
+
     def per_sample(self, terms: dict[str, Tensor], x0: Tensor, T: int) -> Tensor:
         """simple_weight · L_simple + vlb_weight · (T L_{t−1} + L_T)/D per dimension, the VLB
         part in nats times ``vlb_per_nat`` (1/ln 2 when it is counted in bits)."""
@@ -232,12 +263,10 @@ class _DiscreteLoss:
     def __call__(
         self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        terms = self.terms(model, x0, generator)
-        T = terms["T"]
-        feedback = terms["vb"] if "vb" in terms else terms["simple"]
-        self.step_sampler.update(terms["steps"], feedback.detach(), T)
-        per = self.per_sample(terms, x0, T)
-        return (terms["weights"].to(per.dtype) * per).mean()
+        draws = self.draw(model, x0, generator)
+        out = self.evaluate(model, x0, draws)
+        self.update(model, draws, out.feedback)
+        return out.loss.mean()
 
     def state_dict(self) -> dict:
         return {"step_sampler": self.step_sampler.state_dict()}

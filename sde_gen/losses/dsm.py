@@ -4,9 +4,17 @@
 
 which equals E[λ(t) ‖s_θ(x_t, t) − ∇log q(x_t|x0)‖²] since s_θ = −ε_θ/σ_t and
 ∇log q(x_t|x0) = −ε/σ_t. The norm is SUMMED over data dimensions and the batch is AVERAGED.
+
+Every loss splits into ``draw(model, x0, generator) -> draws`` (the batch's random times and noise,
+a dict of tensors whose first axis is the batch) and ``evaluate(model, x0, draws) -> SampleLosses``
+(per-sample values; the loss is their mean), so a trainer can draw one global batch and evaluate
+slices of it on several processes or in micro-batches; ``loss(model, x0, generator)`` is the mean
+of ``evaluate(draw(...))``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -15,7 +23,23 @@ from sde_gen.losses.time_samplers import TimeSampler, UniformTimeSampler
 from sde_gen.losses.weighting import SigmaSquaredWeighting, Weighting
 from sde_gen.models.score_model import ScoreModel
 
-__all__ = ["DSMLoss", "randn_like", "model_batch"]
+__all__ = ["DSMLoss", "SampleLosses", "Draws", "take", "randn_like", "model_batch"]
+
+Draws = dict[str, Tensor]
+"""A batch's random draws (times, noise …), each tensor with the batch on its first axis."""
+
+
+class SampleLosses(NamedTuple):
+    """Per-sample losses (the batch loss is their mean) and, for a loss that adapts to what it
+    sees (a loss-aware step sampler), the per-sample values it learns from (``update``)."""
+
+    loss: Tensor
+    feedback: Tensor | None = None
+
+
+def take(draws: Draws, rows: slice) -> Draws:
+    """The draws of the samples ``rows`` of the batch."""
+    return {key: value[rows] for key, value in draws.items()}
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -77,20 +101,36 @@ class DSMLoss:
     def __repr__(self) -> str:
         return f"DSMLoss({self.weighting!r}, {self.time_sampler!r}, t_min={self.t_min})"
 
+    needs_feedback = False
+
+    def draw(
+        self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
+    ) -> Draws:
+        """t ~ r(t) with coef(t) = λ/σ² · u/r, and ε ~ N(0, I), for a batch like ``x0`` (only its
+        shape, dtype and device are read)."""
+        x0 = model_batch(model, x0)
+        t, coef = self.time_sampler(
+            model.sde.trusted(), self.weighting, x0.shape[0], self.t_min, generator, x0.device
+        )
+        return {"t": t, "coef": coef, "noise": randn_like(x0, generator)}
+
+    def evaluate(self, model: ScoreModel, x0: Tensor, draws: Draws) -> SampleLosses:
+        """coef(t)·‖ε − ε_θ(γ_t x0 + σ_t ε, t)‖² per sample, the schedule in float64."""
+        x0 = model_batch(model, x0)
+        t, noise = draws["t"].to(x0.dtype), draws["noise"]
+        xt = model.sde.trusted().marginal_sample(x0, t, noise)
+        sq = (noise - model.eps(xt, t)).pow(2).flatten(1).sum(1)
+        return SampleLosses(draws["coef"].to(sq.dtype) * sq)
+
+    def update(self, model: ScoreModel, draws: Draws, feedback: Tensor | None) -> None:
+        """Nothing to learn: DSM's samplers are fixed."""
+
     def per_sample(
         self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """(t, coef(t)·‖ε − ε_θ(x_t, t)‖²) per sample; the loss is the mean of the second."""
-        x0 = model_batch(model, x0)
-        sde = model.sde
-        t, coef = self.time_sampler(
-            sde, self.weighting, x0.shape[0], self.t_min, generator, x0.device
-        )
-        noise = randn_like(x0, generator)
-        xt = sde.marginal_sample(x0, t.to(x0.dtype), noise)
-        eps = model.eps(xt, t.to(x0.dtype))
-        sq = (noise - eps).pow(2).flatten(1).sum(1)
-        return t, coef.to(sq.dtype) * sq
+        draws = self.draw(model, x0, generator)
+        return draws["t"], self.evaluate(model, x0, draws).loss
 
     def __call__(
         self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None

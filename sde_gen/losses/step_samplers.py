@@ -14,6 +14,8 @@ __all__ = ["StepSampler", "UniformStepSampler", "LossAwareStepSampler"]
 
 
 class StepSampler:
+    learns = False  # True: ``update`` changes p_t (the trainer then gathers every rank's losses)
+
     def __call__(
         self, n: int, T: int, generator: torch.Generator | None = None, device=None
     ) -> tuple[Tensor, Tensor]:
@@ -51,8 +53,11 @@ class UniformStepSampler(StepSampler):
 class LossAwareStepSampler(StepSampler):
     """p_t ∝ √E[L_t²] over the last ``history`` losses of each step, mixed with ``uniform_prob``
     of the uniform law (Nichol & Dhariwal 2021, §3.3); uniform until every step has ``history``
-    values. The history is state: it is in ``state_dict()``.
+    values. The history is state: it is in ``state_dict()``. Under DDP the trainer gathers the
+    losses of every rank, so every rank keeps the same history.
     """
+
+    learns = True
 
     def __init__(self, history: int = 10, uniform_prob: float = 0.001):
         if history < 1:

@@ -106,14 +106,14 @@ class ImportanceTimeSampler(TimeSampler):
 
     def __call__(self, sde, weighting, n, t_min, generator=None, device=None):
         check_t_min(t_min, sde.T)
-        u = _uniform(n, generator, "cpu")
+        u = _uniform(n, generator, device)  # stays on the device: no host round trip a step
         exact = self._exact(weighting, sde, t_min)
         if exact is not None:
             F0, Z = exact
             t = weighting.inverse_antiderivative(sde, F0 + u * Z).clamp(t_min, sde.T)
             coef = torch.full_like(t, float(Z) / (sde.T - t_min))
             return t.to(device), coef.to(device)
-        grid, mass = self._grid(sde, weighting, t_min)
+        grid, mass = (a.to(u.device) for a in self._grid(sde, weighting, t_min))
         cdf = torch.cat([mass.new_zeros(1), torch.cumsum(mass, 0)])
         Z = cdf[-1]
         target = u * Z

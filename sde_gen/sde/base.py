@@ -8,6 +8,7 @@ Schedules are evaluated in float64 and returned in the dtype of ``t``.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -102,11 +103,23 @@ class SDE(ABC):
         return float(torch.sqrt(torch.exp(2 * self._log_gamma(t)) + self._sigma2(t)))
 
     # -- the contract ---------------------------------------------------------------------------
+    validates_t: bool = True  # False on a ``trusted()`` copy
+
+    def trusted(self) -> SDE:
+        """This process without the range check of times (a shallow copy): for inner loops whose
+        times lie in [0, T] by construction (losses, solvers), where the check's reduction would
+        synchronise host and device at every coefficient call. The public API keeps the check."""
+        out = copy.copy(self)
+        out.validates_t = False
+        return out
+
     def check_t(self, t: Tensor) -> Tensor:
         """Validate times (a tensor in [0, T]) and return them in float64."""
         if not isinstance(t, Tensor):
             raise ValueError(f"t must be a torch.Tensor of shape (B,), got {type(t).__name__}")
         t64 = t.detach().to(torch.float64) if t.requires_grad else t.to(torch.float64)
+        if not self.validates_t:
+            return t64
         if t64.numel() and (t64.min() < 0 or t64.max() > self.T or torch.isnan(t64).any()):
             bad = t64[(t64 < 0) | (t64 > self.T) | torch.isnan(t64)].flatten()[0].item()
             raise ValueError(f"t={bad} is outside [0, T={self.T}]")
