@@ -55,24 +55,42 @@ class DataSource(ABC):
 
 
 class FiniteData(DataSource):
-    """A finite training set of ``len(self)`` samples: ``take(index, mirror)`` returns them
-    (mirrored left–right where ``mirror``, when ``flip`` augments); a draw is ``take`` of random
-    indices. The trainer feeds such sets through a DataLoader by index."""
+    """A finite data set held as ``train_data`` and ``test_data`` tensors (N, ...):
+    ``take(index, mirror)`` returns training samples (mirrored left–right where ``mirror``, when
+    ``flip`` augments); a draw is ``take`` of random indices. ``to_unit`` maps the stored values to
+    float32 in [−1, 1] (the identity for data stored that way). The trainer feeds such sets
+    through a DataLoader by index."""
 
     flip: bool = False
+    train_data: Tensor
+    test_data: Tensor
 
-    @abstractmethod
-    def __len__(self) -> int: ...
+    def to_unit(self, x: Tensor) -> Tensor:
+        """Stored samples as float32 in [−1, 1]."""
+        return x
 
-    @abstractmethod
+    def __len__(self) -> int:
+        return len(self.train_data)
+
     def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
-        """The training samples ``index`` as float32 in [−1, 1], those where ``mirror`` flipped."""
+        """The training samples ``index`` in [−1, 1], those where ``mirror`` flipped."""
+        x = self.to_unit(self.train_data[index])
+        if mirror is not None:
+            x[mirror] = x[mirror].flip(-1)
+        return x
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n training samples drawn with replacement (flipped at random with ``flip``)."""
         index = torch.randint(len(self), (check_count(n),), generator=generator)
         mirror = torch.rand(n, generator=generator) < 0.5 if self.flip else None
         return self.take(index, mirror)
+
+    def split(self, name: str = "test", n: int | None = None) -> Tensor:
+        """The fixed train or test samples (first ``n``), unflipped."""
+        if name not in ("train", "test"):
+            raise ValueError(f"split={name!r}: expected 'train' or 'test'")
+        data = self.test_data if name == "test" else self.train_data
+        return self.to_unit(data if n is None else data[: check_count(n)])
 
 
 class TensorData(FiniteData):
@@ -99,21 +117,6 @@ class TensorData(FiniteData):
         self.test_data, self.train_data = x[perm[:n_test]], x[perm[n_test:]]
         self.shape = tuple(x.shape[1:])
         self.num_bins = num_bins
-
-    def __len__(self) -> int:
-        return len(self.train_data)
-
-    def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
-        x = self.train_data[index]
-        if mirror is not None:
-            x[mirror] = x[mirror].flip(-1)
-        return x
-
-    def split(self, name: str = "test", n: int | None = None) -> Tensor:
-        if name not in ("train", "test"):
-            raise ValueError(f"split={name!r}: expected 'train' or 'test'")
-        data = self.test_data if name == "test" else self.train_data
-        return data if n is None else data[: check_count(n)]
 
 
 class ShapeOnly(DataSource):

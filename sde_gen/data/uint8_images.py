@@ -40,19 +40,6 @@ class UInt8Images(FiniteData):
         self.shape = tuple(int(s) for s in train.shape[1:])
         self.flip = bool(flip)
 
-    def __len__(self) -> int:
-        return len(self.train_data)
-
-    def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
-        """The training images ``index`` in [−1, 1], those where ``mirror`` flipped left–right."""
-        x = levels_to_unit(self.train_data[index])
-        if mirror is not None:
-            x[mirror] = x[mirror].flip(-1)
-        return x
-
-    def split(self, name: str = "test", n: int | None = None) -> Tensor:
-        """The fixed train or test images (first ``n``), unflipped."""
-        if name not in ("train", "test"):
-            raise ValueError(f"split={name!r}: expected 'train' or 'test'")
-        data = self.test_data if name == "test" else self.train_data
-        return levels_to_unit(data if n is None else data[:n])
+    def to_unit(self, x: Tensor) -> Tensor:
+        """uint8 levels → [−1, 1]."""
+        return levels_to_unit(x)
