@@ -29,22 +29,26 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from digits_study import (
+    ROOT,
+    FeatureSpace,
+    add_training_arguments,
+    arm_config,
+    cached_eval,
+    train_arm,
+)
 from omegaconf import DictConfig
-from torch import nn
 
+from sde_gen.build import match_bins
 from sde_gen.checkpoint import load_score_model
 from sde_gen.data import Digits
 from sde_gen.evaluate import likelihood_report, vlb_bits_per_dim
-from sde_gen.models.digits_classifier import (
-    digits_labels,
-    fit_digits_classifier,
-    pretrained_digits_classifier,
-)
-from sde_gen.sample_quality import feature_vectors, frechet_distance
+from sde_gen.plotting import plot_image_grid
 from sde_gen.sde import DiscreteVPSDE
 from sde_gen.solvers import EulerMaruyama
 
-ROOT = Path(__file__).resolve().parents[1]
+LIKELIHOOD_IS = ["sde=vp", "loss=dsm", "loss/weighting=likelihood", "loss/time_sampler=importance"]
+DEQ = "data.dequantize=true"
 ARMS = {  # name: (overrides, label); the DDPM arm is the only one with a VLB
     "sigma2": (
         ["sde=vp", "loss=dsm", "loss/weighting=sigma2", "loss/time_sampler=uniform"],
@@ -58,68 +62,58 @@ ARMS = {  # name: (overrides, label); the DDPM arm is the only one with a VLB
         ["sde=ddpm_linear", "loss=ddpm_simple", "loss.num_bins=17"],
         "DDPM L_simple (discrete, T = 1000)",
     ),
+    # the suspects for λ = β's higher bits/dim, one change at a time
+    "likelihood_uniform": (
+        ["sde=vp", "loss=dsm", "loss/weighting=likelihood", "loss/time_sampler=uniform"],
+        "λ = β (likelihood, uniform t)",
+    ),
+    "likelihood_is_noclip": (
+        [*LIKELIHOOD_IS, "trainer.grad_clip=null"],
+        "λ = β (IS), no gradient clipping",
+    ),
+    "likelihood_is_ema": ([*LIKELIHOOD_IS, "trainer.ema_decay=0.999"], "λ = β (IS), EMA 0.999"),
+    "likelihood_is_tmin": ([*LIKELIHOOD_IS, "loss.t_min=1e-3"], "λ = β (IS), t_min = 1e-3"),
+    # Song et al. (2021) fit the density of dequantized data: train on x + U(bin)
+    "sigma2_deq": (
+        ["sde=vp", "loss=dsm", "loss/weighting=sigma2", "loss/time_sampler=uniform", DEQ],
+        "λ = σ² (uniform t), dequantized training data",
+    ),
+    "likelihood_is_deq": ([*LIKELIHOOD_IS, DEQ], "λ = β (IS), dequantized training data"),
 }
 EVAL_KEYS = ("steps", "batch_size", "seed", "n_eval", "num_dequant", "n_samples", "sample_steps")
 """A finished arm's evaluation is reused when these arguments match (``<arm>/eval.json``)."""
-MODEL = [  # a small U-Net: 16 base channels, 8→4 resolutions, attention at 4×4
-    "model=unet_digits",
-    "model.base_channels=16",
-    "model.channel_mult=[1,2]",
-    "model.attn_resolutions=[4]",
-    "model.embedding.dim=16",
-]
 
 
-# -- the feature network: sde_gen.models.digits_classifier, metrics: sde_gen.sample_quality ----
-def train_classifier(data: Digits, path: Path, epochs: int, seed: int) -> tuple[nn.Module, float]:
-    """The digits classifier trained here (cached at ``path``) and its test accuracy."""
-    if path.is_file():
-        net = pretrained_digits_classifier(str(path))
-        _, y_test = digits_labels(data)
-        with torch.no_grad():
-            acc = float((net(data.test_data).argmax(1) == y_test).float().mean())
-        return net, acc
-    net, acc = fit_digits_classifier(data, epochs, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
-    return net, acc
-
-
-def features(net: nn.Module, x: torch.Tensor) -> np.ndarray:
-    return feature_vectors(net, x)
-
-
-# -- one arm ----------------------------------------------------------------------------------
-def arm_config(arm: list[str], args: argparse.Namespace) -> DictConfig:
+def config(arm: list[str], args: argparse.Namespace) -> DictConfig:
     """The composed ``train`` config of one arm at this budget."""
-    from hydra import compose, initialize_config_module
-
-    overrides = [
-        "data=digits", *arm, *MODEL, f"seed={args.seed}", "device=cpu",
-        f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}",
-        f"trainer.lr={args.lr}", f"trainer.warmup_steps={min(100, args.steps // 10)}",
-        f"trainer.ema_decay={args.ema_decay}", f"trainer.log_every={max(1, args.steps // 50)}",
-        "trainer.checkpoint_every=null", "trainer.keep_checkpoints=1", "trainer.progress=false",
-        "solver=euler_maruyama", f"solver.steps={args.sample_steps}",
-    ]  # fmt: skip
-    with initialize_config_module("sde_gen.conf", version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return arm_config(arm, args, ["solver=euler_maruyama", f"solver.steps={args.sample_steps}"])
 
 
-def train_arm(arm: list[str], out_dir: Path, args: argparse.Namespace) -> dict:
-    """Train (or reuse a finished run of the same budget) and return its summary."""
-    from sde_gen.train import run
+def loss_statistics(cfg: DictConfig, summary: dict, out_dir: Path, args) -> dict:
+    """Scale and spread of the arm's own training loss at its final raw weights (mean and
+    coefficient of variation of the per-sample loss over 4096 draws), and the gradient norms
+    logged in the second half of training (median; share above the clip threshold)."""
+    model, _, _ = load_score_model(summary["checkpoint"], "cpu", ema=False)
+    model.requires_grad_(False)
+    data = hydra.utils.instantiate(cfg.data)
+    loss_fn = hydra.utils.instantiate(cfg.loss)
+    match_bins(loss_fn, data)
+    g = torch.Generator().manual_seed(args.seed + 11)
+    x0 = data.sample(4096, g)
+    with torch.no_grad():
+        per = loss_fn.evaluate(model, x0, loss_fn.draw(model, x0, g)).loss.double()
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    norms = np.array([r["grad_norm"] for r in rows if r["step"] > args.steps // 2])
+    clip = cfg.trainer.grad_clip
+    return {
+        "loss_mean": float(per.mean()),
+        "loss_cv": float(per.std() / per.mean()),
+        "grad_norm_median": float(np.median(norms)),
+        "clipped_share": None if clip is None else float((norms > clip).mean()),
+    }
 
-    summary_path = out_dir / "summary.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if done.get("steps") == args.steps and done.get("trainer.batch_size") == args.batch_size:
-            return done
-    cfg = arm_config(arm, args)
-    return run(cfg, out_dir, progress=False, choices={"model": "unet_digits"})
 
-
-def evaluate_arm(ckpt: str, data: Digits, classifier: nn.Module, args) -> dict:
+def evaluate_arm(ckpt: str, data: Digits, space: FeatureSpace, args) -> dict:
     """bits/dim (PF-ODE, Hutchinson) on the test split and the feature Fréchet distance."""
     model, _, _ = load_score_model(ckpt, "cpu", ema=True)
     model.requires_grad_(False)
@@ -141,7 +135,7 @@ def evaluate_arm(ckpt: str, data: Digits, classifier: nn.Module, args) -> dict:
     solver = EulerMaruyama(steps=args.sample_steps, t_min=1e-3, denoise_final=True)
     with torch.no_grad():
         x0 = solver(model.sde, model, x_T, generator=g).x0.clamp(-1, 1)
-    fd = frechet_distance(features(classifier, x0), features(classifier, data.split("test")))
+    fd = space.frechet(x0)
     return {
         "bpd": report["bpd"],
         "bpd_se": report["bpd_se"],
@@ -156,18 +150,25 @@ def evaluate_arm(ckpt: str, data: Digits, classifier: nn.Module, args) -> dict:
 
 
 def table(rows: dict, floor: float, acc: float, args, wall: float) -> str:
+    """One row per arm; Δ is paired against λ = σ² over the same test images and probes."""
     lines = [
-        f"| weighting | bits/dim (ODE, test, ±s.e.) | VLB bits/dim | Fréchet distance "
-        f"(n={args.n_samples} vs test) |",
-        "|---|---|---|---|",
+        "| arm | bits/dim (ODE, test, ±s.e.) | Δ vs λ = σ² (paired) | VLB bits/dim | Fréchet "
+        f"(n={args.n_samples}) | loss mean | loss CV | median ‖∇‖ |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    base = np.array(rows["sigma2"]["bpd_per_sample"]) if "sigma2" in rows else None
     for name, r in rows.items():
+        delta = "–"
+        if base is not None and name != "sigma2":
+            diff = np.array(r["bpd_per_sample"]) - base
+            delta = f"{diff.mean():+.3f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}"
+        vlb = "n/a" if r["vlb_bpd"] is None else f"{r['vlb_bpd']:.3f}"
         lines.append(
-            f"| {ARMS[name][1]} | {r['bpd']:.3f} ± {r['bpd_se']:.3f} | "
-            + ("n/a (continuous SDE)" if r["vlb_bpd"] is None else f"{r['vlb_bpd']:.3f}")
-            + f" | {r['fd']:.2f} |"
+            f"| {ARMS[name][1]} | {r['bpd']:.3f} ± {r['bpd_se']:.3f} | {delta} | {vlb} | "
+            f"{r['fd']:.2f} | {r['loss_mean']:.4g} | {r['loss_cv']:.2f} | "
+            f"{r['grad_norm_median']:.3g} |"
         )
-    lines.append(f"| train split (floor) | – | – | {floor:.2f} |")
+    lines.append(f"| train split (floor) | – | – | – | {floor:.2f} | | | |")
     lines.append(
         f"\n{args.steps} steps × batch {args.batch_size}, seed {args.seed}; classifier test "
         f"accuracy {acc:.3f}; Euler–Maruyama {args.sample_steps} steps; this invocation took "
@@ -178,17 +179,9 @@ def table(rows: dict, floor: float, acc: float, args, wall: float) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--ema-decay", type=float, default=0.995)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-eval", type=int, default=None, help="test images for bits/dim (all: 180)")
+    add_training_arguments(p, steps=2000)
     p.add_argument("--num-dequant", type=int, default=1)
-    p.add_argument("--n-samples", type=int, default=500)
     p.add_argument("--sample-steps", type=int, default=200)
-    p.add_argument("--classifier-epochs", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "weighting_study")
     p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     p.add_argument("--smoke", action="store_true", help="tiny evaluation sizes for a quick check")
@@ -196,7 +189,7 @@ def main() -> None:
     args = p.parse_args()
     if args.dry_run:
         for name in args.arms:
-            loss = hydra.utils.instantiate(arm_config(ARMS[name][0], args).loss)
+            loss = hydra.utils.instantiate(config(ARMS[name][0], args).loss)
             print(f"{name}: {loss!r}")
         return
     if args.smoke:
@@ -205,44 +198,32 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = Digits()
-    classifier, acc = train_classifier(data, args.out / "classifier.pt", args.classifier_epochs, 0)
-    test_feats = features(classifier, data.split("test"))
-    n_floor = min(args.n_samples, len(data.train_data))
-    floor = frechet_distance(features(classifier, data.train_data[:n_floor]), test_feats)
+    space = FeatureSpace(data, args.out / "classifier.pt", args.classifier_epochs, args.n_samples)
+    acc, floor = space.accuracy, space.floor
     print(f"classifier test accuracy {acc:.3f}; Fréchet floor (train vs test) {floor:.2f}")
     rows = {}
     for name in args.arms:
         overrides, label = ARMS[name]
-        summary = train_arm(overrides, args.out / name, args)
+        cfg = config(overrides, args)
+        summary = train_arm(cfg, args.out / name, args)
         key = {k: getattr(args, k) for k in EVAL_KEYS}
-        cached = args.out / name / "eval.json"
-        if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
-            r = json.loads(cached.read_text())["result"]
-        else:
-            r = evaluate_arm(summary["checkpoint"], data, classifier, args)
-            from sde_gen.plotting import plot_image_grid
 
-            plot_image_grid(
-                r.pop("samples")[:64], args.out / name / "eval_samples.png", title=label
-            )
+        def evaluate(summary: dict = summary, label: str = label, name: str = name,
+                     cfg: DictConfig = cfg) -> dict:  # fmt: skip
+            r = evaluate_arm(summary["checkpoint"], data, space, args)
+            r.update(loss_statistics(cfg, summary, args.out / name, args))
+            grid_path = args.out / name / "eval_samples.png"
+            plot_image_grid(r.pop("samples")[:64], grid_path, title=label)
             r["train_wall_s"] = summary.get("wall_s")
-            cached.write_text(json.dumps({"key": key, "result": r}, indent=2))
-        rows[name] = r
+            return r
+
+        r = rows[name] = cached_eval(args.out / name, key, evaluate)
         print(f"{label}: bpd {r['bpd']:.3f} ± {r['bpd_se']:.3f}, FD {r['fd']:.2f}", flush=True)
     wall = time.perf_counter() - start
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "classifier_acc": acc,
               "fd_floor": floor, "arms": rows, "wall_s": wall}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
     md = table(rows, floor, acc, args, wall)
-    if {"likelihood_is", "sigma2"} <= set(rows):
-        lik, sig = rows["likelihood_is"], rows["sigma2"]
-        diff = np.array(lik["bpd_per_sample"]) - np.array(sig["bpd_per_sample"])
-        se = diff.std(ddof=1) / np.sqrt(len(diff))
-        md += (
-            f"\nLikelihood − σ² weighting: Δbits/dim = {diff.mean():+.3f} ± {se:.3f} (paired over "
-            f"the same test images; published direction: < 0), ΔFréchet = "
-            f"{lik['fd'] - sig['fd']:+.2f} (published direction: > 0, σ² gives better samples)."
-        )
     (args.out / "results.md").write_text(md + "\n")
     print(md)
 

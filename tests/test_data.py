@@ -27,6 +27,30 @@ def test_digits_levels_and_split():
     assert len(d.split("test")) == 180
 
 
+def test_dequantized_digits_are_uniform_over_their_bins():
+    """With ``dequantize``, a draw is its level plus U(−Δ/2, Δ/2), Δ = 2/16: the same levels as
+    without (same generator), offsets of mean 0 and variance Δ²/12 (within 4 s.e.)."""
+    n, width = 4000, 2 / 16
+    x = Digits().sample(n, torch.Generator().manual_seed(3))
+    y = Digits(dequantize=True).sample(n, torch.Generator().manual_seed(3))
+    offset = (y - x).flatten().double()
+    assert offset.abs().max() <= width / 2 + 1e-6
+    m = offset.numel()
+    assert offset.mean().abs() < 4 * math.sqrt(width**2 / 12 / m)
+    var_se = math.sqrt((width**4 / 80 - (width**2 / 12) ** 2) / m)  # Var of (U − ½)²Δ²
+    assert abs(offset.var() - width**2 / 12) < 4 * var_se
+    assert torch.equal(Digits(dequantize=True).split("test"), Digits().split("test"))
+
+
+def test_dequantize_needs_a_boolean_and_discrete_data():
+    from sde_gen.data.base import TensorData
+
+    with pytest.raises(ValueError, match="data.dequantize='yes'"):
+        Digits(dequantize="yes")
+    with pytest.raises(ValueError, match="num_bins=None"):
+        TensorData(torch.randn(10, 2), dequantize=True)
+
+
 @pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw"])
 def test_npz_round_trip(tmp_path, layout):
     rng = np.random.default_rng(0)

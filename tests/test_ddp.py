@@ -182,20 +182,22 @@ def test_bf16_on_cuda(tmp_path):
 
 
 # -- finite data through a DataLoader -------------------------------------------------------------
-def _images(flip: bool = True):
+def _images(flip: bool = True, dequantize: bool = False):
     from sde_gen.data.uint8_images import UInt8Images
 
     rng = np.random.default_rng(0)
     train = rng.integers(0, 256, (40, 1, 4, 4), dtype=np.uint8)
-    return UInt8Images(train, train[:4], flip=flip)
+    return UInt8Images(train, train[:4], flip=flip, dequantize=dequantize)
 
 
-def test_loader_batches_do_not_depend_on_ranks_workers_or_start():
+@pytest.mark.parametrize("dequantize", [False, True])
+def test_loader_batches_do_not_depend_on_ranks_workers_or_start(dequantize):
     """Rank parts of 2 ranks concatenate to the 1-rank micro-batch; 2 workers serve what the main
-    process serves; a loader started at step 3 (a resume) serves step 3 of the full stream."""
+    process serves; a loader started at step 3 (a resume) serves step 3 of the full stream; the
+    dequantization noise too."""
     from sde_gen.data.batches import LoaderBatches
 
-    data = _images()
+    data = _images(dequantize=dequantize)
 
     def steps(size=1, rank=0, workers=0, start=0):
         b = LoaderBatches(
@@ -214,7 +216,11 @@ def test_loader_batches_do_not_depend_on_ranks_workers_or_start():
     assert all(torch.equal(a, b) for x, y in zip(steps(workers=2), one) for a, b in zip(x, y))
     assert all(torch.equal(a, b) for x, y in zip(steps(start=3), one[3:]) for a, b in zip(x, y))
     flipped = any(not torch.equal(x, x.flip(-1)) for x in one[0])
-    assert flipped and one[0][0].abs().max() <= 1
+    half_bin = 1 / 255
+    assert flipped and one[0][0].abs().max() <= 1 + half_bin * dequantize
+    levels = (one[0][0] + 1) * 127.5  # integers unless dequantized
+    off_level = (levels - levels.round()).abs().max()
+    assert (off_level > 0.05) == dequantize
 
 
 def test_finite_data_resume_through_the_loader_is_bit_identical(tmp_path):

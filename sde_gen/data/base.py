@@ -8,7 +8,21 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["DataSource", "FiniteData", "TensorData", "ShapeOnly", "DataFileMissing", "check_count"]
+__all__ = [
+    "DataSource",
+    "FiniteData",
+    "TensorData",
+    "ShapeOnly",
+    "DataFileMissing",
+    "check_count",
+    "dequantize_levels",
+]
+
+
+def dequantize_levels(x: Tensor, u: Tensor, num_bins: int) -> Tensor:
+    """y = x + Δ(u − ½), Δ = 2/(num_bins − 1): for u ~ U(0, 1) each level of x spread uniformly
+    over its bin of [−1, 1] (uniform dequantization)."""
+    return x + 2.0 / (num_bins - 1) * (u - 0.5)
 
 
 class DataFileMissing(ValueError):
@@ -62,8 +76,22 @@ class FiniteData(DataSource):
     through a DataLoader by index."""
 
     flip: bool = False
+    #: training draws are uniformly dequantized (``dequantize_levels``): a continuous density to
+    #: fit when the model's likelihood is measured on dequantized data (Song et al. 2021)
+    dequantize: bool = False
     train_data: Tensor
     test_data: Tensor
+
+    def set_dequantize(self, value: object) -> None:
+        """Turn training-time dequantization on or off (``data.dequantize``)."""
+        if not isinstance(value, bool):
+            raise ValueError(f"data.dequantize={value!r} must be true or false")
+        if value and self.num_bins is None:
+            raise ValueError(
+                f"data.dequantize=true needs discrete levels, but {type(self).__name__} has "
+                "num_bins=None (continuous data)"
+            )
+        self.dequantize = value
 
     def to_unit(self, x: Tensor) -> Tensor:
         """Stored samples as float32 in [−1, 1]."""
@@ -72,18 +100,28 @@ class FiniteData(DataSource):
     def __len__(self) -> int:
         return len(self.train_data)
 
-    def take(self, index: Tensor, mirror: Tensor | None = None) -> Tensor:
-        """The training samples ``index`` in [−1, 1], those where ``mirror`` flipped."""
+    def take(self, index: Tensor, mirror: Tensor | None = None, u: Tensor | None = None) -> Tensor:
+        """The training samples ``index`` in [−1, 1], those where ``mirror`` flipped, and with
+        uniforms ``u`` (one per value) dequantized."""
         x = self.to_unit(self.train_data[index])
         if mirror is not None:
             x[mirror] = x[mirror].flip(-1)
+        if u is not None:
+            x = dequantize_levels(x, u.to(x.dtype), self.num_bins)
         return x
 
+    def draw_uniforms(self, n: int, generator: torch.Generator | None) -> Tensor | None:
+        """The dequantization uniforms of n draws (None unless ``dequantize``)."""
+        if not self.dequantize:
+            return None
+        return torch.rand((n, *self.shape), generator=generator)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n training samples drawn with replacement (flipped at random with ``flip``)."""
+        """n training samples drawn with replacement (flipped at random with ``flip``,
+        dequantized with ``dequantize``)."""
         index = torch.randint(len(self), (check_count(n),), generator=generator)
         mirror = torch.rand(n, generator=generator) < 0.5 if self.flip else None
-        return self.take(index, mirror)
+        return self.take(index, mirror, self.draw_uniforms(n, generator))
 
     def split(self, name: str = "test", n: int | None = None) -> Tensor:
         """The fixed train or test samples (first ``n``), unflipped."""
@@ -96,7 +134,13 @@ class FiniteData(DataSource):
 class TensorData(FiniteData):
     """A finite data set held as a tensor in [−1, 1]; a deterministic 90/10 train/test split."""
 
-    def __init__(self, x: Tensor, num_bins: int | None = None, test_fraction: float = 0.1):
+    def __init__(
+        self,
+        x: Tensor,
+        num_bins: int | None = None,
+        test_fraction: float = 0.1,
+        dequantize: bool = False,
+    ):
         if x.ndim < 2 or x.shape[0] < 2:
             raise ValueError(f"need at least two samples of shape (N, ...), got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
@@ -117,6 +161,7 @@ class TensorData(FiniteData):
         self.test_data, self.train_data = x[perm[:n_test]], x[perm[n_test:]]
         self.shape = tuple(x.shape[1:])
         self.num_bins = num_bins
+        self.set_dequantize(dequantize)
 
 
 class ShapeOnly(DataSource):

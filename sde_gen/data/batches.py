@@ -26,12 +26,15 @@ __all__ = ["StreamBatches", "LoaderBatches", "step_draw", "batches_for"]
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads (seed, step) seeds
 
 
-def step_draw(data: FiniteData, n: int, seed: int, step: int) -> tuple[Tensor, Tensor | None]:
-    """Indices (with replacement) and flips of step ``step``'s global batch of ``n`` samples."""
+def step_draw(
+    data: FiniteData, n: int, seed: int, step: int
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Indices (with replacement), flips and dequantization uniforms of step ``step``'s global
+    batch of ``n`` samples."""
     g = torch.Generator().manual_seed(((seed + 1) * _MIX + step) % 2**63)
     index = torch.randint(len(data), (n,), generator=g)
     mirror = torch.rand(n, generator=g) < 0.5 if data.flip else None
-    return index, mirror
+    return index, mirror, data.draw_uniforms(n, g)
 
 
 class StreamBatches:
@@ -77,10 +80,10 @@ class _StepParts(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Tensor:
         step, j = key
-        index, mirror = step_draw(self.data, self.micro * self.accumulate, self.seed, step)
+        draw = step_draw(self.data, self.micro * self.accumulate, self.seed, step)
         start = j * self.micro
         rows_j = slice(start + self.part.start, start + self.part.stop)
-        return self.data.take(index[rows_j], None if mirror is None else mirror[rows_j])
+        return self.data.take(*(None if a is None else a[rows_j] for a in draw))
 
 
 class _Keys(torch.utils.data.Sampler):

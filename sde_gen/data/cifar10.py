@@ -36,7 +36,9 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 class CIFAR10(UInt8Images):
     """CIFAR-10 at ``path`` (the ``cifar-10-batches-bin`` folder, or a folder holding it)."""
 
-    def __init__(self, path: str, flip: bool = True, train_files: int = 5):
+    def __init__(
+        self, path: str, flip: bool = True, train_files: int = 5, dequantize: bool = False
+    ):
         root = Path(path).expanduser()
         if (root / "cifar-10-batches-bin").is_dir():
             root = root / "cifar-10-batches-bin"
@@ -54,5 +56,5 @@ class CIFAR10(UInt8Images):
             raise ValueError(f"data.path={str(root)!r} lacks {missing} (CIFAR-10 binary batches)")
         train = np.concatenate([read_cifar_batch(root / n)[0] for n in TRAIN_FILES[:train_files]])
         test = read_cifar_batch(root / TEST_FILE)[0]
-        super().__init__(train, test, flip, f"data.path={root}")
+        super().__init__(train, test, flip, f"data.path={root}", dequantize)
         self.path = root

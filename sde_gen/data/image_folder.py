@@ -49,6 +49,7 @@ class ImageFolder(UInt8Images):
         channels: int = 3,
         flip: bool = True,
         test_fraction: float = 0.01,
+        dequantize: bool = False,
     ):
         root = Path(path).expanduser()
         if not root.exists():
@@ -74,5 +75,6 @@ class ImageFolder(UInt8Images):
             )
         images = np.stack([load_image(p, size, channels) for p in files])
         perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(1234)).numpy()
-        super().__init__(images[perm[n_test:]], images[perm[:n_test]], flip, f"data.path={root}")
+        train, test = images[perm[n_test:]], images[perm[:n_test]]
+        super().__init__(train, test, flip, f"data.path={root}", dequantize)
         self.path = root

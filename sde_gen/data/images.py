@@ -24,13 +24,11 @@ def scale_to_unit(x: np.ndarray, num_bins: int) -> torch.Tensor:
 class Digits(TensorData):
     """scikit-learn's 8×8 handwritten digits (1797 images, 17 grey levels), shipped with it."""
 
-    def __init__(self, test_fraction: float = 0.1):
+    def __init__(self, test_fraction: float = 0.1, dequantize: bool = False):
         from sklearn.datasets import load_digits
 
         images = load_digits().images  # (1797, 8, 8) levels 0..16
-        super().__init__(
-            scale_to_unit(images[:, None], 17), num_bins=17, test_fraction=test_fraction
-        )
+        super().__init__(scale_to_unit(images[:, None], 17), 17, test_fraction, dequantize)
 
 
 class NpzImages(TensorData):
@@ -45,6 +43,7 @@ class NpzImages(TensorData):
         key: str = "x",
         channels_last: bool | None = None,
         test_fraction: float = 0.1,
+        dequantize: bool = False,
     ):
         p = Path(path).expanduser()
         if channels_last is not None and not isinstance(channels_last, bool):
@@ -75,6 +74,7 @@ class NpzImages(TensorData):
                 scale_to_unit(np.ascontiguousarray(x), 256),
                 num_bins=256,
                 test_fraction=test_fraction,
+                dequantize=dequantize,
             )
         except ValueError as e:
             raise ValueError(f"{p}: {e}") from e

@@ -26,7 +26,14 @@ class UInt8Images(FiniteData):
 
     num_bins = 256
 
-    def __init__(self, train: np.ndarray, test: np.ndarray, flip: bool = False, name: str = ""):
+    def __init__(
+        self,
+        train: np.ndarray,
+        test: np.ndarray,
+        flip: bool = False,
+        name: str = "",
+        dequantize: bool = False,
+    ):
         for split, arr in (("train", train), ("test", test)):
             if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[0] < 1:
                 raise ValueError(
@@ -39,6 +46,7 @@ class UInt8Images(FiniteData):
         self.test_data = torch.from_numpy(np.ascontiguousarray(test))
         self.shape = tuple(int(s) for s in train.shape[1:])
         self.flip = bool(flip)
+        self.set_dequantize(dequantize)
 
     def to_unit(self, x: Tensor) -> Tensor:
         """uint8 levels → [−1, 1]."""

@@ -1,0 +1,114 @@
+"""Shared parts of the digits studies (``weighting_study.py``, ``loss_study.py``): the small U-Net
+every arm trains, the composed ``train`` config of an arm, training with reuse of a finished arm,
+the feature classifier and the Fréchet distance of samples.
+
+Both studies train on scikit-learn's 8×8 digits (17 grey levels in [−1, 1], 1617 train / 180 test
+images) with the same network, optimiser and seed per arm, so the arms differ only in what the
+study varies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from sde_gen.data import Digits
+from sde_gen.models.digits_classifier import (
+    digits_labels,
+    fit_digits_classifier,
+    pretrained_digits_classifier,
+)
+from sde_gen.sample_quality import feature_vectors, frechet_distance
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = [  # a small U-Net: 16 base channels, 8→4 resolutions, attention at 4×4 (177k parameters)
+    "model=unet_digits",
+    "model.base_channels=16",
+    "model.channel_mult=[1,2]",
+    "model.attn_resolutions=[4]",
+    "model.embedding.dim=16",
+]
+
+
+def add_training_arguments(p: argparse.ArgumentParser, steps: int) -> None:
+    """The options every digits study shares (budget, optimiser, seed, evaluation sizes)."""
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-eval", type=int, default=None, help="test images to evaluate (all: 180)")
+    p.add_argument("--n-samples", type=int, default=500)
+    p.add_argument("--classifier-epochs", type=int, default=40)
+    p.add_argument("--threads", type=int, default=1)
+
+
+def arm_config(arm: list[str], args: argparse.Namespace, solver: list[str]) -> DictConfig:
+    """The composed ``train`` config of one arm (its overrides on top of the shared ones)."""
+    from hydra import compose, initialize_config_module
+
+    overrides = [
+        "data=digits", *MODEL, f"seed={args.seed}", "device=cpu",
+        f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}",
+        f"trainer.lr={args.lr}", f"trainer.warmup_steps={min(100, args.steps // 10)}",
+        f"trainer.ema_decay={args.ema_decay}", f"trainer.log_every={max(1, args.steps // 50)}",
+        "trainer.checkpoint_every=null", "trainer.keep_checkpoints=1", "trainer.progress=false",
+        *solver, *arm,
+    ]  # fmt: skip
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def train_arm(cfg: DictConfig, out_dir: Path, args: argparse.Namespace) -> dict:
+    """Train ``cfg`` into ``out_dir``, or reuse a finished run there of the same budget."""
+    from sde_gen.train import run
+
+    summary_path = out_dir / "summary.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if done.get("steps") == args.steps and done.get("trainer.batch_size") == args.batch_size:
+            return done
+    return run(cfg, out_dir, progress=False, choices={"model": "unet_digits"})
+
+
+def cached_eval(out_dir: Path, key: dict, evaluate) -> dict:
+    """``evaluate()`` unless ``<out_dir>/eval.json`` holds a result computed with the same key."""
+    cached = out_dir / "eval.json"
+    if cached.is_file():
+        stored = json.loads(cached.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+    result = evaluate()
+    cached.write_text(json.dumps({"key": key, "result": result}, indent=2))
+    return result
+
+
+class FeatureSpace:
+    """The digits classifier's penultimate features (trained here and cached at ``path``), the
+    test split's features, and the Fréchet floor: train images against test images."""
+
+    def __init__(self, data: Digits, path: Path, epochs: int, n_floor: int):
+        if path.is_file():
+            self.net: nn.Module = pretrained_digits_classifier(str(path))
+            _, y_test = digits_labels(data)
+            with torch.no_grad():
+                self.accuracy = float((self.net(data.test_data).argmax(1) == y_test).float().mean())
+        else:
+            self.net, self.accuracy = fit_digits_classifier(data, epochs, 0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.net.state_dict(), path)
+        self.test = feature_vectors(self.net, data.split("test"))
+        self.floor = self.frechet(data.train_data[: min(n_floor, len(data.train_data))])
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        return feature_vectors(self.net, x)
+
+    def frechet(self, x: torch.Tensor) -> float:
+        """Fréchet distance of Gaussians fitted to the features of ``x`` and of the test split."""
+        return frechet_distance(self.features(x), self.test)
