@@ -1,62 +1,129 @@
-"""PF-ODE log-likelihood in t (as written) against the scaled coordinates y = x/γ, u = log σ̃
-(the default), on Gaussian mixtures whose exact log q_{t_min} is known.
+"""PF-ODE log-likelihood in three coordinate systems, with its error split into its sources, on
+Gaussian mixtures whose exact log q_t is known at every t.
 
-    python experiments/likelihood_coordinates.py                   # 16-D mixture, seed 7
-    python experiments/likelihood_coordinates.py --dim 16 --seeds 7 8 9 --n 200
+    python experiments/likelihood_coordinates.py                        # the tables of results.md
+    python experiments/likelihood_coordinates.py --data fresh16 --sdes vp --coordinates angle \\
+        --methods RK45 DOP853 --tols 1e-5 3e-5 1e-4                     # a tolerance sweep
 
-For each SDE (VP, and the DDPM chain as DiscreteVPSDE) and each coordinate system: mean absolute
-error of the ODE's log p against the exact log q_{t_min} (nats per sample), and the number of
-score evaluations, at the default tolerances (RK45, rtol = atol = 1e-5, t_min = 1e-5) with the
-exact trace. The mixture (``random_mixture(dim, seed)``) is one the tests never use.
+Coordinates: (x, t) as written, (y = x/γ, log σ̃) and (z = x/√(γ² + σ²), φ = arctan σ̃), the
+default. Data: ``fresh16`` is ``random_mixture(4, 16, seed)`` with a seed no test uses
+(``--seed``), the others are the shipped configs ``data=mixture64|mixture2d|ring``; SDEs are the
+shipped ``sde=vp|subvp|ve|ddpm_linear``. Exact trace; ``--n`` samples of the data per case.
+
+For each case, from one solve with the SDE's N(0, s² I) prior π, ending at x_T:
+  total  = mean |log p − log q_{t_min}(x)|, what ``ode_log_likelihood`` claims to compute;
+  prior  = mean |log π(x_T) − log q_T(x_T)|, the model's prior mismatch (no integrator removes it);
+  solve  = mean |log p − log π(x_T) + log q_T(x_T) − log q_{t_min}(x)|, the integration error
+           (what is left with the exact q_T as the prior);
+and with ``--budget`` also t_min = mean |log q_{t_min}(x) − log q_0(x)| (the density at t_min
+against the data's) and the error of Hutchinson's estimate with one probe against the exact trace.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+import hydra
 import torch
+from omegaconf import OmegaConf
 
-from sde_gen.data import random_mixture
-from sde_gen.ddpm import linear_betas
-from sde_gen.likelihood import ode_log_likelihood
-from sde_gen.sde import VPSDE, DiscreteVPSDE
-from sde_gen.sde.coordinates import ScaledCoordinates, TimeCoordinates
+import sde_gen
+from sde_gen.data import GaussianMixture, random_mixture
+from sde_gen.likelihood import GaussianProbe, RademacherProbe, ode_log_likelihood
+from sde_gen.sde import SDE
+from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
+
+CONF = Path(sde_gen.__file__).parent / "conf"
+COORDINATES = {"t": TimeCoordinates(), "scaled": ScaledCoordinates(), "angle": AngleCoordinates()}
 
 
-def measure(sde, mixture, x: torch.Tensor, coords, t_min: float) -> dict:
+def shipped(group: str, name: str):
+    return hydra.utils.instantiate(OmegaConf.load(CONF / group / f"{name}.yaml"))
+
+
+def mixture(name: str, seed: int) -> GaussianMixture:
+    return random_mixture(4, 16, seed=seed) if name == "fresh16" else shipped("data", name)
+
+
+def times(n: int, t: float) -> torch.Tensor:
+    return torch.full((n,), t, dtype=torch.float64)
+
+
+def measure(sde: SDE, mix: GaussianMixture, x: torch.Tensor, t_min: float, **kw) -> dict:
+    """One exact-trace solve; the error split of the module docstring."""
+    end = {}
+
+    def prior(z: torch.Tensor) -> torch.Tensor:
+        end["x_T"] = z
+        return sde.prior_logp(z)
+
     start = time.perf_counter()
     logp, nfe = ode_log_likelihood(
-        sde, mixture.score_fn(sde), x, exact_trace=True, t_min=t_min, coordinates=coords
+        sde, mix.score_fn(sde), x, exact_trace=True, t_min=t_min, prior_logp=prior, **kw
     )
-    t = torch.full((len(x),), t_min, dtype=torch.float64)
-    exact = mixture.log_prob(x, t, sde)
-    err = (logp - exact).abs()
-    return {"mae": float(err.mean()), "max": float(err.max()), "nfe": nfe,
-            "s": time.perf_counter() - start}  # fmt: skip
+    seconds = time.perf_counter() - start
+    n, x_T = len(x), end["x_T"]
+    err = logp - mix.log_prob(x, times(n, t_min), sde)
+    mismatch = sde.prior_logp(x_T) - mix.log_prob(x_T, times(n, sde.T), sde)
+    solve = err - mismatch
+    return {"total": err.abs().mean(), "prior": mismatch.abs().mean(), "solve": solve.abs().mean(),
+            "solve_max": solve.abs().max(), "nfe": nfe, "s": seconds, "logp": logp}  # fmt: skip
+
+
+def budget(
+    sde: SDE, mix: GaussianMixture, x: torch.Tensor, exact: torch.Tensor, t_min: float, **kw
+):
+    """|log q_{t_min} − log q_0| and one-probe Hutchinson errors against the exact trace."""
+    n = len(x)
+    out = {"t_min": (mix.log_prob(x, times(n, t_min), sde) - mix.log_prob(x)).abs().mean()}
+    for probe in (RademacherProbe(), GaussianProbe()):
+        g = torch.Generator().manual_seed(0)
+        est, _ = ode_log_likelihood(
+            sde, mix.score_fn(sde), x, t_min=t_min, probe=probe, generator=g, **kw
+        )
+        out[repr(probe)] = (est - exact).abs().mean()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[7])
+    parser.add_argument("--data", nargs="+", default=["fresh16", "mixture64", "mixture2d", "ring"])
+    parser.add_argument("--seed", type=int, default=11, help="seed of the fresh16 mixture")
+    parser.add_argument("--sdes", nargs="+", default=["vp", "subvp", "ve", "ddpm_linear"])
+    parser.add_argument("--coordinates", nargs="+", default=list(COORDINATES))
+    parser.add_argument("--methods", nargs="+", default=["RK45"])
+    parser.add_argument("--tols", nargs="+", type=float, default=[1e-5], help="rtol = atol")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--t-min", type=float, default=1e-5)
+    parser.add_argument("--budget", action="store_true", help="t_min and Hutchinson columns")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sdes = {"vp": VPSDE(), "ddpm_linear": DiscreteVPSDE(linear_betas())}
-    print("| SDE | mixture seed | coordinates | MAE (nats) | max error | NFE | time (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for seed in args.seeds:
-        mixture = random_mixture(num_modes=4, dim=args.dim, seed=seed)
-        x = mixture.sample64(args.n, torch.Generator().manual_seed(seed + 100))
-        for name, sde in sdes.items():
-            for coords in (TimeCoordinates(), ScaledCoordinates()):
-                r = measure(sde, mixture, x, coords, args.t_min)
-                print(
-                    f"| {name} | {seed} | {coords!r} | {r['mae']:.4f} | {r['max']:.4f} | "
-                    f"{r['nfe']} | {r['s']:.1f} |"
-                )
+    print("| data | SDE | coordinates | method | tol | NFE | total | prior | solve | solve max "
+          "| time (s) |" + (" t_min | Hutchinson (Rademacher) | Hutchinson (Gaussian) |"
+          if args.budget else ""))  # fmt: skip
+    print("|---" * (11 + 3 * args.budget) + "|")
+    for data in args.data:
+        mix = mixture(data, args.seed)
+        x = mix.sample64(args.n, torch.Generator().manual_seed(args.seed + 100))
+        for sde_name in args.sdes:
+            sde = shipped("sde", sde_name)
+            for coords in args.coordinates:
+                for method in args.methods:
+                    for tol in args.tols:
+                        kw = {"coordinates": COORDINATES[coords], "method": method,
+                              "rtol": tol, "atol": tol}  # fmt: skip
+                        r = measure(sde, mix, x, args.t_min, **kw)
+                        row = (
+                            f"| {data} | {sde_name} | {coords} | {method} | {tol:g} | "
+                            f"{r['nfe']} | {r['total']:.4f} | {r['prior']:.4f} | "
+                            f"{r['solve']:.2e} | {r['solve_max']:.2e} | {r['s']:.1f} |"
+                        )
+                        if args.budget:
+                            b = budget(sde, mix, x, r["logp"], args.t_min, **kw)
+                            row += " | ".join(f" {v:.2e}" for v in b.values()) + " |"
+                        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ class DiscreteSchedule:
             raise ValueError(f"betas must be 1-D and non-empty, got shape {tuple(betas.shape)}")
         if betas.min() <= 0 or betas.max() >= 1:
             raise ValueError(f"betas must lie in (0, 1), got [{betas.min()}, {betas.max()}]")
+        if betas.numel() < 2:
+            raise ValueError(
+                f"T={betas.numel()}: a DDPM chain needs T >= 2 steps (the clipped log β̃_1 "
+                "borrows β̃_2, Ho et al. 2020)"
+            )
         self.betas = betas
         self.T = len(betas)
         self.alphas = 1.0 - betas
@@ -115,8 +120,8 @@ class LinearSchedule(DiscreteSchedule):
     """
 
     def __init__(self, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-        if T < 1:
-            raise ValueError(f"T={T} must be >= 1")
+        if T < 2:
+            raise ValueError(f"T={T} must be >= 2 (the clipped log β̃_1 borrows β̃_2)")
         if not 0 < beta_start < beta_end < 1:
             raise ValueError(
                 f"need 0 < beta_start={beta_start} < beta_end={beta_end} < 1 for a linear schedule"
@@ -133,8 +138,8 @@ class CosineSchedule(DiscreteSchedule):
     """ᾱ_t = cos²(((t/T + s)/(1 + s)) π/2) / cos²(s/(1+s) π/2), β_t clipped at ``max_beta``."""
 
     def __init__(self, T: int = 1000, s: float = 0.008, max_beta: float = 0.999):
-        if T < 1:
-            raise ValueError(f"T={T} must be >= 1")
+        if T < 2:
+            raise ValueError(f"T={T} must be >= 2 (the clipped log β̃_1 borrows β̃_2)")
         if s < 0:
             raise ValueError(f"s={s} must be >= 0")
         if not 0 < max_beta < 1:

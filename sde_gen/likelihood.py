@@ -28,9 +28,10 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
+from sde_gen.data.base import dequantize_levels
 from sde_gen.runtime import progress_bar
 from sde_gen.sde import SDE
-from sde_gen.sde.coordinates import ScaledCoordinates, TimeCoordinates
+from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
 
 __all__ = [
     "ScoreFn",
@@ -149,21 +150,26 @@ def ode_log_likelihood(
     """log p_{t_min}(x) per sample in nats (float64) and the number of score evaluations.
 
     log p_{t_min}(x) = log π(x_T) + ∫_{t_min}^T ∇·[f x − ½ g² s(x, t)] dt  (survey §4.3),
-    integrated by default in the scaled coordinates y = x/γ_t, u = log σ̃_t (``ScaledCoordinates``,
-    smooth where β(t) is not): there dy/du = F = σ̃ ε(γ y, t), and with the change of variables
-    log p_x = log p_y + D log|∂y/∂x|,
+    integrated by default for z = x/√(γ_t² + σ_t²) over φ = arctan σ̃_t (``AngleCoordinates``,
+    smooth where β(t) is not): there dz/dφ = F = (ε̂ − sin φ z)/cos φ, and with the change of
+    variables log p_x = log p_z + D log|∂z/∂x|,
 
-        log p_x(x) = log π(x_T) + D (ℓ(u_{t_min}) − ℓ(u_T)) + ∫ ∇_y·F du,   ℓ = log|∂y/∂x| = −log γ.
+        log p_x(x) = log π(x_T) + D (ℓ(φ_{t_min}) − ℓ(φ_T)) + ∫ ∇_z·F dφ,
+        ℓ = log|∂z/∂x| = −½ log(γ² + σ²).
 
-    ``coordinates=TimeCoordinates()`` integrates in t as written. The score is evaluated in the
-    dtype of ``x``; the ODE state lives in float64. ``probe`` (``RademacherProbe()`` when None,
-    or ``GaussianProbe()``, any ``Probe``) draws ``num_probes`` probes per sample once from
-    ``generator`` (Hutchinson only). One NFE is one call of ``score_fn`` on the whole batch.
-    ``method`` is one of ``METHODS``; a non-finite score, drift or divergence stops the solve
-    with a ValueError naming t.
+    ``coordinates=TimeCoordinates()`` integrates in t as written, ``ScaledCoordinates()`` in
+    y = x/γ over log σ̃. With the exact score the answer is log q_{t_min}(x) + log π(x_T)
+    − log q_T(x_T): the prior mismatch is the model's, not the integrator's (to first order in
+    γ_T, γ_T (E x0)·x_T/s², about √(2/π) γ_T |E x0|/s nats for π = N(0, s² I)).
+
+    The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe``
+    (``RademacherProbe()`` when None, or ``GaussianProbe()``, any ``Probe``) draws ``num_probes``
+    probes per sample once from ``generator`` (Hutchinson only). One NFE is one call of
+    ``score_fn`` on the whole batch. ``method`` is one of ``METHODS``; a non-finite score, drift
+    or divergence stops the solve with a ValueError naming t.
     """
     probe = RademacherProbe() if probe is None else probe
-    coords = ScaledCoordinates() if coordinates is None else coordinates
+    coords = AngleCoordinates() if coordinates is None else coordinates
     _check_options(sde, x, rtol, atol, t_min, num_probes, probe, method)
     shape, dtype, device = x.shape, x.dtype, x.device
     batch, n_x, dim = shape[0], x.numel(), x[0].numel()
@@ -216,9 +222,8 @@ def ode_log_likelihood(
 
 def dequantize(x: Tensor, num_bins: int, generator: torch.Generator | None = None) -> Tensor:
     """y = x + Δ(u − ½), u ~ U(0, 1)^D, Δ = 2/(num_bins − 1): uniform noise over x's bin."""
-    width = 2.0 / (num_bins - 1)
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return x + width * (u - 0.5)
+    return dequantize_levels(x, u, num_bins)
 
 
 def nats_to_bits_per_dim(logp: Tensor, dim: int, num_bins: int | None = None) -> Tensor:

@@ -149,3 +149,19 @@ def test_bad_steps():
         sched.q_sample(x, torch.tensor([1, 11]), x)
     with pytest.raises(ValueError, match="integer"):
         sched.q_sample(x, torch.tensor([0.5, 0.5]), x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DiscreteSchedule(torch.tensor([0.5])),
+        lambda: LinearSchedule(T=1),
+        lambda: CosineSchedule(T=1),
+    ],
+    ids=["betas", "linear", "cosine"],
+)
+def test_single_step_chain_is_a_named_error(make):
+    """T = 1 has no β̃_2 for the clipped log-variance: a ValueError naming T, not the IndexError
+    that posterior_mean_variance (the VLB, the ancestral sampler) raised at t = 1."""
+    with pytest.raises(ValueError, match="T=1"):
+        make()

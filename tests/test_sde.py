@@ -198,6 +198,16 @@ def test_coefficients_are_the_schedule_functions():
             assert torch.equal(getattr(c, name), getattr(sde, name)(t)), name
 
 
+def test_ve_log_snr_inverse_is_closed_form():
+    """VE's closed-form inverse t(λ) = log1p(e^{−λ}/σ_min²)/(2 log(σ_max/σ_min)) equals the
+    generic bisection and inverts log_snr from t = 1e-6 to T."""
+    ve = VESDE(0.01, 50.0)
+    t = torch.logspace(-6, 0, 60, dtype=torch.float64)
+    lam = ve.log_snr(t)
+    assert torch.allclose(ve.t_from_log_snr(lam), t, rtol=1e-10)
+    assert torch.allclose(ve.t_from_log_snr(lam), SDE.t_from_log_snr(ve, lam), rtol=1e-9)
+
+
 def test_subvp_closed_forms_are_its_own():
     """Sub-VP composes the linear β of VP but none of VP's closed forms: its log-SNR and inverse
     equal the generic λ = 2 log γ − log σ² and its bisection inverse."""

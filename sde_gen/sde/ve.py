@@ -42,6 +42,12 @@ class VESDE(SDE):
     def _sigma2(self, t: Tensor) -> Tensor:
         return self.sigma_min**2 * torch.expm1(2 * self._log_ratio * t / self.T)
 
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Closed-form inverse: σ_t² = e^{−λ}, t = T log1p(e^{−λ}/σ_min²)/(2 log(σ_max/σ_min))."""
+        lam = log_snr.to(torch.float64)
+        t = torch.log1p(torch.exp(-lam) / self.sigma_min**2) * self.T / (2 * self._log_ratio)
+        return t.to(log_snr.dtype)
+
     @property
     def prior_std(self) -> float:
         return self.sigma_max

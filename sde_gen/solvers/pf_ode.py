@@ -16,11 +16,18 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.sde.coordinates import ScaledCoordinates, TimeCoordinates
+from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
 from sde_gen.solvers.base import CountedScore, Solver, check_int
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
-__all__ = ["PFODE", "ScipyODE", "TorchsdeODE", "TimeCoordinates", "ScaledCoordinates"]
+__all__ = [
+    "PFODE",
+    "ScipyODE",
+    "TorchsdeODE",
+    "TimeCoordinates",
+    "ScaledCoordinates",
+    "AngleCoordinates",
+]
 
 # solve_ivp methods and their order (BDF, LSODA: the highest order they switch to)
 SCIPY_METHODS = {"RK45": 5.0, "RK23": 3.0, "DOP853": 8.0, "Radau": 5.0, "BDF": 5.0, "LSODA": 12.0}
@@ -36,10 +43,11 @@ def _check_tol(name: str, value: float) -> float:
 class ScipyODE:
     """``solve_ivp`` on the whole batch flattened into one state vector (float64).
 
-    ``coordinates``: ``TimeCoordinates()`` (x in t, the default) or ``ScaledCoordinates()``
-    (x/γ in log σ̃: smooth for discrete schedules). Implicit methods get the Jacobian's
-    block-diagonal structure (samples are independent), so a finite-difference Jacobian costs one
-    evaluation per data dimension, not per state entry.
+    ``coordinates``: ``TimeCoordinates()`` (x in t, the default), ``ScaledCoordinates()``
+    (x/γ in log σ̃: smooth for discrete schedules) or ``AngleCoordinates()`` (x/√(γ²+σ²) in
+    arctan σ̃: smooth too, and the fewest evaluations, docs/results.md). Implicit methods get the
+    Jacobian's block-diagonal structure (samples are independent), so a finite-difference Jacobian
+    costs one evaluation per data dimension, not per state entry.
     """
 
     adaptive = True
@@ -65,7 +73,8 @@ class ScipyODE:
         self.coordinates = TimeCoordinates() if coordinates is None else coordinates
         if not isinstance(self.coordinates, TimeCoordinates):
             raise ValueError(
-                f"coordinates={coordinates!r} must be TimeCoordinates or ScaledCoordinates"
+                f"coordinates={coordinates!r} must be TimeCoordinates, ScaledCoordinates or "
+                "AngleCoordinates"
             )
 
     def expected_nfe(self) -> None:
