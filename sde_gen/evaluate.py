@@ -8,7 +8,8 @@ With a checkpoint the SDE, network (EMA weights unless ``ema=false``) and data s
 ones. Without one, ``data=`` must be a Gaussian mixture and its exact score drives the ODE; the
 exact log q_{t_min}(x) is then reported beside the ODE estimate. Discrete data (``num_bins``) are
 dequantized (``num_dequant`` draws) and reported in bits/dim of the original levels; for a discrete
-DDPM model (``sde=ddpm_*``) the VLB in bits/dim is reported too (``vlb=true``).
+DDPM model (``sde=ddpm_*``) or a VDM model (``sde=vdm``) the variational bound in bits/dim is
+reported too (``vlb=true``).
 Writes ``summary.json`` into the run directory and prints one summary line.
 """
 
@@ -30,6 +31,7 @@ from sde_gen.cli import run_cli, user_errors
 from sde_gen.data.base import TensorData
 from sde_gen.distributed import close_world, gather_objects, init_world
 from sde_gen.likelihood import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
+from sde_gen.losses.vdm import vdm_vlb
 from sde_gen.runtime import (
     check_memory,
     choose_threads,
@@ -37,13 +39,20 @@ from sde_gen.runtime import (
     write_summary,
 )
 from sde_gen.score_source import load_score_source, names_data
-from sde_gen.sde import SDE, DiscreteVPSDE
+from sde_gen.sde import SDE, VDMSDE, DiscreteVPSDE
 from sde_gen.settings import EvalConfig, settings_from
 from sde_gen.sharding import map_chunks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["likelihood_report", "batch_likelihood", "vlb_bits_per_dim", "run_evaluation", "main"]
+__all__ = [
+    "likelihood_report",
+    "batch_likelihood",
+    "vlb_bits_per_dim",
+    "vlb_bpd",
+    "run_evaluation",
+    "main",
+]
 
 
 def batch_likelihood(
@@ -158,6 +167,20 @@ def vlb_nats(
     return vlb(model, schedule_of(model), batch, num_bins, generator, large_variance).cpu()
 
 
+def vlb_bpd(
+    model: torch.nn.Module, batch: torch.Tensor, num_bins: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """The model's variational bound in bits/dim per sample (on the CPU): L_vlb of a DDPM chain
+    (its decoder integrates over the bins), or VDM's continuous-time bound (``vdm_vlb``; discrete
+    data dequantised, bits/dim of the levels as ``nats_to_bits_per_dim``)."""
+    dim = batch[0].numel()
+    if isinstance(model.sde, VDMSDE):
+        return nats_to_bits_per_dim(
+            -vdm_vlb(model, batch, num_bins, generator).cpu(), dim, num_bins
+        )
+    return vlb_nats(model, batch, num_bins, generator) / (dim * math.log(2.0))
+
+
 def run_evaluation(
     cfg: DictConfig, out_dir: Path, data_chosen: bool = False
 ) -> dict[str, Any] | None:
@@ -183,8 +206,8 @@ def run_evaluation(
     # the ODE state in float64 (a few solver stages) and the network's graph for the divergence
     per = bytes_per_sample(src.model, src.data, src.dtype, device, grad=True, copies=16)
     check_memory("batch_size", min(settings.batch_size, len(x)), per, device)
-    vlb_on = settings.vlb and isinstance(src.sde, DiscreteVPSDE) and src.model is not None
-    if vlb_on and src.data.num_bins is None:
+    vlb_on = settings.vlb and isinstance(src.sde, (DiscreteVPSDE, VDMSDE)) and src.model is not None
+    if vlb_on and isinstance(src.sde, DiscreteVPSDE) and src.data.num_bins is None:
         raise ValueError("vlb=true needs discrete data (num_bins); set vlb=false")
     main_bar = settings.progress and world.is_main
     ode_kwargs = {
@@ -204,7 +227,7 @@ def run_evaluation(
             src.sde, src.score_fn, batch, src.data.num_bins, settings.num_dequant, generator,
             **ode_kwargs,
         )  # fmt: skip
-        vlb = vlb_nats(src.model, batch, src.data.num_bins, generator) if vlb_on else None
+        vlb = vlb_bpd(src.model, batch, src.data.num_bins, generator) if vlb_on else None
         return {"nll": nll, "bpd": bpd, "nfe": nfe, "vlb": vlb}
 
     start = time.perf_counter()
@@ -238,8 +261,7 @@ def run_evaluation(
         summary["nll_exact_nats"] = float(-src.data.exact.log_prob(x, t, src.sde).mean())
     summary["vlb_bpd"] = None
     if vlb_on:
-        vlb = torch.cat([p["vlb"] for p in parts])
-        summary["vlb_bpd"] = float(vlb.mean() / (x[0].numel() * math.log(2.0)))
+        summary["vlb_bpd"] = float(torch.cat([p["vlb"] for p in parts]).mean())
     write_summary(out_dir, summary)
     return summary
 

@@ -136,6 +136,8 @@ class TrainingLoop:
             self.world.size,
         )
         self.train_model, self.ddp = self._train_model(settings)
+        inside = {id(p) for p in self.model.eps_net.parameters()}
+        self._outside_ddp = [p for p in self.params if id(p) not in inside]
         self.step, self._serving = 0, False
         self._window = torch.zeros(2, dtype=torch.float64, device=device)  # Σ loss, count
         self._first_bad = torch.zeros(3, dtype=torch.float64, device=device)  # step, what, value
@@ -211,6 +213,10 @@ class TrainingLoop:
                 feedback.append(gather_rows(out.feedback, b))
         if self.loss_fn.needs_feedback:
             self.loss_fn.update(self.model, draws, torch.cat(feedback))
+        if self.ddp is not None:  # DDP averages the network's gradients, not a learned SDE's
+            for p in self._outside_ddp:
+                p.grad = all_reduce_sum(p.grad if p.grad is not None else torch.zeros_like(p))
+                p.grad /= w.size
         return total
 
     def _plain_step(self, x0: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from sde_gen.losses.discrete import (
 from sde_gen.losses.dsm import DSMLoss
 from sde_gen.losses.step_samplers import LossAwareStepSampler, StepSampler, UniformStepSampler
 from sde_gen.losses.time_samplers import ImportanceTimeSampler, TimeSampler, UniformTimeSampler
+from sde_gen.losses.vdm import VDMLoss, vdm_vlb
 from sde_gen.losses.weighting import (
     LikelihoodWeighting,
     OnesWeighting,
@@ -32,6 +33,8 @@ from sde_gen.losses.weighting import (
 
 __all__ = [
     "DSMLoss",
+    "VDMLoss",
+    "vdm_vlb",
     "TimeSampler",
     "UniformTimeSampler",
     "ImportanceTimeSampler",

@@ -21,9 +21,14 @@ class ScoreModel(nn.Module):
         self.eps_net = eps_net
         self.sde = sde
 
-    def eps_and_extra(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
-        """ε_θ(x, t) and, for learned-variance networks, the extra output v (else None)."""
-        out = self.eps_net(x, t.to(x.dtype))
+    def eps_and_extra(
+        self, x: Tensor, t: Tensor, level: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """ε_θ(x, t) and, for learned-variance networks, the extra output v (else None). The
+        network sees ``sde.network_time(t)`` (t itself but for a learned schedule), or ``level``
+        when given (a loss that has it already, with its gradient)."""
+        net_t = self.sde.network_time(t) if level is None else level
+        out = self.eps_net(x, net_t.to(x.dtype))
         if out.shape == x.shape:
             return out, None
         if (
@@ -37,9 +42,9 @@ class ScoreModel(nn.Module):
             "expected the input shape (or twice its channels for a learned variance)"
         )
 
-    def eps(self, x: Tensor, t: Tensor) -> Tensor:
-        """ε_θ(x, t)."""
-        return self.eps_and_extra(x, t)[0]
+    def eps(self, x: Tensor, t: Tensor, level: Tensor | None = None) -> Tensor:
+        """ε_θ(x, t) (``level``: as in ``eps_and_extra``)."""
+        return self.eps_and_extra(x, t, level)[0]
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """s_θ(x, t) = −ε_θ(x, t) / σ_t."""

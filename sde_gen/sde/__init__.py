@@ -9,6 +9,7 @@ from sde_gen.sde.base import SDE, Coefficients, TorchsdeForward, expand_as
 from sde_gen.sde.conversions import drift, eps_from_score, score_from_eps, x0_from_score
 from sde_gen.sde.discrete import DiscreteVPSDE
 from sde_gen.sde.linear import LinearSDE, Polynomial
+from sde_gen.sde.vdm import VDMSDE, LearnedNegLogSNR, NegLogSNR
 from sde_gen.sde.ve import VESDE
 from sde_gen.sde.vp import VPSDE, LinearBeta, SubVPSDE
 
@@ -21,6 +22,9 @@ __all__ = [
     "VESDE",
     "LinearSDE",
     "DiscreteVPSDE",
+    "VDMSDE",
+    "NegLogSNR",
+    "LearnedNegLogSNR",
     "Polynomial",
     "TorchsdeForward",
     "expand_as",

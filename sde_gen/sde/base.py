@@ -161,6 +161,11 @@ class SDE(ABC):
             self._sigma2(t64).clamp_min(0).sqrt().to(dtype),
         )
 
+    def network_time(self, t: Tensor) -> Tensor:
+        """The time input of the ε-network at times t: t itself (a learned schedule gives the
+        noise level instead, ``VDMSDE.network_time``)."""
+        return t
+
     def log_snr(self, t: Tensor) -> Tensor:
         """λ_t = log(γ_t² / σ_t²) (−∞ excluded: use t > 0)."""
         return self._eval(lambda s: 2 * self._log_gamma(s) - torch.log(self._sigma2(s)), t)
