@@ -24,7 +24,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.build import bytes_per_sample, instantiate_group
 from sde_gen.cli import run_cli, user_errors
@@ -187,6 +187,34 @@ def save_plots(
     return paths
 
 
+def calibrate_solver(
+    solver: Any, src: ScoreSource, cfg: DictConfig, data_chosen: bool, device: torch.device
+) -> dict[str, Any]:
+    """A solver that declares ``needs_data`` (Analytic-DPM) estimates its moments once on the
+    score source's data (the training set of a checkpoint, exact mixture samples), cached beside
+    the checkpoint unless ``solver.cache_dir`` says where; returns its cost for the summary."""
+    if not getattr(solver, "needs_data", False):
+        return {}
+    source, folder = src.origin, None
+    if cfg.checkpoint:
+        stat = Path(cfg.checkpoint).stat()
+        source += f":{stat.st_size}:{stat.st_mtime_ns}:ema={cfg.ema}"
+        folder = Path(cfg.checkpoint).parent / "calibration"
+    if data_chosen or not cfg.checkpoint:
+        source += ":" + OmegaConf.to_yaml(cfg.data, resolve=True)
+    found = solver.calibrate(
+        src.sde, src.score_fn, src.data.sample, source, folder, src.dtype, device
+    )
+    log.info(
+        "calibration: %d score evaluations, %.2fs (%s)", found.nfe, found.seconds, found.origin
+    )
+    return {
+        "calibration_nfe": found.nfe,
+        "calibration_s": found.seconds,
+        "calibration": found.origin,
+    }
+
+
 def check_outputs(settings: SampleConfig, shape: tuple[int, ...], chunks: int, solver: Any) -> None:
     """Options that need image samples, and a recorded path that chunks can share."""
     images = len(shape) == 3 and shape[0] in (1, 3)
@@ -242,6 +270,7 @@ def run_sampling(
     )
     check_memory("n", n, kept, torch.device("cpu"))
     threads = choose_threads(settings.threads, device, src.model)
+    calibration = calibrate_solver(solver, src, cfg, data_chosen, device)
     net = None
     if settings.features is not None:
         net = instantiate_group("features", settings.features).to(device)
@@ -296,6 +325,7 @@ def run_sampling(
         "data_shape": list(shape),
         "finite": finite,
         "threads": threads,
+        **calibration,
     }
     if settings.checkpoint:
         summary["ema"] = settings.ema

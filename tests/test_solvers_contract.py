@@ -77,6 +77,14 @@ def load(name: str, steps: int | None = None):
     return hydra.utils.instantiate(cfg)
 
 
+def ready(solver, sde):
+    """A solver that needs data (Analytic-DPM: ``needs_data``) calibrated on the test's Gaussian
+    with its exact score, as ``sde-gen-sample`` calibrates it on the score source's data."""
+    if getattr(solver, "needs_data", False):
+        solver.calibrate(sde, data().score_fn(sde), data().sample64)
+    return solver
+
+
 def x_T(sde, n: int = 400, seed: int = 0) -> torch.Tensor:
     return sde.prior_sample((n, 2), torch.Generator().manual_seed(seed), dtype=F64)
 
@@ -101,7 +109,7 @@ def test_config_names():
 def test_every_config_samples_the_data_mean(name, sde):
     """Each yaml instantiates and, with 40 steps, draws samples whose mean is μ within 0.25
     (4 SE of the sample mean is 0.1) and whose std is s = 0.5 within 0.15."""
-    solver = load(name, **SMALL)
+    solver = ready(load(name, **SMALL), sde)
     res = solver(sde, data().score_fn(sde), x_T(sde), generator=torch.Generator().manual_seed(1))
     assert res.x0.shape == (400, 2) and res.x0.dtype == F64
     assert (res.x0.mean(0) - MU[0]).abs().max() < 0.25, res.x0.mean(0)
@@ -113,7 +121,7 @@ def test_every_config_samples_the_data_mean(name, sde):
 def test_seed_and_record(name):
     """Same seed → same samples; record=True changes nothing but the record."""
     sde = VPSDE()
-    solver = load(name, steps=6)
+    solver = ready(load(name, steps=6), sde)
     score = data().score_fn(sde)
     xt = x_T(sde, n=16)
     a = solver(sde, score, xt, generator=torch.Generator().manual_seed(5))
@@ -176,7 +184,7 @@ def test_every_config_spends_its_expected_nfe(name):
         calls.append(t)
         return data().score(x, t, sde)
 
-    solver = load(name, steps=6)
+    solver = ready(load(name, steps=6), sde)  # the calibration's evaluations are not sampling's
     res = solver(sde, score, x_T(sde, n=4), generator=torch.Generator().manual_seed(0))
     expected = solver.expected_nfe()
     assert res.nfe == len(calls)
@@ -193,7 +201,7 @@ def test_every_config_spends_its_expected_nfe(name):
 def test_stochastic_solvers_depend_on_the_seed_and_only_they(name):
     """Different generator seeds: different samples iff the solver declares ``stochastic``."""
     sde = VPSDE()
-    solver = load(name, steps=6)
+    solver = ready(load(name, steps=6), sde)
     score = data().score_fn(sde)
     xt = x_T(sde, n=8)
     a = solver(sde, score, xt, generator=torch.Generator().manual_seed(5)).x0
@@ -261,7 +269,7 @@ def _bad_shape_score(x, t):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_bad_score_stops_with_a_clear_error(name):
     sde = VPSDE()
-    solver = load(name, steps=4)
+    solver = ready(load(name, steps=4), sde)
     with pytest.raises(ValueError, match=r"t=1 .*NaN"):
         solver(sde, _nan_score, x_T(sde, n=3))
     with pytest.raises(ValueError, match=r"t=1 returned shape \(3, 1\), expected \(3, 2\)"):

@@ -24,6 +24,7 @@ from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
 from sde_gen.losses.step_samplers import StepSampler, UniformStepSampler
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
+from sde_gen.sde.reverse_variance import learned_log_variance
 
 __all__ = [
     "SimpleLoss",
@@ -57,11 +58,11 @@ def schedule_of(model: ScoreModel, schedule: DiscreteSchedule | None = None) -> 
 
 
 def _learned_log_variance(schedule: DiscreteSchedule, v: Tensor, steps: Tensor) -> Tensor:
-    """log Σ = v log β_t + (1 − v) log β̃_t, v = sigmoid(out) (Nichol & Dhariwal 2021, eq. 15)."""
-    frac = torch.sigmoid(v)
+    """log Σ = v log β_t + (1 − v) log β̃_t, v = sigmoid(out) (Nichol & Dhariwal 2021, eq. 15),
+    with β̃_1 = 0 replaced by β̃_2 (the clipped log β̃); the sampler uses the same function."""
     log_max = schedule._at(torch.log(schedule.betas), steps, v)
     log_min = schedule._at(schedule.posterior_log_variance_clipped, steps, v)
-    return frac * log_max + (1 - frac) * log_min
+    return learned_log_variance(v, log_max, log_min)
 
 
 def _fixed_log_variance(

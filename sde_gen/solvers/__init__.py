@@ -2,7 +2,8 @@
 ``solver(sde, score_fn, x_T, generator=None, record=False) -> SampleResult``."""
 
 from sde_gen.solvers.adaptive import AdaptiveDPM, AdaptiveUniPC
-from sde_gen.solvers.ancestral import Ancestral
+from sde_gen.solvers.analytic_dpm import AnalyticDPM
+from sde_gen.solvers.ancestral import Ancestral, Variance
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, SampleResult, Solver
 from sde_gen.solvers.ddim import DDIM
 from sde_gen.solvers.dpm_solver import DPMSolver
@@ -34,6 +35,8 @@ __all__ = [
     "SampleResult",
     "FinalStep",
     "Ancestral",
+    "AnalyticDPM",
+    "Variance",
     "EulerMaruyama",
     "PredictorCorrector",
     "ReverseDiffusionPredictor",

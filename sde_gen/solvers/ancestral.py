@@ -4,25 +4,39 @@ Between grid points s < t the chain has α_t = γ_{t|s}², β_t = σ_{t|s}² (``
 and with ε_θ = −σ_t s_θ
 x_s = 1/√α_t (x_t − β_t/σ_t ε_θ) + σ z = (x_t + β_t s_θ(x_t, t)) / γ_{t|s} + σ z,
 Tweedie's estimate of x_s from x_t = γ_{t|s} x_s + σ_{t|s} z, i.e. the posterior mean of
-q(x_s | x_t, x̂0). σ² = β_t (``variance: beta``) or β̃_t = σ_{t|s}² σ_s²/σ_t²
-(``variance: beta_tilde``, ``sde.posterior``).
+q(x_s | x_t, x̂0). σ² = β_t (``variance: beta``), β̃_t = σ_{t|s}² σ_s²/σ_t² (``variance:
+beta_tilde``, ``sde.posterior``) or the model's own (``variance: learned``): iDDPM's
+log σ² = v log β_t + (1 − v) log β̃_t with v from the network's extra output, on any grid with the
+step's own β_t and β̃_t as iDDPM's respacing does.
 """
 
 from __future__ import annotations
 
 import math
+from enum import Enum
 
 import torch
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.sde.conversions import x0_from_score
+from sde_gen.sde.conversions import score_from_eps, x0_from_score
+from sde_gen.sde.reverse_variance import learned_log_variance
 from sde_gen.solvers.base import FixedStepSolver, StepContext
 from sde_gen.solvers.grids import Grid
 
-__all__ = ["Ancestral"]
+__all__ = ["Ancestral", "Variance"]
 
-VARIANCES = ("beta", "beta_tilde")
+
+class Variance(str, Enum):
+    """σ² of a step t → s (option ``variance``): β = σ²_{t|s}, β̃ = σ²_{t|s} σ_s²/σ_t², or
+    ``learned`` (Nichol & Dhariwal 2021, eq. 15: needs a model with a learned variance)."""
+
+    BETA = "beta"
+    BETA_TILDE = "beta_tilde"
+    LEARNED = "learned"
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 class Ancestral(FixedStepSolver):
@@ -45,16 +59,18 @@ class Ancestral(FixedStepSolver):
         steps: int = 1000,
         t_min: float = 1e-3,
         grid: Grid | None = None,
-        variance: str = "beta",
+        variance: Variance | str = Variance.BETA,
         denoise_final: bool = True,
         progress: bool = False,
     ):
         super().__init__(
             steps=steps, t_min=t_min, grid=grid, denoise_final=denoise_final, progress=progress
         )
-        if variance not in VARIANCES:
-            raise ValueError(f"variance={variance!r} is not one of {VARIANCES}")
-        self.variance = variance
+        try:
+            self.variance = Variance(variance)
+        except ValueError:
+            choices = tuple(v.value for v in Variance)
+            raise ValueError(f"variance={variance!r} is not one of {choices}") from None
 
     def time_grid(self, sde: SDE) -> Tensor:
         if not self.denoise_final:
@@ -66,8 +82,33 @@ class Ancestral(FixedStepSolver):
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
         gamma_ts, beta = ctx.transition(t, s)
-        mean = x0_from_score(x, ctx.score(x, t), gamma_ts, math.sqrt(beta))
+        if self.variance is Variance.LEARNED:
+            eps, v = ctx.score.eps_and_extra(x, t)
+            score = score_from_eps(eps, ctx.sigma(t))
+        else:
+            score, v = ctx.score(x, t), None
+        mean = x0_from_score(x, score, gamma_ts, math.sqrt(beta))
         if ctx.is_last:
             return mean
-        var = beta if self.variance == "beta" else ctx.posterior_variance(t, s)
-        return mean + math.sqrt(var) * ctx.noise(x)
+        return mean + self.std(ctx, t, s, v) * ctx.noise(x)
+
+    def std(self, ctx: StepContext, t: float, s: float, v: Tensor | None) -> float | Tensor:
+        """σ of the noise added on the step t → s (``v``: the model's variance output)."""
+        if self.variance is Variance.BETA:
+            return math.sqrt(ctx.transition(t, s)[1])
+        if self.variance is Variance.BETA_TILDE:
+            return math.sqrt(ctx.posterior_variance(t, s))
+        return torch.exp(0.5 * self.learned_step_log_variance(ctx, t, s, v))
+
+    @staticmethod
+    def learned_step_log_variance(ctx: StepContext, t: float, s: float, v: Tensor) -> Tensor:
+        """log σ² = learned_log_variance(v, log β, log β̃) of the step t → s. Where β̃ = 0 (a step
+        onto σ_s = 0: the chain's first step) β̃ of the grid's step before it (ending at t) stands
+        in, as the clipped log β̃ of the loss does (β̃_1 → β̃_2 on the DDPM chain)."""
+        beta_tilde = ctx.posterior_variance(t, s)
+        if beta_tilde <= 0 and ctx.index > 0:
+            beta_tilde = ctx.posterior_variance(float(ctx.times[ctx.index - 1]), t)
+        if beta_tilde <= 0:
+            raise ValueError(f"β̃ = 0 on the step t={t} → s={s} and no earlier step to stand in")
+        log_beta = math.log(ctx.transition(t, s)[1])
+        return learned_log_variance(v, log_beta, math.log(beta_tilde))

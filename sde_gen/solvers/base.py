@@ -70,7 +70,8 @@ class FinalStep(str, Enum):
 
 
 class CountedScore:
-    """score_fn(x, t) at one scalar time, counting evaluations and checking the output."""
+    """score_fn(x, t) at one scalar time, counting evaluations and checking the output; a model
+    with a learned variance also gives (ε_θ, v) in one counted evaluation (``eps_and_extra``)."""
 
     def __init__(self, score_fn: ScoreFn, progress: bool = False):
         if not callable(score_fn):
@@ -80,24 +81,48 @@ class CountedScore:
         self.bar = progress_bar(unit="nfe", desc="score evaluations") if progress else None
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
+        t_vec = self._count(x, t)
+        return self._checked(self.score_fn(x, t_vec), x, t_vec, "score_fn")
+
+    def eps_and_extra(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """(ε_θ(x, t), v) of a learned-variance model (``ScoreModel.eps_and_extra``): one
+        evaluation; a ValueError when ``score_fn`` has no learned variance."""
+        name = type(self.score_fn).__name__
+        model = getattr(self.score_fn, "eps_and_extra", None)
+        if model is None:
+            raise ValueError(
+                f"variance='learned' needs a model with a learned variance (a ScoreModel whose "
+                f"network has learn_variance=true), got score_fn={name}"
+            )
+        t_vec = self._count(x, t)
+        eps, v = model(x, t_vec)
+        if v is None:
+            raise ValueError(f"variance='learned': {name} has no variance output (learn_variance)")
+        return self._checked(eps, x, t_vec, "ε_θ"), self._checked(v, x, t_vec, "v")
+
+    def _count(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """One more evaluation at t, as a vector of shape (B,) like x."""
         if isinstance(t, Tensor) and t.ndim == 1:
             t_vec = t.to(device=x.device, dtype=x.dtype)
         else:
             t_vec = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        out = self.score_fn(x, t_vec)
         self.nfe += 1
-        t_show = float(t_vec[0]) if t_vec.numel() else float("nan")
         if self.bar is not None:
             self.bar.update()
-            self.bar.set_postfix(t=f"{t_show:.4g}", refresh=False)
+            self.bar.set_postfix(t=f"{float(t_vec[0]) if len(t_vec) else 0:.4g}", refresh=False)
+        return t_vec
+
+    @staticmethod
+    def _checked(out: Any, x: Tensor, t_vec: Tensor, name: str) -> Tensor:
+        t_show = float(t_vec[0]) if t_vec.numel() else float("nan")
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
-                f"score_fn at t={t_show:.6g} returned shape {got}, expected {tuple(x.shape)}"
+                f"{name} at t={t_show:.6g} returned shape {got}, expected {tuple(x.shape)}"
             )
         if not bool(torch.isfinite(out).all()):
             raise ValueError(
-                f"score_fn at t={t_show:.6g} returned NaN or inf (output shape {tuple(out.shape)})"
+                f"{name} at t={t_show:.6g} returned NaN or inf (output shape {tuple(out.shape)})"
             )
         return out
 

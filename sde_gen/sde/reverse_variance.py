@@ -1,0 +1,58 @@
+"""The variance of a reverse step p(x_s | x_t) = N(μ̃(x_t, x̂0), Σ I), s < t (survey §3.1).
+
+Beside the fixed choices β = σ²_{t|s} and β̃ = σ²_{t|s} σ_s²/σ_t² (``SDE.transition``,
+``SDE.posterior``), two are computed:
+
+learned (Nichol & Dhariwal 2021, eq. 15): log Σ = v log β + (1 − v) log β̃, v = sigmoid(out),
+    from the network's extra output; the loss (``losses/discrete.py``) and the sampler
+    (``solvers/ancestral.py``) both call ``learned_log_variance``.
+optimal (Bao et al. 2022, Theorem 1): for q_λ(x_s | x_t, x0) = N(μ̃_λ, λ² I) the KL-optimal
+    isotropic variance is σ*² = λ² + (√(σ_t²/α) − √(σ_s² − λ²))² (1 − Γ_t), α = γ_{t|s}²,
+    Γ_t = E_{q_t} ‖E[ε | x_t]‖²/d, estimated by E‖ε_θ(x_t, t)‖²/d (``optimal_variance``); the
+    paper's β̄_n, β̄_{n−1} are σ_t², σ_s² and the formula holds for any pair s < t (skip steps).
+    Its bounds (Theorem 2) are bounds on Γ_t (``ms_eps_range``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["learned_log_variance", "optimal_variance", "ms_eps_range"]
+
+
+def learned_log_variance(
+    v: Tensor, log_beta: Tensor | float, log_beta_tilde: Tensor | float
+) -> Tensor:
+    """log Σ = s log β + (1 − s) log β̃ with s = sigmoid(v) for the network's raw extra output v
+    (Nichol & Dhariwal 2021, eq. 15; they write s = (v + 1)/2: both give s = ½ at v = 0)."""
+    frac = torch.sigmoid(v)
+    return frac * log_beta + (1 - frac) * log_beta_tilde
+
+
+def optimal_variance(
+    lambda2: float, sigma_t2: float, sigma_s2: float, alpha: float, ms_eps: float
+) -> float:
+    """σ*² = λ² + (√(σ_t²/α) − √(σ_s² − λ²))² (1 − Γ_t) (Bao et al. 2022, Theorem 1), for a step
+    s < t with α = γ_{t|s}², λ² ≤ σ_s² the variance of q_λ(x_s | x_t, x0) (λ² = β̃: DDPM) and
+    Γ_t = ``ms_eps`` = E‖ε_θ(x_t, t)‖²/d. The second term is c² Cov[x0 | x_t] averaged over x_t,
+    with c the coefficient of x0 in μ̃_λ and E tr Cov[x0 | x_t]/d = (σ_t²/γ_t²)(1 − Γ_t)."""
+    gap = math.sqrt(sigma_t2 / alpha) - math.sqrt(max(sigma_s2 - lambda2, 0.0))
+    return lambda2 + gap**2 * (1.0 - ms_eps)
+
+
+def ms_eps_range(
+    gamma_t: float, sigma_t: float, half_width: float | None = None
+) -> tuple[float, float]:
+    """The interval Theorem 2 of Bao et al. (2022) allows for Γ_t = E‖E[ε | x_t]‖²/d.
+
+    Always [0, 1] (so λ² ≤ σ*² ≤ λ² + (√(σ_t²/α) − √(σ_s² − λ²))²); for data in [a, b]^d with
+    ``half_width`` = (b − a)/2, Cov[x0 | x_t] ≤ ((b − a)/2)² raises the lower end to
+    1 − γ_t² ((b − a)/2)²/σ_t² (their bound for bounded data).
+    """
+    low = 0.0
+    if half_width is not None:
+        low = max(low, 1.0 - (gamma_t * half_width / sigma_t) ** 2)
+    return low, 1.0
