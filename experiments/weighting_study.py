@@ -33,6 +33,7 @@ from digits_study import (
     ROOT,
     FeatureSpace,
     add_training_arguments,
+    analytic_vlb,
     arm_config,
     cached_eval,
     train_arm,
@@ -42,9 +43,9 @@ from omegaconf import DictConfig
 from sde_gen.build import match_bins
 from sde_gen.checkpoint import load_score_model
 from sde_gen.data import Digits
-from sde_gen.evaluate import likelihood_report, vlb_bits_per_dim
+from sde_gen.evaluate import likelihood_report, vlb_bits_per_dim, vlb_bpd
 from sde_gen.plotting import plot_image_grid
-from sde_gen.sde import DiscreteVPSDE
+from sde_gen.sde import VDMSDE, DiscreteVPSDE
 from sde_gen.solvers import EulerMaruyama
 
 LIKELIHOOD_IS = ["sde=vp", "loss=dsm", "loss/weighting=likelihood", "loss/time_sampler=importance"]
@@ -79,6 +80,8 @@ ARMS = {  # name: (overrides, label); the DDPM arm is the only one with a VLB
         "λ = σ² (uniform t), dequantized training data",
     ),
     "likelihood_is_deq": ([*LIKELIHOOD_IS, DEQ], "λ = β (IS), dequantized training data"),
+    # VDM: the continuous VLB (λ = g² DSM up to ½) with a learned schedule, dequantized inside
+    "vdm": (["sde=vdm", "loss=vdm"], "VDM (learned schedule, continuous VLB)"),
 }
 EVAL_KEYS = ("steps", "batch_size", "seed", "n_eval", "num_dequant", "n_samples", "sample_steps")
 """A finished arm's evaluation is reused when these arguments match (``<arm>/eval.json``)."""
@@ -125,8 +128,12 @@ def evaluate_arm(ckpt: str, data: Digits, space: FeatureSpace, args) -> dict:
         num_probes=1, rtol=1e-5, atol=1e-5, per_sample=True,
     )  # fmt: skip
     bpd_time = time.perf_counter() - start
-    vlb = None  # the DDPM VLB exists only for the discrete chain
+    vlb = vlb_analytic = None  # bounds exist for the discrete chain and VDM only
+    if isinstance(model.sde, VDMSDE):
+        g = torch.Generator().manual_seed(args.seed)
+        vlb = float(vlb_bpd(model, x_test, data.num_bins, g).mean())
     if isinstance(model.sde, DiscreteVPSDE):
+        vlb_analytic = analytic_vlb(model, data, x_test, args.seed)
         vlb = vlb_bits_per_dim(
             model, x_test, data.num_bins, generator=torch.Generator().manual_seed(args.seed)
         )
@@ -144,6 +151,7 @@ def evaluate_arm(ckpt: str, data: Digits, space: FeatureSpace, args) -> dict:
         "nfe_bpd": report["nfe"],
         "bpd_time_s": bpd_time,
         "vlb_bpd": vlb,
+        "vlb_analytic_bpd": vlb_analytic,
         "fd": fd,
         "samples": x0,
     }
@@ -163,6 +171,8 @@ def table(rows: dict, floor: float, acc: float, args, wall: float) -> str:
             diff = np.array(r["bpd_per_sample"]) - base
             delta = f"{diff.mean():+.3f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}"
         vlb = "n/a" if r["vlb_bpd"] is None else f"{r['vlb_bpd']:.3f}"
+        if r.get("vlb_analytic_bpd") is not None:
+            vlb += f" (Analytic-DPM σ*²: {r['vlb_analytic_bpd']:.3f})"
         lines.append(
             f"| {ARMS[name][1]} | {r['bpd']:.3f} ± {r['bpd_se']:.3f} | {delta} | {vlb} | "
             f"{r['fd']:.2f} | {r['loss_mean']:.4g} | {r['loss_cv']:.2f} | "

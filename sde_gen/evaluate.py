@@ -135,6 +135,7 @@ def vlb_bits_per_dim(
     generator: torch.Generator | None = None,
     large_variance: bool = False,
     progress: bool = False,
+    log_variance: torch.Tensor | None = None,
 ) -> float:
     """L_vlb/(D ln 2) of a discrete DDPM model (survey §3.1), an upper bound on −log₂ P(x)/D.
 
@@ -143,7 +144,7 @@ def vlb_bits_per_dim(
     """
     check_discrete(model)
     total = [
-        vlb_nats(model, batch, num_bins, generator, large_variance)
+        vlb_nats(model, batch, num_bins, generator, large_variance, log_variance)
         for batch in progress_bar(progress, iterable=x.split(batch_size), desc="VLB")
     ]
     return float(torch.cat(total).mean() / (x[0].numel() * math.log(2.0)))
@@ -160,11 +161,15 @@ def vlb_nats(
     num_bins: int,
     generator: torch.Generator | None,
     large_variance: bool = False,
+    log_variance: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L_vlb in nats of each sample of ``batch`` (a DiscreteVPSDE model)."""
+    """L_vlb in nats of each sample of ``batch`` (a DiscreteVPSDE model; ``log_variance``: log Σ_t
+    for t = 1..T replacing the model's, e.g. ``analytic_chain_log_variance``)."""
     from sde_gen.losses.discrete import schedule_of, vlb
 
-    return vlb(model, schedule_of(model), batch, num_bins, generator, large_variance).cpu()
+    schedule = schedule_of(model)
+    out = vlb(model, schedule, batch, num_bins, generator, large_variance, log_variance)
+    return out.cpu()
 
 
 def vlb_bpd(

@@ -117,9 +117,14 @@ def vlb_term(
     steps: Tensor,
     num_bins: int = 256,
     large_variance: bool = False,
+    log_variance: Tensor | None = None,
 ) -> Tensor:
-    """L_{t−1}(x0, x_t) in nats per sample (sum over dimensions) at steps t ∈ 1..T."""
+    """L_{t−1}(x0, x_t) in nats per sample (sum over dimensions) at steps t ∈ 1..T;
+    ``log_variance`` (shape (T,): log Σ_t for t = 1..T, e.g. Analytic-DPM's) replaces the model's
+    fixed or learned variance."""
     mean, log_var, _ = model_mean_log_variance(model, schedule, xt, steps, large_variance)
+    if log_variance is not None:
+        log_var = schedule._at(log_variance.to(xt.device), steps, xt).expand_as(xt)
     return _terms_from_mean(schedule, x0, xt, steps, mean, log_var, num_bins)
 
 
@@ -139,16 +144,19 @@ def vlb_terms(
     num_bins: int = 256,
     generator: torch.Generator | None = None,
     large_variance: bool = False,
+    log_variance: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """All T terms of L_vlb for a batch: ((B, T) with column t−1 = L_{t−1}, prior L_T of (B,)),
     nats per sample, each x_t ~ q(x_t|x0) drawn independently. T network calls on the batch.
-    Bits/dim = (terms.sum(1) + prior) / (D ln 2)."""
+    Bits/dim = (terms.sum(1) + prior) / (D ln 2). ``log_variance``: as in ``vlb_term``."""
     steps_all = torch.arange(1, schedule.T + 1, device=x0.device)
     cols = []
     for s in steps_all.tolist():
         steps = torch.full((x0.shape[0],), s, dtype=torch.int64, device=x0.device)
         xt = schedule.q_sample(x0, steps, randn_like(x0, generator))
-        cols.append(vlb_term(model, schedule, x0, xt, steps, num_bins, large_variance))
+        cols.append(
+            vlb_term(model, schedule, x0, xt, steps, num_bins, large_variance, log_variance)
+        )
     return torch.stack(cols, dim=1), prior_term(schedule, x0)
 
 
@@ -159,9 +167,11 @@ def vlb(
     num_bins: int = 256,
     generator: torch.Generator | None = None,
     large_variance: bool = False,
+    log_variance: Tensor | None = None,
 ) -> Tensor:
-    """L_vlb = L_T + Σ_t L_{t−1} in nats per sample (an upper bound on −log p(x0) of the bins)."""
-    terms, prior = vlb_terms(model, schedule, x0, num_bins, generator, large_variance)
+    """L_vlb = L_T + Σ_t L_{t−1} in nats per sample (an upper bound on −log p(x0) of the bins);
+    ``log_variance``: as in ``vlb_term``."""
+    terms, prior = vlb_terms(model, schedule, x0, num_bins, generator, large_variance, log_variance)
     return terms.sum(1) + prior
 
 

@@ -20,7 +20,12 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["learned_log_variance", "optimal_variance", "ms_eps_range"]
+__all__ = [
+    "learned_log_variance",
+    "optimal_variance",
+    "ms_eps_range",
+    "analytic_chain_log_variance",
+]
 
 
 def learned_log_variance(
@@ -56,3 +61,30 @@ def ms_eps_range(
     if half_width is not None:
         low = max(low, 1.0 - (gamma_t * half_width / sigma_t) ** 2)
     return low, 1.0
+
+
+def analytic_chain_log_variance(
+    betas: Tensor, ms_eps: Tensor, half_width: float | None = None
+) -> Tensor:
+    """log σ*²_n for every step n = 1..T of the DDPM chain of ``betas`` (shape (T,)), from
+    Γ_n = ``ms_eps`` [n − 1] estimated at t = n/T: ``optimal_variance`` with λ² = β̃_n (0 at
+    n = 1, the decoder's step), σ_t² = 1 − ᾱ_n, σ_s² = 1 − ᾱ_{n−1}, α = α_n and Γ_n clipped into
+    ``ms_eps_range`` (with ``half_width`` for bounded data: the clipped variant). What
+    ``vlb_bits_per_dim(..., log_variance=)`` takes (Bao et al. 2022, their NLL bound). A variance
+    that rounds to 0 (Γ_1 clipped to 1 at the decoder's step) is floored at 1e-12."""
+    betas = torch.as_tensor(betas, dtype=torch.float64)
+    if ms_eps.shape != betas.shape:
+        raise ValueError(
+            f"ms_eps of shape {tuple(ms_eps.shape)} needs one Γ per step {betas.shape}"
+        )
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    out = []
+    for n in range(len(betas)):
+        sigma_t2, sigma_s2 = 1 - float(alpha_bar[n]), 1 - float(prev[n])
+        lambda2 = float(betas[n]) * sigma_s2 / sigma_t2
+        low, high = ms_eps_range(math.sqrt(float(alpha_bar[n])), math.sqrt(sigma_t2), half_width)
+        gamma_n = min(max(float(ms_eps[n]), low), high)
+        var = optimal_variance(lambda2, sigma_t2, sigma_s2, 1 - float(betas[n]), gamma_n)
+        out.append(math.log(max(var, 1e-12)))
+    return torch.tensor(out, dtype=torch.float64)
