@@ -21,6 +21,7 @@ from sde_gen.solvers.heun import Heun
 from sde_gen.solvers.pc import EulerMaruyamaPredictor, PredictorCorrector, ReverseDiffusionPredictor
 from sde_gen.solvers.pf_ode import (
     PFODE,
+    AngleCoordinates,
     ScaledCoordinates,
     ScipyODE,
     TimeCoordinates,
@@ -44,6 +45,7 @@ __all__ = [
     "PFODE",
     "ScipyODE",
     "ScaledCoordinates",
+    "AngleCoordinates",
     "TimeCoordinates",
     "TorchsdeODE",
     "TorchsdeSolver",

@@ -124,6 +124,7 @@ def _x0_batches(data: Data, n: int, batch: int, seed: int):
         )
 
 
+@torch.no_grad()
 def estimate_ms_eps(
     sde: SDE,
     score_fn: ScoreFn,
