@@ -1,12 +1,14 @@
-"""Solver × NFE budget × data on exact-score Gaussian mixtures: MMD², NLL gap, ODE end-point error.
+"""Solver × NFE budget × data on exact-score Gaussian mixtures, or on a trained network.
 
 One Hydra job = one (solver, NFE budget, data, sde). It samples from a fixed x_T, scores the
 samples against an exact reference set and writes ``summary.json``; the shared pieces of a
 (data, sde) pair (x_T, the reference set, the kernel bandwidths, the Monte Carlo floors and the
 tight PF-ODE reference end points, at t_min and at t ≈ 0 for solvers whose last step lands on
-x̂0) are computed once and cached under ``out_dir/cache``. With ``fit=true`` a fixed-step solver
-first fits its grid (``sde_gen.solvers.fit_grid``) on pilot x_T drawn with another seed, then is
-evaluated on the job's x_T (held out).
+x̂0) are computed once and cached under ``out_dir/cache``. With ``checkpoint=<step_*.pt>`` the
+score is a trained network and the reference its own PF-ODE at a tight tolerance
+(``network_reference``): the ODE end-point error is the only metric. With ``fit=true`` a
+fixed-step solver first fits its grid (``sde_gen.solvers.fit_grid``) on pilot x_T drawn with
+another seed, then is evaluated on the job's x_T (held out).
 At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
 plot to ``out_dir``. The command is in docs/results.md.
 """
@@ -14,9 +16,12 @@ plot to ``out_dir``. The command is in docs/results.md.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from network_reference import load_network, reference_set  # experiments/ on sys.path
 from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.data.gaussian_mixture import GaussianMixture
@@ -154,19 +160,135 @@ def family(solver: Any) -> str:
     return f"{type(solver).__name__}-{order:g}" if order else type(solver).__name__
 
 
-def fit_on_pilot(cfg, solver, sde, score_fn, mixture, t_end: float) -> dict[str, Any]:
-    """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (seed + 1000) against the exact flow to
-    ``t_end``, set it on the solver, and return the fit's record."""
-    g = torch.Generator().manual_seed(cfg.seed + 1000)
-    x_pilot = sde.prior_sample((cfg.fit_n, mixture.dim), g, dtype=torch.float64)
+@dataclass
+class Problem:
+    """What a job is measured on: the SDE and score, the held-out x_T, the reference end points
+    per end (``t_min``, ``zero``: σ̃ = 1e-5 for t = 0), ``pilot(end)`` → (pilot x_T, teacher) for
+    fits, the exact mixture (None for a trained network) and the columns every row carries."""
 
-    def teacher(x: torch.Tensor) -> torch.Tensor:
-        x0, nfe = mixture_flow(mixture, sde, x, t_end, **cfg.reference)
-        teacher.nfe += nfe
-        return x0
+    data: str
+    sde_name: str
+    sde: SDE
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    x_T: torch.Tensor
+    references: dict[str, torch.Tensor]
+    pilot: Callable[[str], tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]
+    columns: dict[str, Any]
+    mixture: GaussianMixture | None = None
+    shared: dict[str, Any] | None = None
 
-    teacher.nfe = 0
-    fitted = fit_grid(solver, sde, score_fn, x_pilot, teacher=teacher, maxiter=cfg.fit_maxiter)
+
+def mixture_problem(cfg: DictConfig, names: dict[str, str]) -> Problem:
+    """An exact-score Gaussian mixture (``cfg.data``) diffused by ``cfg.sde``; the reference is
+    its exact flow (``mixture_flow``), pilot teachers too."""
+    mixture = hydra.utils.instantiate(cfg.data)
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(
+            f"data={names['data']} has no exact density; use a Gaussian mixture or give "
+            "checkpoint=<step_*.pt> of a trained network"
+        )
+    sde = hydra.utils.instantiate(cfg.sde)
+    key = f"{names['sde']}_{names['data']}_n{cfg.n}_{cfg.n_high_dim}_s{cfg.seed}_v2"
+    shared = shared_setup(cfg, mixture, sde, key)
+    ends = {"t_min": float(cfg.solver_overrides.t_min), "zero": zero_time(sde)}
+
+    def pilot(end: str):
+        g = torch.Generator().manual_seed(cfg.seed + 1000)
+        x_pilot = sde.prior_sample((cfg.fit_n, mixture.dim), g, dtype=torch.float64)
+
+        def teacher(x: torch.Tensor) -> torch.Tensor:
+            x0, nfe = mixture_flow(mixture, sde, x, ends[end], **cfg.reference)
+            teacher.nfe += nfe
+            return x0
+
+        teacher.nfe = 0
+        return x_pilot, teacher
+
+    columns = {f"{m}_exact_flow": v for m, v in shared["flow"].items()}
+    for metric, floor in shared["floors"].items():
+        for stat in ("mean", "std", "rms"):
+            columns[f"{metric}_floor_{stat}"] = floor[stat]
+    columns.update(n=shared["n"], dim=mixture.dim, reference_nfe=shared["ode_reference_nfe"])
+    refs = {"t_min": shared["ode_reference"], "zero": shared["ode_reference_zero"]}
+    return Problem(
+        names["data"],
+        names["sde"],
+        sde,
+        mixture.score_fn(sde),
+        shared["x_T"],
+        refs,
+        pilot,
+        columns,
+        mixture,
+        shared,
+    )
+
+
+def network_problem(cfg: DictConfig) -> Problem:
+    """A trained network (``cfg.checkpoint``) with its own PF-ODE as the reference
+    (``network_reference``): held-out x_T (seed) and pilot x_T (seed + 1000, teacher at
+    ``pilot_rtol``), cached."""
+    net = load_network(cfg.checkpoint, bool(cfg.ema))
+    sde, ref = net.sde, cfg.network_reference
+    t_min, t_zero = float(cfg.solver_overrides.t_min), zero_time(sde)
+    ckpt = Path(cfg.checkpoint).resolve()
+    tag = hashlib.sha1(f"{ckpt}:{ckpt.stat().st_size}:{cfg.ema}".encode()).hexdigest()[:10]
+    tols = f"{ref.method}_{ref.rtol:g}_{ref.atol:g}_t{t_min:g}"
+    cache = Path(cfg.out_dir) / "cache"
+
+    def draw(n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return sde.prior_sample((n, *net.shape), g, dtype=torch.float64)
+
+    opts = {"t_min": t_min, "t_zero": t_zero, "method": ref.method, "rtol": ref.rtol}
+    held = reference_set(
+        cache / f"net_{tag}_n{cfg.n_network}_s{cfg.seed}_{tols}.pt",
+        net,
+        draw(cfg.n_network, cfg.seed),
+        atol=ref.atol,
+        check_rtol=ref.check_rtol,
+        **opts,
+    )
+
+    def pilot(end: str):
+        seed, rtol = cfg.seed + 1000, ref.pilot_rtol or ref.rtol
+        atol = ref.atol * rtol / ref.rtol
+        path = (
+            cache / f"net_{tag}_n{cfg.fit_n}_s{seed}_{ref.method}_{rtol:g}_{atol:g}_t{t_min:g}.pt"
+        )
+        ps = reference_set(path, net, draw(cfg.fit_n, seed), **{**opts, "rtol": rtol, "atol": atol})
+
+        def teacher(x: torch.Tensor) -> torch.Tensor:
+            if x.shape != ps["x_T"].shape or not torch.equal(x, ps["x_T"]):
+                raise ValueError("the cached pilot teacher answers only for its pilot x_T")
+            return ps["ends"][end]
+
+        teacher.nfe = ps["reference_nfe"]
+        return ps["x_T"], teacher
+
+    columns = {
+        "n": int(held["x_T"].shape[0]),
+        "dim": math.prod(net.shape),
+        "checkpoint": str(ckpt),
+        "reference_nfe": held["reference_nfe"],
+        "reference_tol": held["reference_tol"],
+        "reference_seconds": held["reference_seconds"],
+    }
+    if "reference_error" in held:
+        columns["check_tol"] = held["check_tol"]
+        columns.update({f"reference_error_{e}": v for e, v in held["reference_error"].items()})
+    return Problem(
+        net.name, repr(sde), sde, net.score_fn, held["x_T"], held["ends"], pilot, columns
+    )
+
+
+def fit_on_pilot(cfg: DictConfig, solver, problem: Problem, end: str) -> dict[str, Any]:
+    """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (seed + 1000) against the problem's
+    teacher to ``end``, set it on the solver, and return the fit's record."""
+    x_pilot, teacher = problem.pilot(end)
+    fitted = fit_grid(
+        solver, problem.sde, problem.score_fn, x_pilot, teacher=teacher, maxiter=cfg.fit_maxiter
+    )
     solver.grid = fitted
     info = fitted.info
     keys = ("pilot_error", "start_grid", "start_pilot_error", "solver_runs", "nfe_total", "seconds")
@@ -176,15 +298,15 @@ def fit_on_pilot(cfg, solver, sde, score_fn, mixture, t_end: float) -> dict[str,
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     choices = HydraConfig.get().runtime.choices
     names = {"solver": choices["solver"], "data": choices["data"], "sde": choices["sde"]}
-    row: dict[str, Any] = {**names, "nfe_budget": int(cfg.nfe), "grid": choices.get("solver/grid")}
-    mixture = hydra.utils.instantiate(cfg.data)
-    if not isinstance(mixture, GaussianMixture):
-        raise ValueError(f"data={names['data']} has no exact density; use a Gaussian mixture")
-    sde = hydra.utils.instantiate(cfg.sde)
-    key = f"{names['sde']}_{names['data']}_n{cfg.n}_{cfg.n_high_dim}_s{cfg.seed}_v2"
-    shared = shared_setup(cfg, mixture, sde, key)
-    score_fn = mixture.score_fn(sde)
-    x_T = shared["x_T"]
+    problem = network_problem(cfg) if cfg.checkpoint else mixture_problem(cfg, names)
+    row: dict[str, Any] = {
+        "solver": names["solver"],
+        "data": problem.data,
+        "sde": problem.sde_name,
+        "nfe_budget": int(cfg.nfe),
+        "grid": choices.get("solver/grid"),
+    }
+    sde, score_fn, x_T = problem.sde, problem.score_fn, problem.x_T
     try:
         solver, setting = build_solver(cfg, sde, score_fn, x_T[:2])
     except (ImportError, InstantiationException, ValueError) as e:
@@ -192,12 +314,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     row.update(setting)
     row["family"], row["fitted"] = family(solver), bool(cfg.fit)
     row["ends_at_zero"] = bool(getattr(solver, "ends_at_zero", False))
-    t_end = zero_time(sde) if row["ends_at_zero"] else float(cfg.solver_overrides.t_min)
-    ode_reference = shared["ode_reference_zero" if row["ends_at_zero"] else "ode_reference"]
+    end = "zero" if row["ends_at_zero"] else "t_min"
     if cfg.fit:
         if not isinstance(solver, FixedStepSolver):
             return {**row, "status": "skipped", "reason": "fit=true needs a fixed-step solver"}
-        row.update(fit_on_pilot(cfg, solver, sde, score_fn, mixture, t_end), grid="fitted")
+        row.update(fit_on_pilot(cfg, solver, problem, end), grid="fitted")
     g = torch.Generator().manual_seed(cfg.seed + 1)
     t0 = time.perf_counter()
     result = solver(sde, score_fn, x_T, generator=g)
@@ -206,16 +327,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     row["nfe"] = int(result.nfe)
     row["finite"] = bool(torch.isfinite(x0).all())
     if row["finite"]:
-        row["mmd2"] = mmd2_unbiased(x0, shared["reference"], shared["bandwidths"])
-        row["nll_gap"] = nll_gap(mixture, x0, shared["reference"])
+        if problem.mixture is not None:
+            shared = problem.shared
+            row["mmd2"] = mmd2_unbiased(x0, shared["reference"], shared["bandwidths"])
+            row["nll_gap"] = nll_gap(problem.mixture, x0, shared["reference"])
         if names["solver"] in cfg.ode_solvers:
-            row["endpoint_error"] = endpoint_error(x0, ode_reference)
-    for metric, value in shared["flow"].items():
-        row[f"{metric}_exact_flow"] = value
-    for metric, floor in shared["floors"].items():
-        row[f"{metric}_floor_mean"], row[f"{metric}_floor_std"] = floor["mean"], floor["std"]
-        row[f"{metric}_floor_rms"] = floor["rms"]
-    row.update(n=shared["n"], dim=mixture.dim, reference_nfe=shared["ode_reference_nfe"])
+            row["endpoint_error"] = endpoint_error(x0, problem.references[end])
+    row.update(problem.columns)
     row["status"] = "ok"
     return row
 

@@ -1,0 +1,120 @@
+"""The solver comparison on a trained network: its own probability-flow ODE as the reference.
+
+A checkpoint's ``ScoreModel`` is the score; the reference end points from held-out x_T are the
+network's PF-ODE (Song et al. 2021, eq. 13) in the scaled coordinates y = x/γ, u = log σ̃
+(``ScaledCoordinates``, smooth on a discrete chain) by ``solve_ivp`` at a tight tolerance. One
+solve gives both end points a solver can be compared at: t_min (dense output) and the time where
+σ̃ = ``ZERO_SIGMA_TILDE``, standing in for t = 0. A second solve at a looser tolerance bounds the
+reference's own error: RMS(reference − check) ≈ the check's error ≥ the reference's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sde_gen.checkpoint import load_score_model
+from sde_gen.metrics import endpoint_error
+from sde_gen.models import ScoreModel
+from sde_gen.runtime import atomic_write
+from sde_gen.sde import SDE
+from sde_gen.solvers import ScaledCoordinates, ScipyODE
+from sde_gen.solvers.base import CountedScore
+
+#: the two end points of every reference solve
+ENDS = ("t_min", "zero")
+
+
+class NetworkScore:
+    """s_θ(x, t) = −ε_θ(x, t)/σ_t for a float64 state: the network sees x in its weights' dtype,
+    σ_t and the result stay in the state's dtype (schedules in float64, cast at the network)."""
+
+    def __init__(self, model: ScoreModel):
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            eps = self.model.eps(x.to(self.dtype), t).to(x.dtype)
+        return self.model.sde.score_from_eps(x, t, eps)
+
+
+@dataclass
+class Network:
+    """A trained score: its SDE, score function, per-sample shape and a name for the tables."""
+
+    sde: SDE
+    score_fn: NetworkScore
+    shape: tuple[int, ...]
+    name: str
+
+
+def load_network(path: str, ema: bool = True) -> Network:
+    """The checkpoint's ScoreModel (EMA weights unless ``ema`` is false) on the CPU, named
+    ``<data>@<checkpoint stem>``."""
+    model, cfg, data = load_score_model(path, torch.device("cpu"), ema=ema)
+    model.requires_grad_(False)
+    shape = tuple(int(s) for s in data.shape)
+    name = f"{str(cfg.data._target_).rsplit('.', 1)[-1].lower()}@{Path(path).stem}"
+    return Network(model.sde, NetworkScore(model), shape, name)
+
+
+def pf_ode_ends(
+    sde: SDE, score_fn: NetworkScore, x_T: Tensor, t_min: float, t_zero: float, **ode: Any
+) -> tuple[dict[str, Tensor], int]:
+    """The PF-ODE end points from x_T at t_min (dense output) and t_zero < t_min, one solve of
+    ``ScipyODE(**ode)`` in the scaled coordinates; returns ({end: x}, score evaluations)."""
+    backend = ScipyODE(coordinates=ScaledCoordinates(), **ode)
+    score = CountedScore(score_fn)
+    t_eval = torch.tensor([sde.T, t_min, t_zero], dtype=torch.float64)
+    x_zero, path = backend(sde, score, x_T, t_zero, t_eval)
+    return {"t_min": path[1], "zero": x_zero}, score.nfe
+
+
+def reference_set(
+    cache: Path,
+    net: Network,
+    x_T: Tensor,
+    t_min: float,
+    t_zero: float,
+    method: str,
+    rtol: float,
+    atol: float,
+    check_rtol: float | None = None,
+) -> dict[str, Any]:
+    """x_T and the reference end points at rtol = ``rtol`` (cached in ``cache``); with
+    ``check_rtol``, a second solve there and the RMS difference per end (``reference_error``)."""
+    if cache.exists():
+        return torch.load(cache, weights_only=False)
+    t0 = time.perf_counter()
+    ends, nfe = pf_ode_ends(
+        net.sde, net.score_fn, x_T, t_min, t_zero, method=method, rtol=rtol, atol=atol
+    )
+    shared: dict[str, Any] = {
+        "x_T": x_T,
+        "ends": ends,
+        "reference_nfe": nfe,
+        "reference_seconds": time.perf_counter() - t0,
+        "reference_tol": rtol,
+    }
+    if check_rtol is not None:
+        scale = check_rtol / rtol
+        check, check_nfe = pf_ode_ends(
+            net.sde,
+            net.score_fn,
+            x_T,
+            t_min,
+            t_zero,
+            method=method,
+            rtol=check_rtol,
+            atol=atol * scale,
+        )
+        shared["reference_error"] = {e: endpoint_error(check[e], ends[e]) for e in ENDS}
+        shared.update(check_tol=check_rtol, check_nfe=check_nfe)
+    atomic_write(cache, lambda tmp: torch.save(shared, tmp))
+    return shared
