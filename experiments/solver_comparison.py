@@ -46,6 +46,7 @@ from sde_gen.runtime import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
 from sde_gen.solvers import FixedStepSolver, fit_grid
 from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE
+from sde_gen.solvers.unipc import Variant
 
 CALIBRATION_STEPS = (4, 8)
 
@@ -153,11 +154,15 @@ def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
 
 
 def family(solver: Any) -> str:
-    """The row family: diffusers' scheduler and order, or our class and order."""
+    """The row family: diffusers' scheduler and order, or our class and order (with UniPC's
+    variant where it is not the default bh2)."""
     if hasattr(solver, "family"):
         return f"diffusers {solver.family()}"
     order = getattr(solver, "predictor_order", getattr(solver, "order", None))
-    return f"{type(solver).__name__}-{order:g}" if order else type(solver).__name__
+    name = type(solver).__name__
+    if getattr(solver, "variant", Variant.BH2) != Variant.BH2:  # UniPC-bh1-2; bh2 is the default
+        name += f"-{solver.variant.value}"
+    return f"{name}-{order:g}" if order else name
 
 
 @dataclass

@@ -251,3 +251,11 @@ def test_network_error_falls_at_the_solvers_order(network, solver, order):
     errors = [_net_job(network, solver, nfe, *extra)["endpoint_error"] for nfe in (16, 32, 64)]
     slopes = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
     assert all(order - 0.3 < s < order + 0.5 for s in slopes), (errors, slopes)
+
+
+def test_family_names_unipc_variant_only_off_its_default():
+    """Rows of UniPC with B(h) = h (bh1) form their own family; bh2 keeps the plain name."""
+    from sde_gen.solvers import DPMSolver, UniPC
+
+    assert sc.family(UniPC(order=3, variant="bh1")) == "UniPC-bh1-3"
+    assert sc.family(UniPC(order=2)) == "UniPC-2" and sc.family(DPMSolver(order=3)) == "DPMSolver-3"
