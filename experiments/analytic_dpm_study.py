@@ -1,7 +1,11 @@
 """Ancestral sampling with σ² = β, β̃ and Analytic-DPM's σ*² on the exact-score mixtures.
 
+Arms: β and β̃ on the uniform grid; σ*² on the uniform grid with the paper's Γ̂ = E‖ε_θ‖²/d
+(``eps_norm``) and with the residual Γ̂ = 1 − E‖ε − ε_θ‖²/d; σ*² on its optimal trajectory (the
+default, ``OptimalTrajectory``), with the paper's last-step cap, and β, β̃ on that same trajectory.
 For each data set and number of steps: the NLL gap of the samples (``metrics.nll_gap``, with its
-standard error), their MMD² to fresh data, and the summed step KLs of the chain,
+standard error), the ratio of their total variance to the data's, their MMD² to fresh data, and
+the summed step KLs of the chain,
 Σ_steps E KL(q(x_s | x_t, x0) ‖ N(μ(x_t), σ² I)) in nats (the VLB terms the variance changes,
 with D = b² E‖x0 − x̂0‖²/d estimated on fresh draws). Writes a Markdown table to stdout.
 
@@ -20,10 +24,9 @@ from omegaconf import OmegaConf
 
 from sde_gen.metrics import median_bandwidth, mmd2_unbiased, nll_gap
 from sde_gen.sde import VPSDE
-from sde_gen.solvers import AnalyticDPM, Ancestral
+from sde_gen.solvers import AnalyticDPM, Ancestral, FittedGrid, UniformGrid
 
 F64 = torch.float64
-RANGES = {"ring": (-2.6, 2.6), "mixture2d": (-3.1, 3.1)}  # ±(largest |mean| + 4 std)
 PAPER_FINAL_STD = 2 * (2 / 255) * math.sqrt(math.pi / 2)  # Bao et al.'s cap for 8-bit images
 
 
@@ -60,31 +63,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20])
-    parser.add_argument("--mc-samples", type=int, default=100000)
+    parser.add_argument("--mc-samples", type=int, default=10000)  # the solver's default
     args = parser.parse_args()
     torch.set_num_threads(1)
     sde = VPSDE()
-    print("| data | steps | σ² | NLL gap ± SE | MMD² | Σ step KL (nats) | calibration |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| data | steps | σ² | grid | NLL gap ± SE | var / data | MMD² | Σ step KL | calibration |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in ("ring", "mixture2d"):
         mix = instantiate(OmegaConf.load(f"sde_gen/conf/data/{name}.yaml"))
         ref = mix.sample64(args.n, torch.Generator().manual_seed(99))
         h = median_bandwidth(ref)
         x_T = sde.prior_sample((args.n, 2), torch.Generator().manual_seed(1000), dtype=F64)
         for steps in args.steps:
-            mc = {"mc_samples": args.mc_samples, "mc_batch": args.mc_samples}
-            arms = {
-                "β": Ancestral(steps=steps),
-                "β̃": Ancestral(steps=steps, variance="beta_tilde"),
-                "σ*² (Analytic-DPM)": AnalyticDPM(steps=steps, **mc),
-                "σ*², clip to data range": AnalyticDPM(
-                    steps=steps, clip=True, data_range=RANGES[name], **mc
-                ),
-                f"σ*², last σ ≤ {PAPER_FINAL_STD:.4f}": AnalyticDPM(
-                    steps=steps, final_std_max=PAPER_FINAL_STD, **mc
-                ),
-            }
-            for label, solver in arms.items():
+            for label, grid, solver in arms(sde, mix, steps, args.mc_samples):
                 cost = ""
                 if isinstance(solver, AnalyticDPM):
                     start = time.perf_counter()
@@ -97,12 +90,34 @@ def main() -> None:
                     mix, sde, solver.time_grid(sde).tolist(), variances(solver, sde), args.n, seed=7
                 )
                 gap = nll_gap(mix, res.x0, ref)
+                spread = float(res.x0.var(0).sum() / ref.var(0).sum())
                 mmd = mmd2_unbiased(res.x0[:4000], ref[:4000], h)
                 print(
-                    f"| {name} | {steps} | {label} | {gap:.3f} ± {se:.3f} | {mmd:.5f} | "
-                    f"{kl:.2f} | {cost} |",
+                    f"| {name} | {steps} | {label} | {grid} | {gap:.3f} ± {se:.3f} | "
+                    f"{spread:.3f} | {mmd:.5f} | {kl:.2f} | {cost} |",
                     flush=True,
                 )
+
+
+def arms(sde, mix, steps: int, mc_samples: int):
+    """(σ² label, grid label, solver) of every arm; the trajectory is σ*²'s optimal one."""
+    mc = {"mc_samples": mc_samples, "mc_batch": mc_samples}
+    optimal = AnalyticDPM(steps=steps, **mc)
+    optimal.calibrate(sde, mix.score_fn(sde), mix.sample64)
+    trajectory = FittedGrid(optimal.time_grid(sde)[:-1].tolist())
+    uniform = UniformGrid()
+    return [
+        ("β", "uniform", Ancestral(steps=steps)),
+        ("β̃", "uniform", Ancestral(steps=steps, variance="beta_tilde")),
+        ("σ*², Γ̂ = E‖ε_θ‖²/d (paper)", "uniform", AnalyticDPM(
+            steps=steps, grid=uniform, estimator="eps_norm", **mc)),
+        ("σ*², residual Γ̂", "uniform", AnalyticDPM(steps=steps, grid=uniform, **mc)),
+        ("**σ*² (default)**", "optimal trajectory", AnalyticDPM(steps=steps, **mc)),
+        (f"σ*², last σ ≤ {PAPER_FINAL_STD:.4f}", "optimal trajectory", AnalyticDPM(
+            steps=steps, final_std_max=PAPER_FINAL_STD, **mc)),
+        ("β", "σ*²'s trajectory", Ancestral(steps=steps, grid=trajectory)),
+        ("β̃", "σ*²'s trajectory", Ancestral(steps=steps, variance="beta_tilde", grid=trajectory)),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

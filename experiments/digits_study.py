@@ -62,6 +62,7 @@ def arm_config(arm: list[str], args: argparse.Namespace, solver: list[str]) -> D
         f"trainer.lr={args.lr}", f"trainer.warmup_steps={min(100, args.steps // 10)}",
         f"trainer.ema_decay={args.ema_decay}", f"trainer.log_every={max(1, args.steps // 50)}",
         "trainer.checkpoint_every=null", "trainer.keep_checkpoints=1", "trainer.progress=false",
+        "trainer.resume=auto",  # an arm stopped by a signal continues from its checkpoint
         *solver, *arm,
     ]  # fmt: skip
     with initialize_config_module("sde_gen.conf", version_base="1.3"):
@@ -69,7 +70,8 @@ def arm_config(arm: list[str], args: argparse.Namespace, solver: list[str]) -> D
 
 
 def train_arm(cfg: DictConfig, out_dir: Path, args: argparse.Namespace) -> dict:
-    """Train ``cfg`` into ``out_dir``, or reuse a finished run there of the same budget."""
+    """Train ``cfg`` into ``out_dir`` (continuing a stopped run there), or reuse a finished run of
+    the same budget."""
     from sde_gen.train import run
 
     summary_path = out_dir / "summary.json"
@@ -117,13 +119,15 @@ class FeatureSpace:
         return frechet_distance(self.features(x), self.test)
 
 
-def analytic_vlb(model: nn.Module, data: Digits, x_test: torch.Tensor, seed: int) -> float:
+def analytic_vlb(
+    model: nn.Module, data: Digits, x_test: torch.Tensor, seed: int, estimator: str = "eps_norm"
+) -> float:
     """VLB bits/dim of a DDPM model with Analytic-DPM's variances σ*²_n (Bao et al. 2022) in
-    place of its own: Γ_n = E‖ε_θ(x_n, n)‖²/d at every step from 500 training images, clipped to
-    Theorem 2's range for data in [−1, 1]."""
+    place of its own: Γ_n at every step from 500 training images (``estimator``: the paper's
+    E‖ε_θ(x_n, n)‖²/d, or ``residual``), clipped to Theorem 2's range for data in [−1, 1]."""
     sde = model.sde
     times = torch.arange(1, sde.N + 1, dtype=torch.float64) / sde.N
-    key = CalibrationKey.of(sde, times, None, 500, seed, torch.float32)
+    key = CalibrationKey.of(sde, times, None, 500, seed, torch.float32, estimator)
     calibration = estimate_ms_eps(sde, model, data.split("train"), key, 500, torch.float32)
     ms_eps = torch.tensor(calibration.ms_eps, dtype=torch.float64)
     log_var = analytic_chain_log_variance(sde.betas, ms_eps, half_width=1.0)

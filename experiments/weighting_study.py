@@ -157,18 +157,24 @@ def evaluate_arm(ckpt: str, data: Digits, space: FeatureSpace, args) -> dict:
     }
 
 
+def baseline(name: str) -> str:
+    """The arm an arm's Δ is paired against: λ = σ² trained on the same (dequantized or not)
+    data."""
+    return "sigma2_deq" if name.endswith("_deq") else "sigma2"
+
+
 def table(rows: dict, floor: float, acc: float, args, wall: float) -> str:
-    """One row per arm; Δ is paired against λ = σ² over the same test images and probes."""
+    """One row per arm; Δ is paired against λ = σ² on the same training data (``baseline``) over
+    the same test images and probes."""
     lines = [
         "| arm | bits/dim (ODE, test, ±s.e.) | Δ vs λ = σ² (paired) | VLB bits/dim | Fréchet "
         f"(n={args.n_samples}) | loss mean | loss CV | median ‖∇‖ |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    base = np.array(rows["sigma2"]["bpd_per_sample"]) if "sigma2" in rows else None
     for name, r in rows.items():
-        delta = "–"
-        if base is not None and name != "sigma2":
-            diff = np.array(r["bpd_per_sample"]) - base
+        delta, base = "–", baseline(name)
+        if base in rows and name != base:
+            diff = np.array(r["bpd_per_sample"]) - np.array(rows[base]["bpd_per_sample"])
             delta = f"{diff.mean():+.3f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}"
         vlb = "n/a" if r["vlb_bpd"] is None else f"{r['vlb_bpd']:.3f}"
         if r.get("vlb_analytic_bpd") is not None:

@@ -192,7 +192,8 @@ def calibrate_solver(
 ) -> dict[str, Any]:
     """A solver that declares ``needs_data`` (Analytic-DPM) estimates its moments once on the
     score source's data (the training set of a checkpoint, exact mixture samples), cached beside
-    the checkpoint unless ``solver.cache_dir`` says where; returns its cost for the summary."""
+    the checkpoint unless ``solver.cache_dir`` says where; returns its cost and the solver's times
+    (which an optimal trajectory chooses from the calibration) for the summary."""
     if not getattr(solver, "needs_data", False):
         return {}
     source, folder = src.origin, None
@@ -212,6 +213,7 @@ def calibrate_solver(
         "calibration_nfe": found.nfe,
         "calibration_s": found.seconds,
         "calibration": found.origin,
+        "grid_times": solver.time_grid(src.sde).tolist(),
     }
 
 

@@ -143,7 +143,8 @@ def test_a_tiny_hybrid_checkpoint_samples_with_learned_variance_and_analytic_dpm
     """Train 10 steps of L_hybrid with a learned variance on the ring (DDPM chain), then
     ``sde-gen-sample checkpoint=… solver=ancestral solver.variance=learned``: finite samples in
     ``steps`` evaluations. ``solver=analytic_dpm`` on the same checkpoint calibrates on the
-    trained data set and caches beside the checkpoint: the second run reads it (0 evaluations)."""
+    trained data set (200 candidate times of the optimal trajectory, one batch each) and caches
+    beside the checkpoint: the second run reads it (0 evaluations)."""
     run(_compose("train", *TINY_HYBRID), tmp_path / "train", progress=False)
     (ckpt,) = list_checkpoints(tmp_path / "train" / "checkpoints")
     common = [f"checkpoint={ckpt}", "n=64", "batch_size=64", "progress=false", "plot=false"]
@@ -155,7 +156,7 @@ def test_a_tiny_hybrid_checkpoint_samples_with_learned_variance_and_analytic_dpm
     analytic = [*common, "solver=analytic_dpm", "solver.steps=6", "solver.mc_samples=500"]
     first = run_sampling(_compose("sample", *analytic), tmp_path / "a1", data_chosen=False)
     second = run_sampling(_compose("sample", *analytic), tmp_path / "a2", data_chosen=False)
-    assert first["calibration"] == "computed" and first["calibration_nfe"] == 5
+    assert first["calibration"] == "computed" and first["calibration_nfe"] == 200
     assert second["calibration"] == "disk" and second["calibration_nfe"] == 0
     assert len(list((ckpt.parent / "calibration").glob("analytic_dpm_*.json"))) == 1
     a1, a2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("a1", "a2"))

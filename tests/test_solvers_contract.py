@@ -27,6 +27,7 @@ from sde_gen.solvers import (
     EulerMaruyama,
     FixedStepSolver,
     Heun,
+    OptimalTrajectory,
     PredictorCorrector,
     ScipyODE,
     Solver,
@@ -41,8 +42,9 @@ F64 = torch.float64
 
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf" / "solver"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
-# every grid config but `fitted`, which needs the YAML file of a fit (tests/test_fit_grid.py)
-GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml") if p.stem != "fitted")
+# fitted needs a file; optimal_trajectory is chosen by Analytic-DPM (tests/test_optimal_trajectory)
+ONE_SOLVER = ("fitted", "optimal_trajectory")
+GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml") if p.stem not in ONE_SOLVER)
 GRID_CLASSES = {
     "uniform": UniformGrid,
     "quadratic": QuadraticGrid,
@@ -471,6 +473,7 @@ def test_fixed_step_configs_keep_their_default_grid(name):
         "dpm_solver": LogSNRGrid,
         "unipc": LogSNRGrid,
         "heun": KarrasGrid,
+        "analytic_dpm": OptimalTrajectory,
     }
     if isinstance(solver, FixedStepSolver):
         assert type(solver.grid) is default.get(name, UniformGrid)

@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor
 
+Real = float | Tensor
+
 __all__ = [
     "learned_log_variance",
     "optimal_variance",
@@ -38,13 +40,16 @@ def learned_log_variance(
 
 
 def optimal_variance(
-    lambda2: float, sigma_t2: float, sigma_s2: float, alpha: float, ms_eps: float
-) -> float:
+    lambda2: Real, sigma_t2: Real, sigma_s2: Real, alpha: Real, ms_eps: Real
+) -> Real:
     """σ*² = λ² + (√(σ_t²/α) − √(σ_s² − λ²))² (1 − Γ_t) (Bao et al. 2022, Theorem 1), for a step
     s < t with α = γ_{t|s}², λ² ≤ σ_s² the variance of q_λ(x_s | x_t, x0) (λ² = β̃: DDPM) and
     Γ_t = ``ms_eps`` = E‖ε_θ(x_t, t)‖²/d. The second term is c² Cov[x0 | x_t] averaged over x_t,
-    with c the coefficient of x0 in μ̃_λ and E tr Cov[x0 | x_t]/d = (σ_t²/γ_t²)(1 − Γ_t)."""
-    gap = math.sqrt(sigma_t2 / alpha) - math.sqrt(max(sigma_s2 - lambda2, 0.0))
+    with c the coefficient of x0 in μ̃_λ and E tr Cov[x0 | x_t]/d = (σ_t²/γ_t²)(1 − Γ_t).
+    Floats give a float; tensors (broadcast) a tensor."""
+    rest = sigma_s2 - lambda2
+    rest = rest.clamp(min=0.0) if isinstance(rest, Tensor) else max(rest, 0.0)
+    gap = (sigma_t2 / alpha) ** 0.5 - rest**0.5
     return lambda2 + gap**2 * (1.0 - ms_eps)
 
 

@@ -18,6 +18,7 @@ from sde_gen.solvers.grids import (
     UniformGrid,
 )
 from sde_gen.solvers.heun import Heun
+from sde_gen.solvers.optimal_trajectory import OptimalTrajectory
 from sde_gen.solvers.pc import EulerMaruyamaPredictor, PredictorCorrector, ReverseDiffusionPredictor
 from sde_gen.solvers.pf_ode import (
     PFODE,
@@ -37,6 +38,7 @@ __all__ = [
     "FinalStep",
     "Ancestral",
     "AnalyticDPM",
+    "OptimalTrajectory",
     "Variance",
     "EulerMaruyama",
     "PredictorCorrector",

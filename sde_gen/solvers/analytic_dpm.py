@@ -5,11 +5,15 @@ noise of variance (Theorem 1 with λ² = β̃, any skip s < t, any linear SDE)
 
     σ*² = β̃ + (√(σ_t²/α) − √(σ_s² − β̃))² (1 − Γ_t),  α = γ_{t|s}²,  Γ_t = E_{q_t}‖ε_θ(x_t, t)‖²/d,
 
-with Γ_t estimated once by Monte Carlo on data (``calibrate``; ``sde_gen.solvers.calibration``)
-and clipped into the range Theorem 2 allows: always [0, 1], and with ``clip`` the bound for data in
-``data_range`` = [a, b] (Cov[x0 | x_t] ≤ ((b − a)/2)², as the paper's clipped estimate). The
+with Γ_t estimated once by Monte Carlo on data (``calibrate``; ``sde_gen.solvers.calibration``,
+by default from the residual ε − ε_θ, see ``Estimator``) and clipped into the range Theorem 2
+allows: always [0, 1], and with ``clip`` the bound for data in ``data_range`` = [a, b]
+(Cov[x0 | x_t] ≤ ((b − a)/2)², as the paper's clipped estimate). The
 paper's sampling experiments also cap σ of the last noisy step (``final_std_max``: they allow
 E|σ z| ≤ 2 levels of 8-bit data in [−1, 1], σ ≤ 2·(2/255)·√(π/2) ≈ 0.0197).
+
+The default grid is the paper's optimal trajectory (``OptimalTrajectory``, their §4): Γ_t is
+estimated at candidate times and the noisy steps are the cheapest path through them in the bound.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sde_gen.solvers import calibration as cal
 from sde_gen.solvers.ancestral import Ancestral, Variance
 from sde_gen.solvers.base import CountedScore, ScoreFn, StepContext, check_int
 from sde_gen.solvers.grids import Grid
+from sde_gen.solvers.optimal_trajectory import OptimalTrajectory, cheapest_path, hop_costs
 
 __all__ = ["AnalyticDPM"]
 
@@ -46,10 +51,13 @@ class AnalyticDPM(Ancestral):
     """Ancestral sampling (``steps`` evaluations; ``denoise_final`` as ``Ancestral``) with the
     variance σ*² of Analytic-DPM. It needs ``calibrate(sde, score_fn, data)`` once before
     sampling (``needs_data``: ``sde-gen-sample`` calls it with the score source's data); the
-    ``mc_samples`` data draws (in batches of ``mc_batch``, seed ``mc_seed``) give Γ_t at the
-    start of each noisy step, (steps − 1)·⌈mc_samples/mc_batch⌉ evaluations that are not counted
-    in the sampling NFE. ``cache_dir`` keeps calibrations on disk (for a named score source).
-    ``step_variances`` gives σ*² of the noisy steps (before the ``final_std_max`` cap).
+    ``mc_samples`` data draws (in batches of ``mc_batch``, seed ``mc_seed``, ``estimator``
+    residual | eps_norm) give Γ_t at the start of each noisy step, (steps − 1)·⌈mc_samples/
+    mc_batch⌉ evaluations that are not counted in the sampling NFE; on the default
+    ``OptimalTrajectory`` grid at each of its candidates instead (``candidates``·⌈…⌉), and the
+    steps are then the cheapest path in the bound. ``cache_dir`` keeps calibrations on disk (for
+    a named score source). ``step_variances`` gives σ*² of the noisy steps (before the
+    ``final_std_max`` cap).
     """
 
     needs_data: ClassVar[bool] = True
@@ -68,8 +76,20 @@ class AnalyticDPM(Ancestral):
         cache_dir: str | None = None,
         denoise_final: bool = True,
         progress: bool = False,
+        estimator: cal.Estimator | str = cal.Estimator.RESIDUAL,
     ):
+        grid = OptimalTrajectory() if grid is None else grid
         super().__init__(steps, t_min, grid, Variance.BETA_TILDE, denoise_final, progress)
+        if isinstance(self.grid, OptimalTrajectory) and not denoise_final:
+            raise ValueError(
+                "solver/grid=optimal_trajectory needs denoise_final=true (its steps end at "
+                "t_min, then x̂0)"
+            )
+        try:
+            self.estimator = cal.Estimator(estimator)
+        except ValueError:
+            choices = tuple(e.value for e in cal.Estimator)
+            raise ValueError(f"estimator={estimator!r} is not one of {choices}") from None
         self.mc_samples = check_int("mc_samples", mc_samples, 2)
         self.mc_batch = check_int("mc_batch", mc_batch, 1)
         self.mc_seed = check_int("mc_seed", mc_seed, 0)
@@ -83,10 +103,38 @@ class AnalyticDPM(Ancestral):
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.calibration: cal.Calibration | None = None
         self._memory: dict[tuple, tuple[Any, Any, cal.Calibration]] = {}
+        self._trajectory: tuple[cal.Calibration, int, Tensor] | None = None
 
     def noisy_times(self, sde: SDE) -> Tensor:
-        """The grid times that start a noisy step (all but the last two): where Γ_t is needed."""
-        return self.time_grid(sde)[:-2]
+        """Where Γ_t is needed: the grid times that start a noisy step (all but the last two),
+        or all candidates of an ``OptimalTrajectory`` but t_min."""
+        if isinstance(self.grid, OptimalTrajectory):
+            return self.grid.candidate_times(sde, self.t_min)[:-1]
+        return super().time_grid(sde)[:-2]
+
+    def time_grid(self, sde: SDE) -> Tensor:
+        """The solver's times; on an ``OptimalTrajectory``, the steps − 1 noisy hops through its
+        candidates that minimise Σ log(σ*²/β̃) (needs the calibration), then 0."""
+        if not isinstance(self.grid, OptimalTrajectory) or self.steps == 1:
+            return super().time_grid(sde)
+        if self.steps - 1 > self.grid.candidates:
+            raise ValueError(
+                f"steps={self.steps} needs solver.grid.candidates >= {self.steps - 1} (one per "
+                f"noisy step), got {self.grid.candidates}; or another grid (solver/grid=uniform)"
+            )
+        found = self.check_calibrated(sde)
+        kept = self._trajectory
+        if kept is None or kept[0] is not found or kept[1] != self.steps:
+            candidates = self.grid.candidate_times(sde, self.t_min)
+            ms_eps = self.clipped_ms_eps(sde, candidates[:-1])
+            cost = hop_costs(sde, candidates, lambda i, t, s: self.variances(sde, t, s, ms_eps[i]))
+            path = candidates[cheapest_path(cost, self.steps - 1)]
+            kept = self._trajectory = (
+                found,
+                self.steps,
+                torch.cat([path, torch.zeros(1).to(path)]),
+            )
+        return kept[2].clone()
 
     def calibrate(
         self,
@@ -102,8 +150,9 @@ class AnalyticDPM(Ancestral):
         the following calls. Cached in memory per (``source``, or the identity of ``score_fn``
         and ``data``, SDE, grid, M, seed, dtype); with a ``source`` name also on disk in
         ``cache_dir`` (else ``default_cache_dir``, if any)."""
+        times = self.noisy_times(sde)
         key = cal.CalibrationKey.of(
-            sde, self.noisy_times(sde), source, self.mc_samples, self.mc_seed, dtype
+            sde, times, source, self.mc_samples, self.mc_seed, dtype, self.estimator
         )
         memory_key = (source or (id(score_fn), id(data)), key.digest())
         if memory_key in self._memory:
@@ -149,12 +198,26 @@ class AnalyticDPM(Ancestral):
 
     def step_variance(self, ctx: StepContext, t: float, s: float) -> float:
         """σ*² of the step t → s from the calibrated Γ_t, clipped into Theorem 2's range."""
-        gamma_ts, _ = ctx.transition(t, s)
+        t_, s_ = (torch.tensor([u], dtype=torch.float64) for u in (t, s))
+        return float(self.variances(ctx.sde, t_, s_, self.clipped_ms_eps(ctx.sde, t_))[0])
+
+    def clipped_ms_eps(self, sde: SDE, times: Tensor) -> Tensor:
+        """The calibrated Γ_t at ``times`` (each a calibrated time), clipped into Theorem 2's
+        range (``ms_eps_range``; with ``clip``, for data in ``data_range``)."""
         half_width = (self.data_range[1] - self.data_range[0]) / 2 if self.clip else None
-        low, high = ms_eps_range(ctx.gamma(t), ctx.sigma(t), half_width)
-        ms_eps = min(max(self.calibration.at(t), low), high)
-        lambda2 = ctx.posterior_variance(t, s)
-        return optimal_variance(lambda2, ctx.sigma(t) ** 2, ctx.sigma(s) ** 2, gamma_ts**2, ms_eps)
+        c = sde.coefficients(times)
+        out = []
+        for t, gamma, sigma in zip(times.tolist(), c.gamma.tolist(), c.sigma.tolist(), strict=True):
+            low, high = ms_eps_range(gamma, sigma, half_width)
+            out.append(min(max(self.calibration.at(t), low), high))
+        return torch.tensor(out, dtype=torch.float64)
+
+    def variances(self, sde: SDE, t: Tensor, s: Tensor, ms_eps: Tensor) -> Tensor:
+        """σ*² (``optimal_variance``, λ² = β̃) of the steps t → s, elementwise, given Γ_t."""
+        gamma_ts, _ = sde.transition(s, t)
+        lambda2 = sde.posterior(s, t)[2]
+        sigma_t2, sigma_s2 = sde.sigma(t) ** 2, sde.sigma(s) ** 2
+        return optimal_variance(lambda2, sigma_t2, sigma_s2, gamma_ts**2, ms_eps)
 
     def step_variances(self, sde: SDE) -> Tensor:
         """σ*² of every noisy step of the grid on ``sde`` (float64), in sampling order."""

@@ -1,10 +1,21 @@
-"""Γ_t = E_{q_t} ‖ε_θ(x_t, t)‖²/d by Monte Carlo on data (Bao et al. 2022, eq. 9), and its cache.
+"""Γ_t = E_{q_t} ‖E[ε | x_t]‖²/d by Monte Carlo on data (Bao et al. 2022), and its cache.
 
 x_t = γ_t x0 + σ_t ε with x0 from the data (the training set of a checkpoint, exact samples of a
 mixture) and ε ~ N(0, I); the same M data samples serve every time, each time draws its own noise.
+Two estimators (``Estimator``):
+
+residual (default): Γ̂_t = 1 − mean ‖ε − ε_θ(x_t, t)‖²/d. For the exact ε_θ = E[ε | x_t] it has
+    the same mean as eps_norm (E‖ε‖² = d), but it never subtracts two numbers near 1: at high
+    noise 1 − Γ_t ≈ γ_t²/σ_t² · Var(x0) is ~1e-5 while eps_norm's Monte Carlo error is ~1e-3,
+    so eps_norm's 1 − Γ̂ there is noise (and clipped at 0). For an imperfect ε_θ, 1 − Γ̂ is its
+    denoising error and σ*² becomes β̃ + c² E‖x0 − x̂0‖²/d, the KL-optimal variance for the
+    network's own mean (Bao et al. 2022b, "optimal covariance with imperfect mean").
+eps_norm: Γ̂_t = mean ‖ε_θ(x_t, t)‖²/d, the paper's estimate (Bao et al. 2022, eq. 9).
+
 These evaluations calibrate a solver once; they are not the sampling NFE. A calibration is keyed
-by the score's source, the grid times with γ_t and σ_t there (what q_t depends on), M, the seed and
-the dtype; ``load``/``save`` keep it as a JSON file whose stored key must match the asked one.
+by the score's source, the grid times with γ_t and σ_t there (what q_t depends on), M, the seed,
+the dtype and the estimator; ``load``/``save`` keep it as a JSON file whose stored key must match
+the asked one.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -26,11 +38,37 @@ from sde_gen.sde import SDE
 from sde_gen.sde.conversions import eps_from_score
 from sde_gen.solvers.base import CountedScore, ScoreFn
 
-__all__ = ["CalibrationKey", "Calibration", "estimate_ms_eps", "load", "save", "Data"]
+__all__ = [
+    "CalibrationKey",
+    "Calibration",
+    "Estimator",
+    "estimate_ms_eps",
+    "load",
+    "save",
+    "Data",
+]
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+
+
+class Estimator(str, Enum):
+    """How Γ_t is estimated from (x0, ε, ε_θ(x_t, t)) draws (see the module docstring)."""
+
+    RESIDUAL = "residual"
+    EPS_NORM = "eps_norm"
+
+    def per_sample(self, eps_theta: Tensor, eps: Tensor) -> Tensor:
+        """The per-sample term whose mean is Γ̂_t: 1 − ‖ε − ε_θ‖²/d, or ‖ε_θ‖²/d."""
+        if self is Estimator.EPS_NORM:
+            return eps_theta.flatten(1).pow(2).mean(1)
+        return 1.0 - (eps - eps_theta).flatten(1).pow(2).mean(1)
+
+    def valid(self, ms_eps: float) -> bool:
+        """Whether a stored Γ̂ is possible: ≥ 0 for eps_norm, ≤ 1 for residual."""
+        return ms_eps >= 0 if self is Estimator.EPS_NORM else ms_eps <= 1
+
 
 Data = Tensor | Callable[[int, torch.Generator], Tensor]
 """Samples x0 (N, ...) to draw M of without replacement, or ``sample(n, generator)``."""
@@ -40,7 +78,7 @@ Data = Tensor | Callable[[int, torch.Generator], Tensor]
 class CalibrationKey:
     """What Γ_t depends on: the score (``source``: a name, or None for an unnamed score, which is
     cached only in memory), q_t at the grid ``times`` (γ_t, σ_t), ``mc_samples``, ``seed``,
-    ``dtype``."""
+    ``dtype`` and the ``estimator``."""
 
     source: str | None
     times: tuple[float, ...]
@@ -49,10 +87,18 @@ class CalibrationKey:
     mc_samples: int
     seed: int
     dtype: str
+    estimator: str = Estimator.RESIDUAL.value
 
     @classmethod
     def of(
-        cls, sde: SDE, times: Tensor, source: str | None, mc_samples: int, seed: int, dtype
+        cls,
+        sde: SDE,
+        times: Tensor,
+        source: str | None,
+        mc_samples: int,
+        seed: int,
+        dtype,
+        estimator: Estimator | str = Estimator.RESIDUAL,
     ) -> CalibrationKey:
         c = sde.coefficients(times.to(torch.float64))
         return cls(
@@ -63,6 +109,7 @@ class CalibrationKey:
             mc_samples,
             seed,
             str(dtype).removeprefix("torch."),
+            Estimator(estimator).value,
         )
 
     def digest(self) -> str:
@@ -134,22 +181,23 @@ def estimate_ms_eps(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> Calibration:
-    """Γ_t = mean over M samples of ‖ε_θ(x_t, t)‖²/d, ε_θ = −σ_t s_θ, at each of ``key.times``
-    (from T down), with standard error std/√M; ⌈M/batch⌉ score evaluations a time."""
+    """Γ̂_t by ``key.estimator`` over M samples (ε_θ = −σ_t s_θ) at each of ``key.times`` (from T
+    down), with standard error std/√M; ⌈M/batch⌉ score evaluations a time."""
     start = time.perf_counter()
     score = CountedScore(score_fn)
     g_eps = torch.Generator().manual_seed(key.seed + 1)
+    estimator = Estimator(key.estimator)
     means, errors = [], []
     for t in key.times:
         total = total_sq = 0.0
         for x0 in _x0_batches(data, key.mc_samples, batch, key.seed):
             x0 = x0.to(device=device, dtype=dtype)
-            noise = torch.randn(x0.shape, generator=g_eps, dtype=torch.float64)
+            noise = torch.randn(x0.shape, generator=g_eps, dtype=torch.float64).to(x0)
             t_vec = torch.full((len(x0),), t, dtype=dtype, device=x0.device)
-            xt = sde.marginal_sample(x0, t_vec, noise.to(x0))
+            xt = sde.marginal_sample(x0, t_vec, noise)
             sigma = float(sde.sigma(torch.tensor([t], dtype=torch.float64))[0])
-            eps = eps_from_score(score(xt, t_vec), sigma)
-            per = eps.to(torch.float64).flatten(1).pow(2).mean(1)
+            eps = eps_from_score(score(xt, t_vec), sigma).to(torch.float64)
+            per = estimator.per_sample(eps, noise.to(eps))
             total, total_sq = total + float(per.sum()), total_sq + float(per.pow(2).sum())
         m = key.mc_samples
         mean = total / m
@@ -167,7 +215,7 @@ def cache_path(folder: str | Path, key: CalibrationKey, prefix: str) -> Path:
 def load(path: Path, key: CalibrationKey) -> Calibration | None:
     """The calibration stored at ``path`` for ``key``; None when there is none, or (with a
     warning naming the file and the fault) when the file is unreadable, of another key, or holds
-    values that are not a Γ ≥ 0 with a finite error for each time."""
+    values that are not a finite Γ̂ its estimator can give with an error ≥ 0 for each time."""
     if not path.is_file():
         return None
     try:
@@ -177,11 +225,13 @@ def load(path: Path, key: CalibrationKey) -> Calibration | None:
         if stored.get("key") != json.loads(json.dumps(asdict(key))):
             raise ValueError("its key differs from the one asked for")
         ms_eps, se = stored["ms_eps"], stored["ms_eps_se"]
-        values = [float(v) for v in (*ms_eps, *se)]
         if len(ms_eps) != len(key.times) or len(se) != len(key.times):
             raise ValueError(f"{len(ms_eps)} values for {len(key.times)} times")
-        if not all(math.isfinite(v) and v >= 0 for v in values):
-            raise ValueError("a value is negative or not finite")
+        estimator = Estimator(key.estimator)
+        if not all(math.isfinite(float(v)) and estimator.valid(float(v)) for v in ms_eps):
+            raise ValueError(f"a Γ is not finite or not possible for estimator={key.estimator}")
+        if not all(math.isfinite(float(v)) and float(v) >= 0 for v in se):
+            raise ValueError("a standard error is negative or not finite")
         nfe, seconds = int(stored["nfe"]), float(stored["seconds"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("ignoring the calibration cache %s (%s): recomputing it", path, e)
