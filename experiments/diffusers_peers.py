@@ -92,8 +92,11 @@ class DiffusersSampler:
         self.scheduler, self.steps, self.ends_at_zero = scheduler, steps, bool(ends_at_zero)
 
     def family(self) -> str:
-        """Scheduler class and order, e.g. ``DPMSolverMultistep-3`` (a row family)."""
+        """Scheduler class and order, e.g. ``DPMSolverMultistep-3`` (a row family), with UniPC's
+        ``bh1`` variant named (``UniPCMultistep-bh1-2``) as ours is."""
         name = type(self.scheduler).__name__.removesuffix("Scheduler")
+        if getattr(self.scheduler.config, "solver_type", None) == "bh1":
+            name += "-bh1"
         order = getattr(self.scheduler.config, "solver_order", None)
         return f"{name}-{order}" if order else name
 

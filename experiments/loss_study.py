@@ -64,14 +64,19 @@ ARMS = {  # name: (overrides, label, learned variance)
         True,
     ),
 }
-EVAL_KEYS = ("steps", "batch_size", "seed", "n_eval", "n_samples", "sample_steps")
+EVAL_KEYS = ("steps", "batch_size", "seed", "n_eval", "n_samples", "sample_steps", "clip_x0")
 """A finished arm's evaluation is reused when these arguments match (``<arm>/eval.json``)."""
 
 
 def fd_of_samples(model, learned: bool, steps: int, space: FeatureSpace, args) -> tuple:
-    """Fréchet distance of ``n_samples`` ancestral samples with ``steps`` score evaluations."""
+    """Fréchet distance of ``n_samples`` ancestral samples with ``steps`` score evaluations, x̂0
+    clamped to the data range [−1, 1] at every step as improved-diffusion samples
+    (``clip_denoised``; without it the first step of a 100-step cosine chain, from γ_T ≈ 5e-5,
+    throws every sample out of range)."""
     variance = "learned" if learned else "beta"
-    solver = Ancestral(steps=steps, t_min=1.0 / model.sde.N, variance=variance)
+    solver = Ancestral(
+        steps=steps, t_min=1.0 / model.sde.N, variance=variance, clip_x0=args.clip_x0
+    )
     g = torch.Generator().manual_seed(args.seed + 7)
     x_T = model.sde.prior_sample((args.n_samples, 1, 8, 8), g)
     with torch.no_grad():
@@ -119,6 +124,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_arguments(p, steps=4000)
     p.add_argument("--sample-steps", type=int, default=100, help="the short chain's steps")
+    p.add_argument(
+        "--no-clip",
+        dest="clip_x0",
+        action="store_const",
+        const=None,
+        default=(-1.0, 1.0),
+        help="sample without clamping x̂0 to [−1, 1] (improved-diffusion clamps it)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "results" / "loss_study")
     p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["simple", "hybrid", "vlb"])
     p.add_argument("--smoke", action="store_true", help="tiny evaluation sizes for a quick check")

@@ -29,22 +29,12 @@ from sde_gen.sde import SDE
 from sde_gen.sde.base import finite_float
 from sde_gen.sde.reverse_variance import ms_eps_range, optimal_variance
 from sde_gen.solvers import calibration as cal
-from sde_gen.solvers.ancestral import Ancestral, Variance
+from sde_gen.solvers.ancestral import Ancestral, Variance, check_range
 from sde_gen.solvers.base import CountedScore, ScoreFn, StepContext, check_int
 from sde_gen.solvers.grids import Grid
 from sde_gen.solvers.optimal_trajectory import OptimalTrajectory, cheapest_path, hop_costs
 
 __all__ = ["AnalyticDPM"]
-
-
-def _check_range(data_range: Any) -> tuple[float, float]:
-    try:
-        a, b = (finite_float("data_range", v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range={data_range!r} must be two finite numbers [a, b]") from None
-    if not a < b:
-        raise ValueError(f"data_range={[a, b]} must have a < b")
-    return a, b
 
 
 class AnalyticDPM(Ancestral):
@@ -96,7 +86,7 @@ class AnalyticDPM(Ancestral):
         if not isinstance(clip, bool):
             raise ValueError(f"clip={clip!r} must be true or false")
         self.clip = clip
-        self.data_range = _check_range(data_range)
+        self.data_range = check_range("data_range", data_range)
         if final_std_max is not None and not finite_float("final_std_max", final_std_max) >= 0:
             raise ValueError(f"final_std_max={final_std_max} must be >= 0 (or null: no cap)")
         self.final_std_max = None if final_std_max is None else float(final_std_max)
