@@ -8,10 +8,12 @@ rank 0 of 1, barriers and gathers are no-ops.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -31,6 +33,11 @@ __all__ = [
     "run_on_main",
     "main_first",
 ]
+
+log = logging.getLogger(__name__)
+
+#: how long ``close_world`` waits for the other ranks at its barrier (gloo)
+CLOSE_TIMEOUT = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,19 @@ def init_world(device_name: str = "auto") -> World:
 
 
 def close_world() -> None:
-    """Leave the process group (a no-op without one)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group (a no-op without one). On gloo the ranks first meet at a barrier
+    bounded by ``CLOSE_TIMEOUT`` (``monitored_barrier``: it raises rather than hangs when a rank
+    never comes, e.g. after an error on one rank): a rank that tears gloo down while another is
+    still in its last collective can abort at exit ("terminate called without an active
+    exception", SIGABRT) although its work is done."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=CLOSE_TIMEOUT)
+        except RuntimeError as e:  # a rank that did not come: leave anyway
+            log.warning("closing the process group without every rank: %s", e)
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
