@@ -93,7 +93,6 @@ class AnalyticDPM(Ancestral):
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.calibration: cal.Calibration | None = None
         self._memory: dict[tuple, tuple[Any, Any, cal.Calibration]] = {}
-        self._trajectory: tuple[cal.Calibration, int, Tensor] | None = None
 
     def noisy_times(self, sde: SDE) -> Tensor:
         """Where Γ_t is needed: the grid times that start a noisy step (all but the last two),
@@ -112,19 +111,12 @@ class AnalyticDPM(Ancestral):
                 f"steps={self.steps} needs solver.grid.candidates >= {self.steps - 1} (one per "
                 f"noisy step), got {self.grid.candidates}; or another grid (solver/grid=uniform)"
             )
-        found = self.check_calibrated(sde)
-        kept = self._trajectory
-        if kept is None or kept[0] is not found or kept[1] != self.steps:
-            candidates = self.grid.candidate_times(sde, self.t_min)
-            ms_eps = self.clipped_ms_eps(sde, candidates[:-1])
-            cost = hop_costs(sde, candidates, lambda i, t, s: self.variances(sde, t, s, ms_eps[i]))
-            path = candidates[cheapest_path(cost, self.steps - 1)]
-            kept = self._trajectory = (
-                found,
-                self.steps,
-                torch.cat([path, torch.zeros(1).to(path)]),
-            )
-        return kept[2].clone()
+        self.check_calibrated(sde)  # the programme takes a few ms: not worth keeping
+        candidates = self.grid.candidate_times(sde, self.t_min)
+        ms_eps = self.clipped_ms_eps(sde, candidates[:-1])
+        cost = hop_costs(sde, candidates, lambda i, t, s: self.variances(sde, t, s, ms_eps[i]))
+        path = candidates[cheapest_path(cost, self.steps - 1)]
+        return torch.cat([path, torch.zeros(1).to(path)])
 
     def calibrate(
         self,

@@ -27,8 +27,8 @@ __all__ = ["OptimalTrajectory", "hop_costs", "cheapest_path"]
 
 
 class OptimalTrajectory(Grid):
-    """The grid chosen by ``AnalyticDPM.calibrate`` (``solver/grid=optimal_trajectory``): the
-    cheapest path in J over ``candidates`` + 1 times uniform in t from T to t_min."""
+    """The grid ``AnalyticDPM`` resolves from its calibration (``solver/grid=optimal_trajectory``):
+    the cheapest path in J over ``candidates`` + 1 times uniform in t from T to t_min."""
 
     def __init__(self, candidates: int = 200):
         self.candidates = check_int("candidates", candidates, 2)
