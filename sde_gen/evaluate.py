@@ -198,6 +198,7 @@ def run_evaluation(
     out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
     src = load_score_source(cfg, device, data_chosen)
     probe = instantiate_group("probe", cfg.probe)
+    prior = instantiate_group("prior", cfg.prior)
     threads = choose_threads(settings.threads, device, src.model)
     split = settings.split.value
     if settings.n is not None and not isinstance(src.data, TensorData):  # drawn, not stored
@@ -219,6 +220,7 @@ def run_evaluation(
         "exact_trace": settings.exact_trace,
         "num_probes": settings.num_probes,
         "probe": probe,
+        "prior": prior,
         "rtol": settings.rtol,
         "atol": settings.atol,
         "method": settings.method.value,
@@ -253,6 +255,7 @@ def run_evaluation(
         "exact_trace": settings.exact_trace,
         "num_probes": settings.num_probes,
         "probe": type(probe).__name__,
+        "prior": repr(prior),
         "t_min": settings.t_min,
         "time_s": time.perf_counter() - start,
         "seed": settings.seed,

@@ -15,7 +15,8 @@ q_{t_min} = (γ_{t_min} ·)_# q_0 ∗ N(0, σ_{t_min}² I). For smooth data with
 bias is O(D σ_{t_min}²/s²) nats, plus D log γ_{t_min} (≈ −½ D β_min t_min for VP): at the default
 t_min = 1e-5 with the VP SDE both are below 1e-4 nats per dimension for s ≥ 0.1. For discrete data
 the bias is absorbed by dequantization (``bits_per_dim``): uniform noise of a bin's width dwarfs
-σ_{t_min}. ``prior_logp`` replaces log π, e.g. by the exact log q_T to remove the prior mismatch.
+σ_{t_min}. The prior π is the model's (``sde_gen.priors``): by default the SDE's N(0, s² I) moved
+to the mean that the score implies at T.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.data.base import dequantize_levels
+from sde_gen.priors import MatchedPrior, Prior
 from sde_gen.runtime import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
@@ -108,7 +110,9 @@ def hutchinson_divergence(drift: Tensor, x: Tensor, probes: Tensor) -> Tensor:
     return div / probes.shape[0]
 
 
-def _check_options(sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe, method) -> None:
+def _check_options(
+    sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe, method, prior=None
+) -> None:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a solve_ivp method; use one of {METHODS}")
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] < 1 or not x.is_floating_point():
@@ -129,6 +133,11 @@ def _check_options(sde: SDE, x: Tensor, rtol, atol, t_min, num_probes, probe, me
             f"probe={probe!r} must be a probe object such as RademacherProbe() or GaussianProbe() "
             "(config group probe)"
         )
+    if prior is not None and not callable(prior):
+        raise ValueError(
+            f"prior={prior!r} must be a prior object such as MatchedPrior() or StandardPrior() "
+            "(config group prior)"
+        )
 
 
 def ode_log_likelihood(
@@ -144,6 +153,7 @@ def ode_log_likelihood(
     probe: Probe | None = None,
     generator: torch.Generator | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
+    prior: Prior | None = None,
     progress: bool = False,
     coordinates: TimeCoordinates | None = None,
 ) -> tuple[Tensor, int]:
@@ -159,8 +169,11 @@ def ode_log_likelihood(
 
     ``coordinates=TimeCoordinates()`` integrates in t as written, ``ScaledCoordinates()`` in
     y = x/γ over log σ̃. With the exact score the answer is log q_{t_min}(x) + log π(x_T)
-    − log q_T(x_T): the prior mismatch is the model's, not the integrator's (to first order in
-    γ_T, γ_T (E x0)·x_T/s², about √(2/π) γ_T |E x0|/s nats for π = N(0, s² I)).
+    − log q_T(x_T): the prior mismatch is the model's, not the integrator's. ``prior`` builds π
+    from the model (``sde_gen.priors``): ``MatchedPrior()`` when None, the SDE's prior moved to
+    the mean the score implies at T (one evaluation; mismatch O(γ_T²)), or ``StandardPrior()``,
+    N(0, s² I), whose mismatch is γ_T (E x0)·x_T/s² to first order, about √(2/π) γ_T |E x0|/s
+    nats. ``prior_logp``, a log density of x_T, replaces both (e.g. the exact log q_T).
 
     The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe``
     (``RademacherProbe()`` when None, or ``GaussianProbe()``, any ``Probe``) draws ``num_probes``
@@ -170,13 +183,15 @@ def ode_log_likelihood(
     """
     probe = RademacherProbe() if probe is None else probe
     coords = AngleCoordinates() if coordinates is None else coordinates
-    _check_options(sde, x, rtol, atol, t_min, num_probes, probe, method)
+    _check_options(sde, x, rtol, atol, t_min, num_probes, probe, method, prior)
     shape, dtype, device = x.shape, x.dtype, x.device
     batch, n_x, dim = shape[0], x.numel(), x[0].numel()
     probes = None
     if not exact_trace:
         probes = probe((num_probes, *shape), generator, dtype, device)
     nfe = 0
+    if prior_logp is None:
+        prior_logp, nfe = (MatchedPrior() if prior is None else prior)(sde, score_fn, x)
     u_T, u_min = coords.bounds(sde, t_min)
     bar = progress_bar(progress, total=abs(u_T - u_min), desc="PF-ODE", unit="u", leave=False)
 
@@ -215,7 +230,7 @@ def ode_log_likelihood(
     end = torch.as_tensor(sol.y[:, -1], dtype=torch.float64, device=device)
     y_T, int_div = end[:n_x].reshape(shape), end[n_x:]
     x_T = coords.to_x(sde, y_T, u_T)
-    log_prior = (sde.prior_logp if prior_logp is None else prior_logp)(x_T).to(torch.float64)
+    log_prior = prior_logp(x_T).to(torch.float64)
     jacobian = dim * (coords.log_jacobian(sde, u_min) - coords.log_jacobian(sde, u_T))
     return log_prior + jacobian + int_div, nfe
 

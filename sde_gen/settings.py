@@ -197,6 +197,7 @@ class EvalConfig:
     data: Any = MISSING
     sde: Any = MISSING
     probe: Any = MISSING  # Hutchinson probe (config group)
+    prior: Any = MISSING  # the prior π at T (config group)
     checkpoint: str | None = None
     ema: bool = True
     split: Split = Split.test

@@ -30,7 +30,7 @@ COMMANDS = {
 GROUPS = {
     "train": {"sde", "loss", "model", "data", "trainer", "solver", "experiment"},
     "sample": {"data", "sde", "solver", "features"},
-    "eval": {"data", "sde", "probe"},
+    "eval": {"data", "sde", "probe", "prior"},
 }
 
 

@@ -18,6 +18,7 @@ from sde_gen.likelihood import (
     nats_to_bits_per_dim,
     ode_log_likelihood,
 )
+from sde_gen.priors import MatchedPrior, StandardPrior
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
 
@@ -45,7 +46,9 @@ def test_exact_trace_matches_mixture_density(mix):
     assert (logp - exact).abs().max() < 0.01
     assert 10 < nfe < 1000
     # with the N(0, I) prior the answer moves by log π(x_T) − log q_T(x_T) only (same path)
-    logp_prior, _ = ode_log_likelihood(sde, mix.score_fn(sde), x, exact_trace=True)
+    logp_prior, _ = ode_log_likelihood(
+        sde, mix.score_fn(sde), x, exact_trace=True, prior=StandardPrior()
+    )
     mismatch = logp_prior - logp
     assert mismatch.abs().max() < 0.1 * mix.dim
     # t_min bias against the data density at t = 0: O(D σ²_{t_min}/s²) < 1e-3 nats here
@@ -78,15 +81,16 @@ def test_hutchinson_is_unbiased(probe):
     assert est4.reshape(50, 6).std(0).mean() < 0.75 * est.std(0).mean()
 
 
-def _gaussian_closed_form(sde, mu, s, x):
+def _gaussian_closed_form(sde, mu, s, x, prior_mean=0.0):
     """What the PF-ODE must return for data N(μ, diag s²): the flow keeps (x − γμ)/√v fixed,
-    v_t = γ_t² s² + σ_t², so log p = log π(x_T) + ½ Σ log(v_T / v_{t_min})."""
+    v_t = γ_t² s² + σ_t², so log p = log π(x_T) + ½ Σ log(v_T / v_{t_min}),
+    π = N(prior_mean, s² I)."""
     n = x.shape[0]
     g0, s0 = sde.gamma(_times(n, T_MIN))[:, None], sde.sigma(_times(n, T_MIN))[:, None]
     g1, s1 = sde.gamma(_times(n, sde.T))[:, None], sde.sigma(_times(n, sde.T))[:, None]
     v0, v1 = g0**2 * s**2 + s0**2, g1**2 * s**2 + s1**2
     x_T = g1 * mu + (v1 / v0).sqrt() * (x - g0 * mu)
-    return sde.prior_logp(x_T) + 0.5 * torch.log(v1 / v0).sum(1)
+    return sde.prior_logp(x_T - prior_mean) + 0.5 * torch.log(v1 / v0).sum(1)
 
 
 COORDINATES = [TimeCoordinates(), ScaledCoordinates(), AngleCoordinates()]
@@ -102,13 +106,18 @@ def _single_gaussian(n: int = 5):
 
 @pytest.mark.parametrize("sde", SDES_CLOSED_FORM, ids=["vp", "subvp", "ve"])
 def test_single_gaussian_closed_form(sde):
-    """Closed form (including the prior mismatch, which is large for VE: N(0, σ_max²) vs
-    N(μ, s² + σ_T²)); Rademacher probes are exact since the Jacobian is diagonal."""
+    """Closed form with either prior (the standard one's mismatch is large for VE: N(0, σ_max²)
+    vs N(μ, s² + σ_T²)); Rademacher probes are exact since the Jacobian is diagonal. The matched
+    prior's mean is Tweedie's at T for a linear score: σ_T² γ_T μ / (γ_T² s² + σ_T²)."""
     mix, mu, s, x = _single_gaussian()
-    expected = _gaussian_closed_form(sde, mu, s, x)
     score = mix.score_fn(sde)
-    logp, _ = ode_log_likelihood(sde, score, x, exact_trace=True)
-    assert (logp - expected).abs().max() < 2e-3
+    g, sig = sde.gamma(_times(1, sde.T)), sde.sigma(_times(1, sde.T))
+    matched_mean = sig**2 * g * mu / (g**2 * s**2 + sig**2)
+    for prior, mean in ((StandardPrior(), 0.0), (None, matched_mean)):
+        expected = _gaussian_closed_form(sde, mu, s, x, mean)
+        logp, _ = ode_log_likelihood(sde, score, x, exact_trace=True, prior=prior)
+        assert (logp - expected).abs().max() < 2e-3
+    assert torch.allclose(MatchedPrior().mean(sde, score, x), matched_mean, rtol=1e-10, atol=0)
     hutch, _ = ode_log_likelihood(sde, score, x, generator=torch.Generator().manual_seed(0))
     assert (hutch - logp).abs().max() < 1e-3
     # with the exact marginal as prior it is the density at t_min
@@ -124,7 +133,9 @@ def test_single_gaussian_closed_form_in_other_coordinates(sde, coords):
     """The same closed form integrating in (x, t) and in (x/γ, log σ̃): the log-Jacobian terms
     of each change of variables cancel."""
     mix, mu, s, x = _single_gaussian()
-    logp, _ = ode_log_likelihood(sde, mix.score_fn(sde), x, exact_trace=True, coordinates=coords)
+    logp, _ = ode_log_likelihood(
+        sde, mix.score_fn(sde), x, exact_trace=True, coordinates=coords, prior=StandardPrior()
+    )
     assert (logp - _gaussian_closed_form(sde, mu, s, x)).abs().max() < 2e-3
 
 
