@@ -68,7 +68,7 @@ class MatchedPrior:
         if not torch.isfinite(score).all():
             raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={sde.T:.6g}")
         sigma2 = sde.sigma(t[:1].to(torch.float64)) ** 2
-        return (z + sigma2 * score.to(torch.float64)).mean(0)
+        return (z + sigma2 * score.detach().to(torch.float64)).mean(0)
 
     def __call__(self, sde: SDE, score_fn, like: Tensor) -> tuple[PriorLogp, int]:
         mu = self.mean(sde, score_fn, like)

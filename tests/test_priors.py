@@ -97,3 +97,19 @@ def test_bad_priors_and_scores_are_named():
         ode_log_likelihood(sde, nan_at_T, x)
     with pytest.raises(ValueError, match=r"shape \(4, 3\) for x of shape \(32, 3\)"):
         ode_log_likelihood(sde, lambda z, t: x, x)
+
+
+def test_a_network_score_leaves_no_graph_in_the_log_likelihood():
+    """μ̂_T is a constant of the model: a score with parameters (a network) gives a μ̂_T and a
+    log p without an autograd graph."""
+    sde, net = VPSDE(), torch.nn.Linear(3, 3).double()
+    torch.nn.init.constant_(net.bias, 0.3)
+
+    def score(x, t):
+        return -x + net(x) * 0.1
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    logp, _ = ode_log_likelihood(sde, score, x, exact_trace=True)
+    assert not logp.requires_grad
+    mu = MatchedPrior().mean(sde, score, x)
+    assert not mu.requires_grad and mu.abs().min() > 1e-3
