@@ -25,14 +25,15 @@ from sde_gen.sde import SDE
 
 __all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior"]
 
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PriorLogp = Callable[[Tensor], Tensor]
-Prior = Callable[[SDE, Callable[[Tensor, Tensor], Tensor], Tensor], tuple[PriorLogp, int]]
+Prior = Callable[[SDE, ScoreFn, Tensor], tuple[PriorLogp, int]]
 
 
 class StandardPrior:
     """π = N(0, s² I), the SDE's prior (Song et al. 2021's convention); no evaluation."""
 
-    def __call__(self, sde: SDE, score_fn, like: Tensor) -> tuple[PriorLogp, int]:
+    def __call__(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> tuple[PriorLogp, int]:
         return sde.prior_logp, 0
 
     def __repr__(self) -> str:
@@ -55,7 +56,7 @@ class MatchedPrior:
         if not isinstance(self.pairs, int) or self.pairs < 1:
             raise ValueError(f"pairs={self.pairs!r} must be an integer >= 1")
 
-    def mean(self, sde: SDE, score_fn, like: Tensor) -> Tensor:
+    def mean(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> Tensor:
         """μ̂_T, of ``like``'s trailing shape, in float64."""
         g = torch.Generator().manual_seed(self.seed)
         half = sde.prior_sample((self.pairs, *like.shape[1:]), g, torch.float64)
@@ -70,6 +71,6 @@ class MatchedPrior:
         sigma2 = sde.sigma(t[:1].to(torch.float64)) ** 2
         return (z + sigma2 * score.detach().to(torch.float64)).mean(0)
 
-    def __call__(self, sde: SDE, score_fn, like: Tensor) -> tuple[PriorLogp, int]:
+    def __call__(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> tuple[PriorLogp, int]:
         mu = self.mean(sde, score_fn, like)
         return (lambda x_T: sde.prior_logp(x_T - mu)), 1
