@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.sde import SDE
+from sde_gen.solvers.base import CountedScore, tweedie_x0
 
 __all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior"]
 
@@ -57,19 +58,14 @@ class MatchedPrior:
             raise ValueError(f"pairs={self.pairs!r} must be an integer >= 1")
 
     def mean(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> Tensor:
-        """μ̂_T, of ``like``'s trailing shape, in float64."""
+        """μ̂_T = γ_T · mean x̂0(±z_k) (``tweedie_x0`` at T), of ``like``'s trailing shape, in
+        float64; the score runs in ``like``'s dtype and is checked as a solver's is."""
         g = torch.Generator().manual_seed(self.seed)
         half = sde.prior_sample((self.pairs, *like.shape[1:]), g, torch.float64)
-        z = torch.cat([half, -half]).to(device=like.device)
-        t = torch.full((len(z),), sde.T, dtype=like.dtype, device=like.device)
-        score = score_fn(z.to(like.dtype), t)
-        if not isinstance(score, Tensor) or score.shape != z.shape:
-            got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
-            raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(z.shape)}")
-        if not torch.isfinite(score).all():
-            raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={sde.T:.6g}")
-        sigma2 = sde.sigma(t[:1].to(torch.float64)) ** 2
-        return (z + sigma2 * score.detach().to(torch.float64)).mean(0)
+        z = torch.cat([half, -half]).to(device=like.device, dtype=like.dtype)
+        x0 = tweedie_x0(sde, CountedScore(score_fn), z, sde.T).detach().to(torch.float64)
+        gamma_T = sde.gamma(torch.tensor([sde.T], dtype=torch.float64)).to(x0.device)
+        return gamma_T * x0.mean(0)
 
     def __call__(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> tuple[PriorLogp, int]:
         mu = self.mean(sde, score_fn, like)
