@@ -30,7 +30,7 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.data.base import dequantize_levels
-from sde_gen.priors import MatchedPrior, Prior
+from sde_gen.priors import MatchedPrior, Prior, checked_score
 from sde_gen.runtime import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
@@ -197,14 +197,8 @@ def ode_log_likelihood(
 
     def score(xt: Tensor, t: float) -> Tensor:
         nonlocal nfe
-        out = score_fn(xt, torch.full((batch,), t, dtype=dtype, device=device))
         nfe += 1
-        if not isinstance(out, Tensor) or out.shape != shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(shape)}")
-        if not torch.isfinite(out).all():
-            raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={t:.6g}")
-        return out
+        return checked_score(score_fn, xt, t)
 
     def rhs(u: float, state: np.ndarray) -> np.ndarray:
         y = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)

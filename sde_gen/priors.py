@@ -17,18 +17,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.solvers.base import CountedScore, tweedie_x0
+from sde_gen.solvers.base import tweedie_x0
 
-__all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior"]
+__all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior", "checked_score"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PriorLogp = Callable[[Tensor], Tensor]
 Prior = Callable[[SDE, ScoreFn, Tensor], tuple[PriorLogp, int]]
+
+
+def checked_score(score_fn: ScoreFn, x: Tensor, t: float) -> Tensor:
+    """score_fn(x, t) at one time t for the likelihood and its prior: a ValueError naming the
+    shape, or t where the score is not finite."""
+    out = score_fn(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device))
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(x.shape)}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={t:.6g}")
+    return out
 
 
 class StandardPrior:
@@ -59,11 +72,12 @@ class MatchedPrior:
 
     def mean(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> Tensor:
         """μ̂_T = γ_T · mean x̂0(±z_k) (``tweedie_x0`` at T), of ``like``'s trailing shape, in
-        float64; the score runs in ``like``'s dtype and is checked as a solver's is."""
+        float64; the score runs in ``like``'s dtype (``checked_score``)."""
         g = torch.Generator().manual_seed(self.seed)
         half = sde.prior_sample((self.pairs, *like.shape[1:]), g, torch.float64)
         z = torch.cat([half, -half]).to(device=like.device, dtype=like.dtype)
-        x0 = tweedie_x0(sde, CountedScore(score_fn), z, sde.T).detach().to(torch.float64)
+        x0 = tweedie_x0(sde, partial(checked_score, score_fn), z, sde.T)
+        x0 = x0.detach().to(torch.float64)
         gamma_T = sde.gamma(torch.tensor([sde.T], dtype=torch.float64)).to(x0.device)
         return gamma_T * x0.mean(0)
 
