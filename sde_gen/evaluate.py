@@ -223,6 +223,7 @@ def run_evaluation(
         "prior": prior,
         "rtol": settings.rtol,
         "atol": settings.atol,
+        "logp_atol": settings.logp_atol,
         "method": settings.method.value,
         "t_min": settings.t_min,
         "progress": main_bar and len(x) <= settings.batch_size,

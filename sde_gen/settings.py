@@ -207,7 +207,8 @@ class EvalConfig:
     num_probes: int = 1
     num_dequant: int = 1
     rtol: float = 1e-5
-    atol: float = 1e-5
+    atol: float = 3e-5
+    logp_atol: float = 1e-3
     method: ScipyMethod = ScipyMethod.RK45
     t_min: float = 1e-5
     vlb: bool = True
@@ -221,7 +222,7 @@ class EvalConfig:
         _check_chunk_seed(self.seed)
         for key in ("n", "batch_size", "num_probes", "num_dequant"):
             _positive(key, getattr(self, key))
-        for key in ("rtol", "atol", "t_min"):
+        for key in ("rtol", "atol", "logp_atol", "t_min"):
             value = getattr(self, key)
             _need(value > 0 and _finite(value), key, value, "a finite number > 0")
 

@@ -81,6 +81,7 @@ def test_wrong_type_or_unknown_key_fails_at_composition_naming_the_key(name, ove
         ("sample", SampleConfig, "n=1", "n=1"),
         ("sample", SampleConfig, "threads=0", "threads=0"),
         ("eval", EvalConfig, "rtol=0", "rtol=0"),
+        ("eval", EvalConfig, "logp_atol=0", "logp_atol=0"),
         ("eval", EvalConfig, "num_probes=0", "num_probes=0"),
         ("eval", EvalConfig, "n=0", "n=0"),
         ("train", TrainConfig, "seed=-2", "seed=-2"),
