@@ -178,10 +178,11 @@ def ode_log_likelihood(
     N(0, s² I), whose mismatch is γ_T (E x0)·x_T/s² to first order, about √(2/π) γ_T |E x0|/s
     nats. ``prior_logp``, a log density of x_T, replaces both (e.g. the exact log q_T).
 
-    Tolerances: ``rtol`` for the whole state, ``atol`` for z (of unit scale) and ``logp_atol``
-    in nats for ∫∇·F. That integral starts at 0, where rtol gives it nothing, so with atol alone
-    its first steps would be held about 40× tighter than its last (docs/results.md, "Likelihood
-    tolerances": 0.8× the evaluations, a MAE of about 1e-3 nats on 16-D mixtures).
+    Tolerances: ``rtol`` for the whole state, ``atol`` for the coordinates' state (z, of unit
+    scale, by default) and ``logp_atol`` in nats for ∫∇·F. That integral starts at 0, where rtol
+    gives it nothing, so under one atol its first steps were held about 40× tighter than its last
+    (docs/results.md, "Likelihood coordinates", "Tolerances": 0.8× the evaluations of atol =
+    logp_atol = 1e-5, a MAE of about 1e-3 nats on 16-D mixtures).
     The score is evaluated in the dtype of ``x``; the ODE state lives in float64. ``probe``
     (``RademacherProbe()`` when None, or ``GaussianProbe()``, any ``Probe``) draws ``num_probes``
     probes per sample once from ``generator`` (Hutchinson only). One NFE is one call of
