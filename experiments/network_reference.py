@@ -5,12 +5,16 @@ network's PF-ODE (Song et al. 2021, eq. 13) in the scaled coordinates y = x/γ, 
 (``ScaledCoordinates``, smooth on a discrete chain) by ``solve_ivp`` at a tight tolerance. One
 solve gives both end points a solver can be compared at: t_min (dense output) and the time where
 σ̃ = ``ZERO_SIGMA_TILDE``, standing in for t = 0. A second solve at a looser tolerance bounds the
-reference's own error: RMS(reference − check) ≈ the check's error ≥ the reference's.
+reference's own error: RMS(reference − check) ≈ the check's error ≥ the reference's. A large set
+is solved in chunks (``reference_chunks``): each chunk is one solve, cached on its own, so its
+step control and accuracy are those of a chunk-sized set, and the first chunk of n x_T drawn with a
+seed is the whole set of ``chunk`` x_T drawn with it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +94,10 @@ def reference_set(
     """x_T and the reference end points at rtol = ``rtol`` (cached in ``cache``); with
     ``check_rtol``, a second solve there and the RMS difference per end (``reference_error``)."""
     if cache.exists():
-        return torch.load(cache, weights_only=False)
+        shared = torch.load(cache, weights_only=False)
+        if not torch.equal(shared["x_T"], x_T):
+            raise ValueError(f"{cache}: cached for other x_T; delete it to recompute")
+        return shared
     t0 = time.perf_counter()
     ends, nfe = pf_ode_ends(
         net.sde, net.score_fn, x_T, t_min, t_zero, method=method, rtol=rtol, atol=atol
@@ -118,3 +125,34 @@ def reference_set(
         shared.update(check_tol=check_rtol, check_nfe=check_nfe)
     atomic_write(cache, lambda tmp: torch.save(shared, tmp))
     return shared
+
+
+def reference_chunks(
+    cache: Callable[[int, int], Path], net: Network, x_T: Tensor, chunk: int, **ref: Any
+) -> dict[str, Any]:
+    """``reference_set`` on x_T[start : start + chunk] for each chunk, cached at
+    ``cache(start, size)``, joined: end points concatenated, evaluations and seconds summed, and
+    the check's RMS distance pooled over all x_T (only when every chunk has one)."""
+    parts = [
+        reference_set(cache(start, len(x)), net, x, **ref)
+        for start, x in zip(range(0, len(x_T), chunk), x_T.split(chunk), strict=True)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    joined: dict[str, Any] = {
+        "x_T": x_T,
+        "ends": {e: torch.cat([p["ends"][e] for p in parts]) for e in ENDS},
+        "reference_nfe": sum(p["reference_nfe"] for p in parts),
+        "reference_seconds": sum(p["reference_seconds"] for p in parts),
+        "reference_tol": parts[0]["reference_tol"],
+        "chunks": len(parts),
+    }
+    if all("reference_error" in p for p in parts):
+        sizes = [len(p["x_T"]) for p in parts]
+        joined["reference_error"] = {
+            e: (sum(n * p["reference_error"][e] ** 2 for n, p in zip(sizes, parts)) / len(x_T))
+            ** 0.5
+            for e in ENDS
+        }
+        joined.update(check_tol=parts[0]["check_tol"], check_nfe=sum(p["check_nfe"] for p in parts))
+    return joined

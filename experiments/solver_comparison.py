@@ -8,7 +8,9 @@ x̂0) are computed once and cached under ``out_dir/cache``. With ``checkpoint=<s
 score is a trained network and the reference its own PF-ODE at a tight tolerance
 (``network_reference``): the ODE end-point error is the only metric. With ``fit=true`` a
 fixed-step solver first fits its grid (``sde_gen.solvers.fit_grid``) on pilot x_T drawn with
-another seed, then is evaluated on the job's x_T (held out).
+another seed, then is evaluated on the job's x_T (held out); the fit is cached by its settings, so
+a rerun on more held-out x_T (``n_network``, solved ``network_reference.chunk`` at a time) reuses
+both the fit and the reference chunks it has.
 At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
 plot to ``out_dir``. The command is in docs/results.md.
 """
@@ -30,7 +32,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from network_reference import load_network, reference_set  # experiments/ on sys.path
+from network_reference import (  # experiments/ on sys.path
+    load_network,
+    reference_chunks,
+    reference_set,
+)
 from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.data.gaussian_mixture import GaussianMixture
@@ -44,7 +50,7 @@ from sde_gen.metrics import (
 )
 from sde_gen.runtime import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
-from sde_gen.solvers import FixedStepSolver, fit_grid
+from sde_gen.solvers import FittedGrid, FixedStepSolver, fit_grid
 from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE
 from sde_gen.solvers.unipc import Variant
 
@@ -246,10 +252,16 @@ def network_problem(cfg: DictConfig) -> Problem:
         return sde.prior_sample((n, *net.shape), g, dtype=torch.float64)
 
     opts = {"t_min": t_min, "t_zero": t_zero, "method": ref.method, "rtol": ref.rtol}
-    held = reference_set(
-        cache / f"net_{tag}_n{cfg.n_network}_s{cfg.seed}_{tols}.pt",
+
+    def held_cache(start: int, size: int) -> Path:
+        offset = f"_o{start}" if start else ""
+        return cache / f"net_{tag}_n{size}_s{cfg.seed}{offset}_{tols}.pt"
+
+    held = reference_chunks(
+        held_cache,
         net,
         draw(cfg.n_network, cfg.seed),
+        ref.chunk or cfg.n_network,
         atol=ref.atol,
         check_rtol=ref.check_rtol,
         **opts,
@@ -278,6 +290,7 @@ def network_problem(cfg: DictConfig) -> Problem:
         "reference_nfe": held["reference_nfe"],
         "reference_tol": held["reference_tol"],
         "reference_seconds": held["reference_seconds"],
+        "chunk": ref.chunk,
     }
     if "reference_error" in held:
         columns["check_tol"] = held["check_tol"]
@@ -290,14 +303,45 @@ def network_problem(cfg: DictConfig) -> Problem:
 def fit_on_pilot(cfg: DictConfig, solver, problem: Problem, end: str) -> dict[str, Any]:
     """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (seed + 1000) against the problem's
     teacher to ``end``, set it on the solver, and return the fit's record."""
-    x_pilot, teacher = problem.pilot(end)
-    fitted = fit_grid(
-        solver, problem.sde, problem.score_fn, x_pilot, teacher=teacher, maxiter=cfg.fit_maxiter
-    )
+    path = fit_cache(cfg, solver, problem, end)
+    cached = path.exists()
+    if cached:
+        fitted = FittedGrid.load(path)
+    else:
+        x_pilot, teacher = problem.pilot(end)
+        fitted = fit_grid(
+            solver, problem.sde, problem.score_fn, x_pilot, teacher=teacher, maxiter=cfg.fit_maxiter
+        )
+        atomic_write(path, fitted.save)
     solver.grid = fitted
     info = fitted.info
     keys = ("pilot_error", "start_grid", "start_pilot_error", "solver_runs", "nfe_total", "seconds")
-    return {f"fit_{k}": info[k] for k in keys} | {"fit_times": fitted.knots, "fit_n": cfg.fit_n}
+    row = {f"fit_{k}": info[k] for k in keys} | {"fit_times": fitted.knots, "fit_n": cfg.fit_n}
+    return row | {"fit_cached": cached}
+
+
+def fit_cache(cfg: DictConfig, solver: FixedStepSolver, problem: Problem, end: str) -> Path:
+    """Where a fit is cached: keyed by the problem (data, SDE, checkpoint file), the solver with
+    its starting grid, the end, the pilot (fit_n, seed), the teachers' tolerances and maxiter, so
+    that the same fit evaluated on more held-out x_T is not searched again."""
+    ckpt = problem.columns.get("checkpoint")
+    stamp = Path(ckpt).stat() if ckpt else None
+    teachers = OmegaConf.to_yaml(cfg.network_reference if ckpt else cfg.reference)
+    key = (
+        f"{problem.data}:{problem.sde_name}:{ckpt}:{stamp and (stamp.st_size, stamp.st_mtime_ns)}:"
+        f"{solver!r}:{end}:{cfg.fit_n}:{cfg.seed}:{cfg.fit_maxiter}:{teachers}"
+    )
+    return Path(cfg.out_dir) / "cache" / f"fit_{hashlib.sha1(key.encode()).hexdigest()[:12]}.yaml"
+
+
+def endpoint_errors(x0: torch.Tensor, x_ref: torch.Tensor, chunk: int | None) -> dict[str, Any]:
+    """The RMS end-point error, and with ``chunk`` < n also per chunk of the held-out x_T (their
+    spread shows how stable an RMS over ``chunk`` x_T is)."""
+    errors: dict[str, Any] = {"endpoint_error": endpoint_error(x0, x_ref)}
+    if chunk and len(x0) > chunk:
+        parts = zip(x0.split(chunk), x_ref.split(chunk), strict=True)
+        errors["endpoint_error_chunks"] = [endpoint_error(a, b) for a, b in parts]
+    return errors
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -337,7 +381,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             row["mmd2"] = mmd2_unbiased(x0, shared["reference"], shared["bandwidths"])
             row["nll_gap"] = nll_gap(problem.mixture, x0, shared["reference"])
         if names["solver"] in cfg.ode_solvers:
-            row["endpoint_error"] = endpoint_error(x0, problem.references[end])
+            row.update(endpoint_errors(x0, problem.references[end], problem.columns.get("chunk")))
     row.update(problem.columns)
     row["status"] = "ok"
     return row

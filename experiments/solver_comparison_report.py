@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,16 @@ def _reference_note(group: list[dict[str, Any]]) -> str:
     )
 
 
+def _chunk_ratios(ours: dict[str, Any] | None, peer: dict[str, Any] | None) -> str:
+    """The ratio peer ÷ ours on each chunk of the same held-out x_T (``endpoint_error_chunks``):
+    min–max (median), or "" without chunks on both sides."""
+    a, b = (r.get("endpoint_error_chunks") if r else None for r in (ours, peer))
+    if not a or not b or len(a) != len(b):
+        return ""
+    ratios = sorted(p / o for o, p in zip(a, b, strict=True))
+    return f"{ratios[0]:.2f}–{ratios[-1]:.2f} ({statistics.median(ratios):.2f})"
+
+
 def peers_at_best(rows: list[dict[str, Any]]) -> str:
     """Per (sde, data) and metric: the best configuration of each family at each budget (within
     the budget: NFE ≤ budget), our fixed and fitted (fit on pilot x_T, evaluated on held-out x_T)
@@ -240,6 +251,16 @@ def peers_at_best(rows: list[dict[str, Any]]) -> str:
                         else:
                             cells.append("")
                     lines.append(f"| ratio diffusers ÷ {kind} | " + " | ".join(cells) + " |")
+                    spread = [
+                        _chunk_ratios(best_of[(kind, b)], best_of[("diffusers", b)])
+                        for b in budgets
+                    ]
+                    if any(spread):
+                        lines.append(
+                            f"| {kind}, ratio per chunk: min–max (median) | "
+                            + " | ".join(spread)
+                            + " |"
+                        )
             out.append("\n".join(lines))
     summary = [
         "**Geometric mean over data sets of the end-point-error ratio (best diffusers ÷ ours)**"

@@ -92,6 +92,21 @@ def test_fitted_job_fits_on_pilot_and_is_scored_on_held_out_x_T(tmp_path):
     assert row["nfe"] == 5 and row["ends_at_zero"] and row["family"] == "DPMSolver-2"
     assert row["fit_pilot_error"] <= row["fit_start_pilot_error"]
     assert len(row["fit_times"]) == 6 and row["endpoint_error"] > 0
+    assert not row["fit_cached"]
+
+
+def test_a_fit_is_cached_by_its_settings_and_reused_exactly(tmp_path):
+    """The same fit job again loads the cached grid (same times, same held-out error, the first
+    search's cost); another maxiter or order is a new search."""
+    args = ("fit=true", "fit_n=16", "fit_maxiter=12")
+    first = _job(tmp_path, "dpm_solver", 5, *args)
+    again = _job(tmp_path, "dpm_solver", 5, *args)
+    assert again["fit_cached"] and not first["fit_cached"]
+    assert again["fit_times"] == first["fit_times"]
+    assert again["endpoint_error"] == first["endpoint_error"]
+    assert again["fit_seconds"] == first["fit_seconds"]
+    assert not _job(tmp_path, "dpm_solver", 5, *args[:2], "fit_maxiter=11")["fit_cached"]
+    assert not _job(tmp_path, "dpm_solver", 5, *args, "solver.order=3")["fit_cached"]
 
 
 def test_peers_at_best_takes_the_best_of_each_family_and_the_ratio():
@@ -131,6 +146,23 @@ def test_peers_at_best_takes_the_best_of_each_family_and_the_ratio():
     assert "0.02 (trailing)" in text and "0.06" not in text
     assert "| ratio diffusers ÷ ours fixed | 1.50 |" in text
     assert "| ratio diffusers ÷ ours fitted | 6.00 |" in text
+    assert "per chunk" not in text  # no chunks: no line
+
+
+def test_peers_at_best_gives_the_ratio_on_each_chunk_of_the_same_x_T():
+    """Per chunk the ratio pairs the same chunk of both rows: min–max (median) of peer ÷ ours."""
+    from solver_comparison_report import peers_at_best
+
+    base = {"sde": "ddpm_linear", "data": "digits", "status": "ok", "finite": True, "nfe": 10}
+    base |= {"nfe_budget": 10}
+    ours = {**base, "solver": "unipc", "family": "UniPC-2", "grid": "quadratic"}
+    peer = {**base, "solver": "diffusers_unipc", "family": "diffusers U-2"}
+    rows = [
+        {**ours, "endpoint_error": 0.5, "endpoint_error_chunks": [0.1, 0.2, 0.4]},
+        {**peer, "endpoint_error": 0.6, "endpoint_error_chunks": [0.5, 0.5, 0.6]},
+    ]
+    text = peers_at_best(rows)
+    assert "| ours fixed, ratio per chunk: min–max (median) | 1.50–5.00 (2.50) |" in text
 
 
 # -- checkpoint mode: a trained network, its own PF-ODE as the reference ---------------------------
@@ -241,6 +273,44 @@ def test_network_reference_is_within_twice_its_bound_of_a_float64_solve(network)
     for end in ("t_min", "zero"):
         error = float(((shared["ends"][end] - tight[end]) ** 2).sum(1).mean().sqrt())
         assert error < 2 * row[f"reference_error_{end}"], (end, error)
+
+
+def test_network_reference_in_chunks_agrees_with_one_solve(network, tmp_path):
+    """Solved 16 at a time, the reference of 32 x_T agrees with the one-solve reference within
+    twice the larger of their check bounds (DOP853 rtol 1e-6 vs 1e-5), at t_min and t ≈ 0; its
+    first chunk is cached as the 16-x_T set itself, and a cache of other x_T is refused."""
+    from network_reference import ENDS, load_network, reference_chunks, reference_set
+
+    from sde_gen.metrics import endpoint_error
+
+    net = load_network(str(network[0]))
+    x_T = net.sde.prior_sample((32, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    opts = {"t_min": 1e-3, "t_zero": sc.zero_time(net.sde), "method": "DOP853", "rtol": 1e-6}
+    opts |= {"atol": 1e-6, "check_rtol": 1e-5}
+
+    def path(start: int, size: int) -> Path:
+        return tmp_path / f"ref_{start}_{size}.pt"
+
+    chunked = reference_chunks(path, net, x_T, 16, **opts)
+    whole = reference_chunks(path, net, x_T, 32, **opts)
+    assert chunked["chunks"] == 2 and "chunks" not in whole
+    first = torch.load(path(0, 16), weights_only=False)
+    assert torch.equal(first["ends"]["zero"], chunked["ends"]["zero"][:16])
+    for end in ENDS:
+        bound = max(chunked["reference_error"][end], whole["reference_error"][end])
+        assert 0 < endpoint_error(chunked["ends"][end], whole["ends"][end]) < 2 * bound
+    with pytest.raises(ValueError, match="cached for other x_T"):
+        reference_set(path(0, 16), net, x_T[16:], **opts)
+
+
+def test_network_job_reports_its_error_per_chunk(network):
+    """With the reference in chunks of 16, a job on 32 x_T reports the RMS error of each chunk;
+    the mean of their squares is the square of the whole RMS."""
+    row = _net_job(network, "unipc", 10, "network_reference.chunk=16")
+    chunks = row["endpoint_error_chunks"]
+    assert row["status"] == "ok" and row["chunk"] == 16 and len(chunks) == 2
+    assert sum(e * e for e in chunks) / 2 == pytest.approx(row["endpoint_error"] ** 2, rel=1e-12)
+    assert "endpoint_error_chunks" not in _net_job(network, "unipc", 10)
 
 
 @pytest.mark.parametrize("solver,order", [("ddim", 1), ("dpm_solver", 2)])
