@@ -133,8 +133,8 @@ def reference_chunks(
     """``reference_set`` on x_T[start : start + chunk] for each chunk, cached at
     ``cache(start, size)``, joined: end points concatenated, evaluations and seconds summed, and
     the check's RMS distance pooled over all x_T (only when every chunk has one)."""
-    parts = [
-        reference_set(cache(start, len(x)), net, x, **ref)
+    parts = [  # each chunk a copy: a saved view would carry the whole batch's storage
+        reference_set(cache(start, len(x)), net, x.clone(), **ref)
         for start, x in zip(range(0, len(x_T), chunk), x_T.split(chunk), strict=True)
     ]
     if len(parts) == 1:
