@@ -302,7 +302,8 @@ def network_problem(cfg: DictConfig) -> Problem:
 
 def fit_on_pilot(cfg: DictConfig, solver, problem: Problem, end: str) -> dict[str, Any]:
     """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (seed + 1000) against the problem's
-    teacher to ``end``, set it on the solver, and return the fit's record."""
+    teacher to ``end`` (or load it from ``fit_cache``), set it on the solver, and return the
+    fit's record (``fit_cached``: loaded, the cost being the first search's)."""
     path = fit_cache(cfg, solver, problem, end)
     cached = path.exists()
     if cached:
