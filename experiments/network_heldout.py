@@ -4,10 +4,12 @@
         --checkpoint <run>/checkpoints/step_00002300.pt --n 2048 --seed 2000 \\
         --fitted 1.0 0.8432 0.6590 0.4715 0.3681 0.2651 0.1702 0.0895 0.0412 0.0106 0.001
 
-The reference is UniPC-3 at ``--teacher-steps`` steps on the quadratic grid (a DOP853 solve at
-rtol 1e-6 costs about 12 s per x_T on a 2-core CPU). Rows: ours UniPC-2 on the quadratic grid and
-on ``--fitted`` times (a grid fitted on other x_T), and the diffusers configurations of
-``--peers`` (``experiments/conf/solver/<name>.yaml`` at 10 steps; skipped without diffusers).
+The reference is UniPC-3 at ``--teacher-steps`` steps on the quadratic grid, a quick stand-in;
+the comparison itself (``solver_comparison.py checkpoint=… n_network=2048``) solves a DOP853
+reference in cached chunks of 128 x_T, about 3–4.5 s per x_T on a 2-core CPU. Rows: ours
+UniPC-2 on the quadratic grid and on ``--fitted`` times (a grid fitted on other x_T), and the
+diffusers configurations of ``--peers`` (``experiments/conf/solver/<name>.yaml`` at 10 steps;
+skipped without diffusers).
 Prints RMS and median ‖x̂ − x_ref‖ and the ratio best peer ÷ each of ours.
 """
 

@@ -327,7 +327,9 @@ def fit_cache(cfg: DictConfig, solver: FixedStepSolver, problem: Problem, end: s
     that the same fit evaluated on more held-out x_T is not searched again."""
     ckpt = problem.columns.get("checkpoint")
     stamp = Path(ckpt).stat() if ckpt else None
-    teachers = OmegaConf.to_yaml(cfg.network_reference if ckpt else cfg.reference)
+    ref = cfg.network_reference  # the pilot teacher's own settings, not the held-out chunking
+    teacher = [ref.method, ref.rtol, ref.atol, ref.pilot_rtol] if ckpt else cfg.reference
+    teachers = OmegaConf.to_yaml(OmegaConf.create({"teacher": teacher}))
     key = (
         f"{problem.data}:{problem.sde_name}:{ckpt}:{stamp and (stamp.st_size, stamp.st_mtime_ns)}:"
         f"{solver!r}:{end}:{cfg.fit_n}:{cfg.seed}:{cfg.fit_maxiter}:{teachers}"
