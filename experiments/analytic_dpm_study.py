@@ -22,7 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sde_gen.metrics import median_bandwidth, mmd2_unbiased, nll_gap
+from sde_gen.metrics.mixtures import median_bandwidth, mmd2_unbiased, nll_gap
 from sde_gen.sde import VPSDE
 from sde_gen.solvers import AnalyticDPM, Ancestral, FittedGrid, UniformGrid
 

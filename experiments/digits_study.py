@@ -20,12 +20,12 @@ from torch import nn
 
 from sde_gen.data import Digits
 from sde_gen.evaluate import vlb_bits_per_dim
+from sde_gen.metrics.images import feature_vectors, frechet_distance
 from sde_gen.models.digits_classifier import (
     digits_labels,
     fit_digits_classifier,
     pretrained_digits_classifier,
 )
-from sde_gen.sample_quality import feature_vectors, frechet_distance
 from sde_gen.sde.reverse_variance import analytic_chain_log_variance
 from sde_gen.solvers.calibration import CalibrationKey, estimate_ms_eps
 

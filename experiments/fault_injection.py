@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from sde_gen import checkpoint as ckpt
-from sde_gen.runtime import TMP_PATTERN
+from sde_gen.runtime.files import TMP_PATTERN
+from sde_gen.training import checkpoint as ckpt
 
 TRAIN = str(Path(sys.executable).with_name("sde-gen-train"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -215,7 +215,7 @@ def disk_full_monkeypatched(work: Path) -> tuple[str, str, str, bool]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_train_helpers import tiny_trainer
 
-    from sde_gen.runtime import DiskFullError
+    from sde_gen.runtime.files import DiskFullError
 
     run = work / "enospc"
     tiny_trainer(run, steps=4, checkpoint_every=2).fit()

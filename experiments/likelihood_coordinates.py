@@ -38,8 +38,8 @@ from omegaconf import OmegaConf
 
 import sde_gen
 from sde_gen.data import GaussianMixture, random_mixture
-from sde_gen.likelihood import GaussianProbe, RademacherProbe, ode_log_likelihood
-from sde_gen.priors import MatchedPrior, StandardPrior
+from sde_gen.likelihood.ode import GaussianProbe, RademacherProbe, ode_log_likelihood
+from sde_gen.likelihood.priors import MatchedPrior, StandardPrior
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
 

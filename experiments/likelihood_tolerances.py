@@ -22,8 +22,8 @@ import itertools
 import torch
 
 from sde_gen.data import random_mixture
-from sde_gen.likelihood import ode_log_likelihood
-from sde_gen.priors import StandardPrior
+from sde_gen.likelihood.ode import ode_log_likelihood
+from sde_gen.likelihood.priors import StandardPrior
 from sde_gen.sde import SDE, VESDE, VPSDE, SubVPSDE
 from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
 

@@ -39,9 +39,9 @@ from digits_study import (
     train_arm,
 )
 
-from sde_gen.checkpoint import load_score_model
 from sde_gen.data import Digits
 from sde_gen.evaluate import vlb_bits_per_dim
+from sde_gen.networks.checkpoint import load_score_model
 from sde_gen.plotting import plot_image_grid
 from sde_gen.solvers import Ancestral
 

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from network_reference import load_network
 from omegaconf import OmegaConf
 
-from sde_gen.metrics import endpoint_error
+from sde_gen.metrics.mixtures import endpoint_error
 from sde_gen.solvers import FittedGrid, QuadraticGrid, UniPC
 
 CONF = Path(__file__).parent / "conf" / "solver"

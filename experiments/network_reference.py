@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sde_gen.checkpoint import load_score_model
-from sde_gen.metrics import endpoint_error
+from sde_gen.metrics.mixtures import endpoint_error
 from sde_gen.models import ScoreModel
-from sde_gen.runtime import atomic_write
+from sde_gen.networks.checkpoint import load_score_model
+from sde_gen.runtime.files import atomic_write
 from sde_gen.sde import SDE
 from sde_gen.solvers import ScaledCoordinates, ScipyODE
 from sde_gen.solvers.base import CountedScore

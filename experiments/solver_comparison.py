@@ -40,7 +40,7 @@ from network_reference import (  # experiments/ on sys.path
 from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.data.gaussian_mixture import GaussianMixture
-from sde_gen.metrics import (
+from sde_gen.metrics.mixtures import (
     endpoint_error,
     median_bandwidth,
     mixture_flow,
@@ -48,7 +48,7 @@ from sde_gen.metrics import (
     monte_carlo_floor,
     nll_gap,
 )
-from sde_gen.runtime import SUMMARY_FILE, atomic_write, write_summary
+from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
 from sde_gen.solvers import FittedGrid, FixedStepSolver, fit_grid
 from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE

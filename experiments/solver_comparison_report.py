@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sde_gen.plotting import plot_solver_comparison  # noqa: E402
-from sde_gen.runtime import atomic_write  # noqa: E402
+from sde_gen.runtime.files import atomic_write
 
 PEER_PREFIX = "diffusers_"
 METRICS = (

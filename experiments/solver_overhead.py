@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.runtime import atomic_write
+from sde_gen.runtime.files import atomic_write
 
 
 class TimedScore:

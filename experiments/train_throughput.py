@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from sde_gen.build import instantiate_group
 from sde_gen.data.base import TensorData
 from sde_gen.losses import DSMLoss
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.runtime import pick_device
+from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.resources import pick_device
 from sde_gen.sde import VPSDE
-from sde_gen.settings import Precision, TrainerSettings
-from sde_gen.trainer import Trainer
-from sde_gen.training_loop import AUTOCAST, AutocastNet
+from sde_gen.training.loop import AUTOCAST, AutocastNet
+from sde_gen.training.settings import Precision, TrainerSettings
+from sde_gen.training.trainer import Trainer
 
 SHAPE = (3, 32, 32)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from sde_gen.build import build_training
-from sde_gen.runtime import pick_device, seed_everything
-from sde_gen.settings import TrainConfig, settings_from
-from sde_gen.trainer import Trainer
+from sde_gen.cli.build import build_training
+from sde_gen.cli.settings import TrainConfig, settings_from
+from sde_gen.runtime.resources import pick_device, seed_everything
+from sde_gen.training.trainer import Trainer
 
 
 class BareLoop:

@@ -40,10 +40,10 @@ from digits_study import (
 )
 from omegaconf import DictConfig
 
-from sde_gen.build import match_bins
-from sde_gen.checkpoint import load_score_model
+from sde_gen.cli.build import match_bins
 from sde_gen.data import Digits
 from sde_gen.evaluate import likelihood_report, vlb_bits_per_dim, vlb_bpd
+from sde_gen.networks.checkpoint import load_score_model
 from sde_gen.plotting import plot_image_grid
 from sde_gen.sde import VDMSDE, DiscreteVPSDE
 from sde_gen.solvers import EulerMaruyama

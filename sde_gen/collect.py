@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sde_gen.runtime import SUMMARY_FILE, atomic_write, check_writable
+from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, check_writable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -10,9 +10,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sde_gen.cli import run_cli, user_errors
+from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.plotting import mixture_density, plot_forward_2d
-from sde_gen.runtime import seed_everything, set_threads
+from sde_gen.runtime.resources import seed_everything, set_threads
 
 log = logging.getLogger(__name__)
 

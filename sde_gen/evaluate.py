@@ -26,22 +26,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sde_gen.build import bytes_per_sample, instantiate_group
-from sde_gen.cli import run_cli, user_errors
+from sde_gen.cli.build import bytes_per_sample
+from sde_gen.cli.errors import run_cli, user_errors
+from sde_gen.cli.settings import EvalConfig, settings_from
 from sde_gen.data.base import TensorData
-from sde_gen.distributed import close_world, gather_objects, init_world
-from sde_gen.likelihood import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
+from sde_gen.likelihood.ode import ScoreFn, bits_per_dim, nats_to_bits_per_dim, ode_log_likelihood
 from sde_gen.losses.vdm import vdm_vlb
-from sde_gen.runtime import (
-    check_memory,
-    choose_threads,
-    progress_bar,
-    write_summary,
-)
-from sde_gen.score_source import load_score_source, names_data
+from sde_gen.networks.source import load_score_source, names_data
+from sde_gen.runtime.distributed import close_world, gather_objects, init_world
+from sde_gen.runtime.files import write_summary
+from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.progress import progress_bar
+from sde_gen.runtime.resources import check_memory, choose_threads
+from sde_gen.runtime.sharding import map_chunks
 from sde_gen.sde import SDE, VDMSDE, DiscreteVPSDE
-from sde_gen.settings import EvalConfig, settings_from
-from sde_gen.sharding import map_chunks
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Writes into the run directory ``samples.npz``, a grid (images) or scatter (2-D) 
 ``features=digits`` adds FD and KID against the test split, ``export_png=true`` a ``png/`` folder.
 
 The samples come in chunks of ``batch_size``: chunk c draws x_T and the solver's noise from a
-generator seeded by (seed, c) (``sde_gen.sharding``), so under ``torchrun --nproc_per_node=W``
+generator seeded by (seed, c) (``runtime.sharding``), so under ``torchrun --nproc_per_node=W``
 rank r draws the chunks c ≡ r (mod W) and rank 0 writes exactly the samples of one process.
 """
 
@@ -26,21 +26,17 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sde_gen.build import bytes_per_sample, instantiate_group
-from sde_gen.cli import run_cli, user_errors
+from sde_gen.cli.build import bytes_per_sample
+from sde_gen.cli.errors import run_cli, user_errors
+from sde_gen.cli.settings import SampleConfig, settings_from
 from sde_gen.data.base import DataSource
 from sde_gen.data.gaussian_mixture import GaussianMixture
-from sde_gen.distributed import close_world, gather_objects, init_world
-from sde_gen.runtime import (
-    atomic_write,
-    check_memory,
-    choose_threads,
-    pick_device,
-    write_summary,
-)
-from sde_gen.score_source import ScoreSource, data_shape, load_score_source, names_data
-from sde_gen.settings import SampleConfig, settings_from
-from sde_gen.sharding import map_chunks
+from sde_gen.networks.source import ScoreSource, data_shape, load_score_source, names_data
+from sde_gen.runtime.distributed import close_world, gather_objects, init_world
+from sde_gen.runtime.files import atomic_write, write_summary
+from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.resources import check_memory, choose_threads, pick_device
+from sde_gen.runtime.sharding import map_chunks
 from sde_gen.solvers.base import SampleResult
 
 log = logging.getLogger(__name__)
@@ -69,7 +65,7 @@ def exact_metrics(mixture: GaussianMixture, x0: torch.Tensor, seed: int) -> dict
     """NLL of the samples under the exact density, the NLL gap to fresh data, MMD², and each
     metric's Monte Carlo floor: its RMS between two exact sample sets of the same sizes.
     A mixture with a point mass (a zero std) has no density at t = 0: no metrics."""
-    from sde_gen.metrics import median_bandwidth, mmd2_unbiased, monte_carlo_floor, nll_gap
+    from sde_gen.metrics.mixtures import median_bandwidth, mmd2_unbiased, monte_carlo_floor, nll_gap
 
     if is_point_mass(mixture):
         return {}
@@ -105,9 +101,9 @@ def image_quality(
 ) -> dict[str, float]:
     """FD and KID ± its standard error of the samples' ``features`` against the data's test
     split on ``net``'s features, and their floor: the same between the first n training images
-    and the test split (``sde_gen.sample_quality``)."""
-    from sde_gen.sample_quality import feature_vectors, frechet_distance
-    from sde_gen.sample_quality import kernel_inception_distance as kid
+    and the test split (``sde_gen.metrics.images``)."""
+    from sde_gen.metrics.images import feature_vectors, frechet_distance
+    from sde_gen.metrics.images import kernel_inception_distance as kid
 
     device = next(iter(net.parameters()), torch.empty(0)).device
     n, subsets, size = len(features), settings.kid_subsets, settings.kid_subset_size
@@ -284,7 +280,7 @@ def run_sampling(
             result = solver(src.sde, src.score_fn, x_T, generator=generator, record=settings.record)
         features = None
         if net is not None:
-            from sde_gen.sample_quality import feature_vectors
+            from sde_gen.metrics.images import feature_vectors
 
             features = feature_vectors(net, result.x0.clamp(-1, 1).to(torch.float32))
         recorded = result.trajectory is not None
@@ -336,7 +332,7 @@ def run_sampling(
     if finite and net is not None:
         summary.update(image_quality(net, features, src.data, settings))
     if finite and settings.export_png:
-        from sde_gen.sample_quality import export_pngs
+        from sde_gen.metrics.images import export_pngs
 
         export_pngs(x0, out_dir / "png")
     if finite and settings.plot:

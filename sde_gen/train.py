@@ -28,12 +28,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sde_gen.build import build_training
-from sde_gen.cli import run_cli, user_errors
-from sde_gen.distributed import World, close_world, gather_objects, init_world
-from sde_gen.runtime import choose_threads, seed_everything
-from sde_gen.settings import TrainConfig, settings_from
-from sde_gen.trainer import Trainer, TrainingInterrupted
+from sde_gen.cli.build import build_training
+from sde_gen.cli.errors import run_cli, user_errors
+from sde_gen.cli.settings import TrainConfig, settings_from
+from sde_gen.runtime.distributed import World, close_world, gather_objects, init_world
+from sde_gen.runtime.resources import choose_threads, seed_everything
+from sde_gen.training.trainer import Trainer, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import torch
 from test_solvers import T_MIN, gaussian, pf_ode_exact, prior
 
 from sde_gen.data import ring_mixture
-from sde_gen.ddpm import linear_betas
-from sde_gen.metrics import endpoint_error, mixture_flow
+from sde_gen.metrics.mixtures import endpoint_error, mixture_flow
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
+from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import AdaptiveDPM, AdaptiveUniPC
 
 SOLVERS = [

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sde_gen.data import GaussianMixture
-from sde_gen.metrics import nll_gap
+from sde_gen.metrics.mixtures import nll_gap
 from sde_gen.sample import run_sampling
 from sde_gen.sde import VESDE, VPSDE
 from sde_gen.sde.reverse_variance import ms_eps_range, optimal_variance

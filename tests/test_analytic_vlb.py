@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sde_gen.ddpm import DiscreteSchedule, linear_betas
 from sde_gen.losses.discrete import vlb_terms
 from sde_gen.models import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
+from sde_gen.sde.ddpm import DiscreteSchedule, linear_betas
 from sde_gen.sde.reverse_variance import analytic_chain_log_variance
 
 S = 0.5  # data N(0, S² I) in 2-D

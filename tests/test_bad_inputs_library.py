@@ -15,15 +15,16 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
-from sde_gen.checkpoint import FORMAT_VERSION, load_score_model
 from sde_gen.data import GaussianMixture, NpzImages, TensorData, TwoMoons, ring_mixture
 from sde_gen.evaluate import run_evaluation
-from sde_gen.likelihood import ode_log_likelihood
+from sde_gen.likelihood.ode import ode_log_likelihood
 from sde_gen.losses.dsm import DSMLoss
 from sde_gen.models import MLP, ScoreModel
+from sde_gen.networks.checkpoint import load_score_model
+from sde_gen.networks.source import load_score_source
 from sde_gen.sample import run_sampling
-from sde_gen.score_source import load_score_source
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, LinearSDE, Polynomial, SubVPSDE
+from sde_gen.training.checkpoint import FORMAT_VERSION
 
 VICTIM_BYTES = b"the user's precious file\n"
 RING = {"_target_": "sde_gen.data.ring_mixture", "std": 0.15}

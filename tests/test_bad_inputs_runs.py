@@ -23,13 +23,13 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from test_train_helpers import tiny_trainer
 
-from sde_gen import checkpoint as ckpt
 from sde_gen import runtime
-from sde_gen.callbacks import GuardRunFolder
+from sde_gen.cli.callbacks import GuardRunFolder
 from sde_gen.collect import collect
-from sde_gen.runtime import TMP_PATTERN, DiskFullError, FolderLockedError, UnwritableError
+from sde_gen.runtime.files import TMP_PATTERN, DiskFullError, FolderLockedError, UnwritableError
 from sde_gen.solvers import EulerMaruyama
-from sde_gen.trainer import RunFolderError
+from sde_gen.training import checkpoint as ckpt
+from sde_gen.training.trainer import RunFolderError
 
 APPENDABLE = {"metrics.jsonl", "metrics.csv"}
 """Logs a resume may rewrite with the same lines and then extend."""

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sde_gen.callbacks import CollectOnMultirunEnd
+from sde_gen.cli.callbacks import CollectOnMultirunEnd
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
-CALLBACK = "++hydra.callbacks.collect._target_=sde_gen.callbacks.CollectOnMultirunEnd"
+CALLBACK = "++hydra.callbacks.collect._target_=sde_gen.cli.callbacks.CollectOnMultirunEnd"
 
 
 def test_multirun_end_writes_the_summaries_into_the_sweep_dir(tmp_path):
@@ -37,7 +37,7 @@ def test_multirun_end_writes_the_summaries_into_the_sweep_dir(tmp_path):
 
 def test_a_failed_collection_warns_and_does_not_raise(tmp_path, caplog):
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    with caplog.at_level(logging.WARNING, logger="sde_gen.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="sde_gen.cli.callbacks"):
         CollectOnMultirunEnd().on_multirun_end(config)
     assert "no summary.json" in caplog.text and str(tmp_path) in caplog.text
     assert not (tmp_path / "summaries.csv").exists()

@@ -11,7 +11,8 @@ import torch
 from omegaconf import OmegaConf
 from test_train_helpers import tiny_trainer
 
-from sde_gen import checkpoint as ckpt
+from sde_gen.networks.checkpoint import load_score_model
+from sde_gen.training import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +134,10 @@ def test_load_score_model_rebuilds_ema_and_raw_networks(saved):
     trainer, path = saved
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
     t = torch.linspace(0.05, 1.0, 16)
-    model, cfg, data = ckpt.load_score_model(path, ema=True)
+    model, cfg, data = load_score_model(path, ema=True)
     assert data.shape == (2,) and cfg.model.hidden == 32
     with torch.no_grad():
         assert torch.equal(model(x, t), trainer.ema.module(x, t))
-        raw, _, _ = ckpt.load_score_model(path, ema=False)
+        raw, _, _ = load_score_model(path, ema=False)
         assert torch.equal(raw(x, t), trainer.model(x, t))
         assert not torch.equal(raw(x, t), model(x, t))  # EMA (decay 0.9) lags the raw weights

@@ -14,9 +14,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from sde_gen.cli import group_options, one_line
-from sde_gen.runtime import atomic_write, choose_threads, progress_bar
-from sde_gen.settings import EvalConfig, SampleConfig, TrainConfig, settings_from
+from sde_gen.cli.errors import group_options, one_line
+from sde_gen.cli.settings import EvalConfig, SampleConfig, TrainConfig, settings_from
+from sde_gen.runtime.files import atomic_write
+from sde_gen.runtime.progress import progress_bar
+from sde_gen.runtime.resources import choose_threads
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sde_gen.collect import collect, main, plot_rows, read_summaries
-from sde_gen.runtime import write_summary
+from sde_gen.runtime.files import write_summary
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
 

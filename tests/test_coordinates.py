@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sde_gen.data import GaussianMixture
-from sde_gen.ddpm import CosineSchedule, LinearSchedule
 from sde_gen.sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
+from sde_gen.sde.ddpm import CosineSchedule, LinearSchedule
 from sde_gen.solvers import PFODE, ScipyODE
 
 F64 = torch.float64

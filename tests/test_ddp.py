@@ -32,7 +32,7 @@ def _relative_gap(a: dict, b: dict) -> float:
 
 
 def _final(out: Path) -> dict:
-    from sde_gen import checkpoint as ckpt
+    from sde_gen.training import checkpoint as ckpt
 
     return ckpt.load_checkpoint(ckpt.latest_checkpoint(out / "checkpoints"))
 
@@ -60,9 +60,9 @@ def _loss_aware_trainer(out: Path):
     """A tiny DDPM (T=10) with L_simple and the loss-aware step sampler (history 2)."""
     from test_train_helpers import tiny_trainer
 
-    from sde_gen.ddpm import linear_betas
     from sde_gen.losses import LossAwareStepSampler, SimpleLoss
     from sde_gen.sde import DiscreteVPSDE
+    from sde_gen.sde.ddpm import linear_betas
 
     trainer = tiny_trainer(out, SimpleLoss(step_sampler=LossAwareStepSampler(2)), steps=6)
     trainer.model.sde = trainer.loop.train_model.sde = DiscreteVPSDE(linear_betas(10, 1e-3, 0.2))
@@ -165,7 +165,7 @@ def test_compiled_network_trains_with_inductor(tmp_path):
 
 
 def test_new_trainer_settings_are_checked():
-    from sde_gen.settings import Precision, TrainerSettings
+    from sde_gen.training.settings import Precision, TrainerSettings
 
     assert TrainerSettings(precision="bf16").precision is Precision.bf16
     for key, value in (("precision", "fp8"), ("accumulate", 0), ("workers", -1)):
@@ -228,8 +228,8 @@ def test_finite_data_resume_through_the_loader_is_bit_identical(tmp_path):
 
     from sde_gen.data.base import TensorData
     from sde_gen.losses import DSMLoss
-    from sde_gen.settings import TrainerSettings
-    from sde_gen.trainer import Trainer
+    from sde_gen.training.settings import TrainerSettings
+    from sde_gen.training.trainer import Trainer
 
     data = TensorData(torch.randn(50, 2, generator=torch.Generator().manual_seed(0)))
 
@@ -271,9 +271,9 @@ def _worker(out: str, settings: str) -> None:
     torch.set_num_threads(1)
     from test_train_helpers import tiny_trainer
 
-    from sde_gen.distributed import close_world, init_world
     from sde_gen.losses import DSMLoss
-    from sde_gen.trainer import TrainingInterrupted
+    from sde_gen.runtime.distributed import close_world, init_world
+    from sde_gen.training.trainer import TrainingInterrupted
 
     world = init_world("cpu")
     kw = json.loads(settings)

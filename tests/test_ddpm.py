@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from sde_gen.ddpm import (
+from sde_gen.sde import DiscreteVPSDE
+from sde_gen.sde.ddpm import (
     CosineSchedule,
     DiscreteSchedule,
     LinearSchedule,
     discretized_gaussian_log_likelihood,
     normal_kl,
 )
-from sde_gen.sde import DiscreteVPSDE
 
 
 def test_posterior_is_the_numeric_bayes_product():

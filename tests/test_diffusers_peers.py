@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 from diffusers_peers import DiffusersSampler, ExactEps  # noqa: E402
 
 from sde_gen.data import ring_mixture  # noqa: E402
-from sde_gen.ddpm import linear_betas  # noqa: E402
 from sde_gen.sde import VPSDE, DiscreteVPSDE  # noqa: E402
+from sde_gen.sde.ddpm import linear_betas  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sde_gen.distributed import World, _first_host, export_slurm_env, launched
+from sde_gen.runtime.distributed import World, _first_host, export_slurm_env, launched
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
-from sde_gen.checkpoint import FORMAT_VERSION, rng_state, save_checkpoint
 from sde_gen.data import GaussianMixture, ring_mixture
 from sde_gen.evaluate import likelihood_report, run_evaluation
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import VPSDE
+from sde_gen.training.checkpoint import FORMAT_VERSION, rng_state, save_checkpoint
 
 
 def _cfg(*overrides: str):
@@ -161,8 +161,8 @@ class _PointMassEps(torch.nn.Module):
 def test_vlb_bits_per_dim_closed_form_for_exact_point_mass():
     """With the exact ε of point-mass data every KL term vanishes (x̂0 = x0, μ_θ = μ̃), so
     L_vlb = L_T + L_0: KL(N(√ᾱ_T c, 1−ᾱ_T) ‖ N(0, 1)) + −log ∫_bin N(c, β̃_2), per dimension."""
-    from sde_gen.ddpm import LinearSchedule
     from sde_gen.evaluate import vlb_bits_per_dim
+    from sde_gen.sde.ddpm import LinearSchedule
 
     schedule, num_bins = LinearSchedule(T=8, beta_start=0.01, beta_end=0.5), 17
     sde = schedule.to_sde()

@@ -13,11 +13,11 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from sde_gen.data import ring_mixture
-from sde_gen.ddpm import linear_betas
-from sde_gen.fit_grid_cli import report_lines, run_fit
-from sde_gen.metrics import mixture_flow
+from sde_gen.fit_grid import report_lines, run_fit
+from sde_gen.metrics.mixtures import mixture_flow
 from sde_gen.models import MLP, ScoreModel
 from sde_gen.sde import VPSDE, DiscreteVPSDE
+from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DDIM, PFODE, DPMSolver, FittedGrid, UniPC, fit_grid
 from sde_gen.solvers.fit_grid import end_time, pf_ode_teacher, rms_error
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from sde_gen.data import GaussianMixture, random_mixture, ring_mixture
-from sde_gen.ddpm import CosineSchedule
 from sde_gen.models import ScoreModel
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, LinearSDE, SubVPSDE
+from sde_gen.sde.ddpm import CosineSchedule
 
 SDES = {
     "vp": VPSDE(),

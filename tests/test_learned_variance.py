@@ -12,17 +12,17 @@ import torch
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from sde_gen.checkpoint import list_checkpoints
 from sde_gen.data import ring_mixture
-from sde_gen.ddpm import linear_betas
 from sde_gen.losses.discrete import model_mean_log_variance, schedule_of
 from sde_gen.models import MLP, ScoreModel
 from sde_gen.sample import run_sampling
 from sde_gen.sde import VPSDE, DiscreteVPSDE
+from sde_gen.sde.ddpm import linear_betas
 from sde_gen.sde.reverse_variance import learned_log_variance
 from sde_gen.solvers import Ancestral
 from sde_gen.solvers.base import StepContext
 from sde_gen.train import run
+from sde_gen.training.checkpoint import list_checkpoints
 
 F64 = torch.float64
 N = 20  # a short DDPM chain: β linear 1e-4 → 0.02 over 20 steps

@@ -8,8 +8,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from sde_gen.data import GaussianMixture, random_mixture, ring_mixture
-from sde_gen.ddpm import LinearSchedule
-from sde_gen.likelihood import (
+from sde_gen.likelihood.ode import (
     GaussianProbe,
     RademacherProbe,
     bits_per_dim,
@@ -18,9 +17,10 @@ from sde_gen.likelihood import (
     nats_to_bits_per_dim,
     ode_log_likelihood,
 )
-from sde_gen.priors import MatchedPrior, StandardPrior
+from sde_gen.likelihood.priors import MatchedPrior, StandardPrior
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
+from sde_gen.sde.ddpm import LinearSchedule
 
 T_MIN = 1e-5
 

@@ -15,9 +15,8 @@ from hydra import compose, initialize_config_module
 from scipy import integrate
 from torch import nn
 
-from sde_gen.build import match_bins
+from sde_gen.cli.build import match_bins
 from sde_gen.data import ring_mixture
-from sde_gen.ddpm import LinearSchedule
 from sde_gen.losses import (
     DSMLoss,
     HybridLoss,
@@ -34,6 +33,7 @@ from sde_gen.losses import (
 )
 from sde_gen.models import MLP, ScoreModel
 from sde_gen.sde import VESDE, VPSDE, SubVPSDE
+from sde_gen.sde.ddpm import LinearSchedule
 
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf"
 TIMES = torch.tensor([1e-4, 0.01, 0.3, 0.77, 1.0], dtype=torch.float64)

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from sde_gen.data import GaussianMixture
-from sde_gen.ddpm import linear_betas
-from sde_gen.metrics import (
+from sde_gen.metrics.mixtures import (
     endpoint_error,
     median_bandwidth,
     mixture_flow,
@@ -17,6 +16,7 @@ from sde_gen.metrics import (
     nll_gap,
 )
 from sde_gen.sde import VPSDE, DiscreteVPSDE
+from sde_gen.sde.ddpm import linear_betas
 
 
 def _gauss(n: int, mu: list[float], s: float, g: torch.Generator) -> torch.Tensor:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sde_gen.data import GaussianMixture, random_mixture
-from sde_gen.likelihood import ode_log_likelihood
-from sde_gen.priors import MatchedPrior, StandardPrior
+from sde_gen.likelihood.ode import ode_log_likelihood
+from sde_gen.likelihood.priors import MatchedPrior, StandardPrior
 from sde_gen.sde import VESDE, VPSDE, SubVPSDE
 
 T_MIN = 1e-5

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_train_helpers import tiny_trainer
 
-from sde_gen import run_report
 from sde_gen.solvers import EulerMaruyama
+from sde_gen.training import report as run_report
 
 
 def _jsonl(run: Path) -> list[dict]:
@@ -100,7 +100,7 @@ def test_cli_resume_continues_inside_the_original_run_folder(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "step_00000008.pt"
     # a fresh run into the finished folder is refused before Hydra rewrites .hydra/ (the guard)
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".log"}
-    guard = "++hydra.callbacks.guard._target_=sde_gen.callbacks.GuardRunFolder"
+    guard = "++hydra.callbacks.guard._target_=sde_gen.cli.callbacks.GuardRunFolder"
     proc = call("trainer.steps=8", "hydra.run.dir=outputs/train/latest", guard, status=2)
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "trainer.resume=latest" in proc.stderr and "outputs/train/latest" in proc.stderr

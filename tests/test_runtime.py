@@ -10,20 +10,22 @@ import pytest
 import torch
 
 from sde_gen import runtime
-from sde_gen.runtime import (
+from sde_gen.runtime.files import (
     DiskFullError,
     FolderLockedError,
-    StopSignals,
     UnwritableError,
     atomic_write,
-    check_memory,
     check_writable,
     lock_folder,
-    pick_device,
     remove_orphans,
+    write_summary,
+)
+from sde_gen.runtime.resources import (
+    StopSignals,
+    check_memory,
+    pick_device,
     seed_everything,
     set_threads,
-    write_summary,
 )
 
 

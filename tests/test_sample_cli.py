@@ -15,11 +15,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
-from sde_gen.checkpoint import FORMAT_VERSION, save_checkpoint
 from sde_gen.data import ring_mixture
 from sde_gen.models import MLP, ScoreModel
 from sde_gen.sample import _data_chosen, build_solver, exact_metrics, run_sampling, solver_facts
 from sde_gen.sde import VPSDE
+from sde_gen.training.checkpoint import FORMAT_VERSION, save_checkpoint
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
 
@@ -181,8 +181,8 @@ def test_digits_features_give_fd_and_kid_against_the_test_split(tmp_path):
     from PIL import Image
 
     from sde_gen.data import Digits
+    from sde_gen.metrics.images import feature_vectors, frechet_distance, kernel_inception_distance
     from sde_gen.models.digits_classifier import pretrained_digits_classifier
-    from sde_gen.sample_quality import feature_vectors, frechet_distance, kernel_inception_distance
 
     ckpt = _tiny_checkpoint(tmp_path, {"_target_": "sde_gen.data.Digits"}, (1, 8, 8))
     over = ["n=40", "batch_size=16", "solver=ddim", "solver.steps=3", "device=cpu", "plot=false"]

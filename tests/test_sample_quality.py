@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from scipy import linalg
 
-from sde_gen.sample_quality import (
+from sde_gen.metrics.images import (
     export_pngs,
     feature_vectors,
     frechet_distance,

@@ -16,11 +16,11 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from sde_gen.distributed import World
 from sde_gen.evaluate import run_evaluation
+from sde_gen.runtime.distributed import World
+from sde_gen.runtime.sharding import chunk_seed, chunk_slices, map_chunks
 from sde_gen.sample import build_solver, run_sampling
 from sde_gen.sde import VPSDE
-from sde_gen.sharding import chunk_seed, chunk_slices, map_chunks
 
 BIN = Path(sys.executable).parent
 TORCHRUN = BIN / "torchrun"

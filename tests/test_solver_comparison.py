@@ -15,7 +15,7 @@ sys.path.insert(0, str(EXPERIMENTS))
 
 import solver_comparison as sc  # noqa: E402
 
-from sde_gen.runtime import write_summary  # noqa: E402
+from sde_gen.runtime.files import write_summary  # noqa: E402
 
 
 def _job(tmp_path: Path, solver: str, nfe: int, *extra: str) -> dict:
@@ -173,12 +173,12 @@ def _network_checkpoint(path: Path) -> Path:
     from omegaconf import OmegaConf
     from torch.optim.swa_utils import AveragedModel
 
-    from sde_gen.checkpoint import FORMAT_VERSION, save_checkpoint
     from sde_gen.data import ring_mixture
-    from sde_gen.ddpm import linear_betas
     from sde_gen.models import MLP, ScoreModel
     from sde_gen.models.embeddings import SinusoidalEmbedding
     from sde_gen.sde import DiscreteVPSDE
+    from sde_gen.sde.ddpm import linear_betas
+    from sde_gen.training.checkpoint import FORMAT_VERSION, save_checkpoint
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -198,7 +198,7 @@ def _network_checkpoint(path: Path) -> Path:
     config = {
         "sde": {
             "_target_": "sde_gen.sde.DiscreteVPSDE",
-            "betas": {"_target_": "sde_gen.ddpm.linear_betas", "T": 1000, "beta_start": 1e-4},
+            "betas": {"_target_": "sde_gen.sde.ddpm.linear_betas", "T": 1000, "beta_start": 1e-4},
         },
         "data": {"_target_": "sde_gen.data.ring_mixture"},
         "model": {
@@ -281,7 +281,7 @@ def test_network_reference_in_chunks_agrees_with_one_solve(network, tmp_path):
     first chunk is cached as the 16-x_T set itself, and a cache of other x_T is refused."""
     from network_reference import ENDS, load_network, reference_chunks, reference_set
 
-    from sde_gen.metrics import endpoint_error
+    from sde_gen.metrics.mixtures import endpoint_error
 
     net = load_network(str(network[0]))
     x_T = net.sde.prior_sample((32, 2), torch.Generator().manual_seed(0), dtype=torch.float64)

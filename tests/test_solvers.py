@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sde_gen.data import GaussianMixture
-from sde_gen.ddpm import LinearSchedule
 from sde_gen.sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from sde_gen.sde.ddpm import LinearSchedule
 from sde_gen.solvers import (
     DDIM,
     PFODE,
@@ -375,7 +375,7 @@ def test_clip_x0_tames_the_first_step_of_a_short_cosine_chain():
     without the clamp x_{t_1} is far outside the marginal q_{t_1} (|x| > 10 where its std is ≈ 1;
     a network evaluated there gives no useful ε and the error grows on). With x̂0 clamped to
     [−2, 2], |x_{t_1}| ≤ a|x_T| + 2b < 6 and the output lies in [−2, 2]."""
-    from sde_gen.ddpm import cosine_betas
+    from sde_gen.sde.ddpm import cosine_betas
 
     sde = DiscreteVPSDE(cosine_betas(T=1000, s=0.008, max_beta=0.999))
     data = GaussianMixture([1.0], torch.zeros(1, 2, dtype=F64), 0.5)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from test_train_helpers import tiny_trainer
 
-from sde_gen import checkpoint as ckpt
 from sde_gen.losses import DSMLoss
 from sde_gen.solvers import EulerMaruyama
-from sde_gen.trainer import (
+from sde_gen.training import checkpoint as ckpt
+from sde_gen.training.trainer import (
     METRICS_FILE,
     NonFiniteLossError,
     TrainingInterrupted,
@@ -260,7 +260,7 @@ sys.path.insert(0, sys.argv[2])
 torch.set_num_threads(1)
 from test_train_helpers import tiny_trainer
 from sde_gen.losses import DSMLoss
-from sde_gen.trainer import TrainingInterrupted
+from sde_gen.training.trainer import TrainingInterrupted
 
 class Slow(DSMLoss):
     def evaluate(self, model, x0, draws):

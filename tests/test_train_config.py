@@ -13,8 +13,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from sde_gen import checkpoint as ckpt
+from sde_gen.networks.checkpoint import load_score_model
 from sde_gen.train import run
+from sde_gen.training import checkpoint as ckpt
 
 TINY = [
     "model.hidden=16",
@@ -62,7 +63,7 @@ def test_tiny_run_writes_outputs_and_summary(tmp_path):
         "step_00000006.pt",
     ]
     # the stored config rebuilds the same network (used by sde-gen-sample / sde-gen-eval)
-    model, cfg, _ = ckpt.load_score_model(tmp_path / "checkpoints" / "step_00000006.pt")
+    model, cfg, _ = load_score_model(tmp_path / "checkpoints" / "step_00000006.pt")
     assert cfg.model.hidden == 16
     assert cfg.loss.weighting._target_ == "sde_gen.losses.LikelihoodWeighting"
 
@@ -152,7 +153,7 @@ DDPM_DIGITS = [
 def test_decoder_bins_come_from_the_data():
     """loss.num_bins=null takes the data's levels (17 for digits); an explicit value that
     disagrees with the data is rejected, naming both."""
-    from sde_gen.build import build_training
+    from sde_gen.cli.build import build_training
 
     parts = build_training(_cfg(*DDPM_DIGITS, "loss=ddpm_hybrid"))
     assert parts.loss_fn.num_bins == 17 == parts.data.num_bins

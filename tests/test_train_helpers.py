@@ -10,8 +10,8 @@ from sde_gen.data import ring_mixture
 from sde_gen.losses import DSMLoss
 from sde_gen.models import MLP, ScoreModel, SinusoidalEmbedding
 from sde_gen.sde import VPSDE
-from sde_gen.settings import TrainerSettings
-from sde_gen.trainer import Trainer
+from sde_gen.training.settings import TrainerSettings
+from sde_gen.training.trainer import Trainer
 
 
 def tiny_model(hidden: int = 32, seed: int = 0) -> ScoreModel:

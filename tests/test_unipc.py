@@ -13,8 +13,8 @@ import pytest
 import torch
 from test_solvers import T_MIN, gaussian, pf_ode_exact, prior, slope
 
-from sde_gen.ddpm import linear_betas
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DPMSolver, UniPC
 from sde_gen.solvers.exponential import exact_weights, phi
 from sde_gen.solvers.grids import LogSNRGrid, TrailingGrid

@@ -15,14 +15,15 @@ import torch
 from omegaconf import OmegaConf
 from test_vdm import RING, RING_SQ, gen, interior, learned, tiny_net
 
-from sde_gen import checkpoint as ckpt
-from sde_gen.likelihood import ode_log_likelihood
+from sde_gen.likelihood.ode import ode_log_likelihood
 from sde_gen.losses import VDMLoss
 from sde_gen.models import ScoreModel
+from sde_gen.networks.checkpoint import load_score_model
 from sde_gen.sde import VDMSDE, LearnedNegLogSNR
-from sde_gen.settings import TrainerSettings
 from sde_gen.solvers import PFODE, DPMSolver, EulerMaruyama, ScaledCoordinates, ScipyODE
-from sde_gen.trainer import Trainer
+from sde_gen.training import checkpoint as ckpt
+from sde_gen.training.settings import TrainerSettings
+from sde_gen.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,8 +134,8 @@ def test_trained_schedule_is_saved_averaged_and_restored(tmp_path):
         state = ckpt.load_checkpoint(path)
         assert "sde.neg_log_snr.gamma_min" in state["model"]
         assert "module.sde.neg_log_snr.net.w_raw" in state["ema"]
-        raw, _, _ = ckpt.load_score_model(path, ema=False)
-        ema, _, _ = ckpt.load_score_model(path, ema=True)
+        raw, _, _ = load_score_model(path, ema=False)
+        ema, _, _ = load_score_model(path, ema=True)
         assert torch.equal(raw.sde.log_snr(t), trainer.model.sde.log_snr(t))
         assert torch.equal(ema.sde.log_snr(t), trainer.ema.module.sde.log_snr(t))
         assert not torch.equal(ema.sde.log_snr(t), raw.sde.log_snr(t))
@@ -203,7 +204,7 @@ def test_two_processes_train_the_schedule_as_one(tmp_path):
 
 
 if __name__ == "__main__":  # the torchrun worker of the test above
-    from sde_gen.distributed import close_world, init_world
+    from sde_gen.runtime.distributed import close_world, init_world
 
     torch.set_num_threads(1)
     _vdm_trainer(Path(sys.argv[1]), init_world("cpu")).fit()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.data.base import DataSource, FiniteData
-from sde_gen.distributed import rows
+from sde_gen.runtime.distributed import rows
 
 __all__ = ["StreamBatches", "LoaderBatches", "step_draw", "batches_for"]
 

@@ -19,11 +19,11 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from sde_gen.ddpm import DiscreteSchedule, discretized_gaussian_log_likelihood, normal_kl
 from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
 from sde_gen.losses.step_samplers import StepSampler, UniformStepSampler
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
+from sde_gen.sde.ddpm import DiscreteSchedule, discretized_gaussian_log_likelihood, normal_kl
 from sde_gen.sde.reverse_variance import learned_log_variance
 
 __all__ = [

@@ -42,11 +42,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from sde_gen.ddpm import normal_kl
-from sde_gen.likelihood import dequantize, nats_to_bits_per_dim
+from sde_gen.likelihood.ode import dequantize, nats_to_bits_per_dim
 from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde.base import expand_as
+from sde_gen.sde.ddpm import normal_kl
 from sde_gen.sde.vdm import VDMSDE, GradientGate, alpha_log, sigma2
 
 __all__ = ["VDMLoss", "VLBTerms", "vdm_vlb"]

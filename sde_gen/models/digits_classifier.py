@@ -1,5 +1,5 @@
 """A small CNN classifier of scikit-learn's 8×8 digits whose penultimate layer is the feature
-space of the digits' Fréchet distance and KID (``sde_gen.sample_quality``).
+space of the digits' Fréchet distance and KID (``sde_gen.metrics.images``).
 
 Its weights ship with the package (``digits_classifier.pt``, about 70 KB), made by
 ``python experiments/train_digits_classifier.py`` from the digits training split; nothing is

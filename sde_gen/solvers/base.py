@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sde_gen.runtime import progress_bar
+from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.conversions import eps_from_score, x0_from_score
 from sde_gen.sde.coordinates import coefficients_at

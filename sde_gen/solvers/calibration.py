@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sde_gen.runtime import atomic_write
+from sde_gen.runtime.files import atomic_write
 from sde_gen.sde import SDE
 from sde_gen.sde.conversions import eps_from_score
 from sde_gen.solvers.base import CountedScore, ScoreFn

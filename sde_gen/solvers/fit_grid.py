@@ -144,7 +144,7 @@ def pf_ode_teacher(
 
 
 def rms_error(x: Tensor, x_ref: Tensor) -> float:
-    """√(mean_i ‖x_i − x_ref,i‖²) (``sde_gen.metrics.endpoint_error``); inf if x is not finite."""
+    """√(mean_i ‖x_i − x_ref,i‖²) (``metrics.mixtures.endpoint_error``); inf if x is not finite."""
     d = (x.to(torch.float64) - x_ref.to(torch.float64)).flatten(1)
     value = float((d**2).sum(1).mean().sqrt())
     return value if math.isfinite(value) else math.inf

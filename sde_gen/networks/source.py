@@ -48,7 +48,7 @@ def load_score_source(
     error naming it, or a shape-only source when the checkpoint records the shape).
     """
     if cfg.checkpoint:
-        from sde_gen.checkpoint import load_score_model
+        from sde_gen.networks.checkpoint import load_score_model
 
         chosen = cfg.data if data_chosen else None
         model, _, data = load_score_model(cfg.checkpoint, device, ema=bool(cfg.ema), data=chosen)

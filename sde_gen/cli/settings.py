@@ -14,6 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sde_gen.training.settings import Precision, TrainerSettings, _finite, _need, _positive
+
 __all__ = [
     "TrainerSettings",
     "Precision",
@@ -22,95 +24,11 @@ __all__ = [
     "EvalConfig",
     "Split",
     "ScipyMethod",
+    "FitGridConfig",
     "register_configs",
+    "register_fit_grid_config",
     "settings_from",
 ]
-
-
-def _need(ok: bool, key: str, value: Any, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}={value!r} is invalid: need {what}")
-
-
-def _positive(key: str, value: int | None) -> None:
-    _need(value is None or value >= 1, key, value, "an integer >= 1")
-
-
-class Precision(Enum):
-    """Arithmetic of the network's forward pass in training (``torch.autocast``); the schedule
-    (γ, σ, λ, weights) stays in float64 and the weights in float32 whatever the choice."""
-
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"  # with a GradScaler
-
-
-@dataclass
-class TrainerSettings:
-    """The training loop: AdamW with linear warm-up, clipping, EMA, logging and checkpoints."""
-
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 100
-    grad_clip: float | None = 1.0  # None: no clipping (the norm is still logged)
-    ema_decay: float = 0.995
-    log_every: int = 50
-    sample_every: int | None = None
-    sample_count: int = 1000
-    checkpoint_every: int | None = 500
-    keep_checkpoints: int | None = 3
-    checkpoint_dir: str | None = None  # None: <run dir>/checkpoints
-    resume: str | None = None  # None | a checkpoint path | "latest" | "auto" (latest, or fresh)
-    progress: bool = True
-    precision: Precision = Precision.fp32
-    compile: bool = False  # torch.compile the network
-    accumulate: int = 1  # micro-batches of batch_size per optimizer step (batch: accumulate × it)
-    workers: int = 0  # DataLoader worker processes for finite data sets (0: the main process)
-
-    def __post_init__(self) -> None:
-        p = "trainer."
-        try:
-            self.precision = Precision(getattr(self.precision, "value", self.precision))
-        except ValueError:
-            allowed = "|".join(m.value for m in Precision)
-            raise ValueError(
-                f"trainer.precision={self.precision!r} is invalid: need {allowed}"
-            ) from None
-        _need(self.workers >= 0, p + "workers", self.workers, "an integer >= 0")
-        for key in ("steps", "batch_size", "log_every", "sample_count", "accumulate"):
-            _positive(p + key, getattr(self, key))
-        for key in ("sample_every", "checkpoint_every", "keep_checkpoints"):
-            _positive(p + key, getattr(self, key))
-        _need(self.lr > 0 and _finite(self.lr), p + "lr", self.lr, "a finite learning rate > 0")
-        _need(
-            self.weight_decay >= 0 and _finite(self.weight_decay),
-            p + "weight_decay",
-            self.weight_decay,
-            "a finite value >= 0",
-        )
-        betas = list(self.betas)
-        _need(
-            len(betas) == 2 and all(0 <= b < 1 for b in betas),
-            p + "betas",
-            betas,
-            "two values in [0, 1)",
-        )
-        _need(self.warmup_steps >= 0, p + "warmup_steps", self.warmup_steps, "an integer >= 0")
-        clip = self.grad_clip
-        _need(
-            clip is None or (clip > 0 and _finite(clip)),
-            p + "grad_clip",
-            clip,
-            "null (no clipping) or a finite value > 0",
-        )
-        _need(0 <= self.ema_decay < 1, p + "ema_decay", self.ema_decay, "a value in [0, 1)")
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def _check_common(seed: int, threads: int | None) -> None:
@@ -119,7 +37,7 @@ def _check_common(seed: int, threads: int | None) -> None:
 
 
 def _check_chunk_seed(seed: int) -> None:
-    """Sampling and evaluation seed chunk c from (seed, c) in 32 bits (``sde_gen.sharding``)."""
+    """Sampling and evaluation seed chunk c from (seed, c) in 32 bits (``runtime.sharding``)."""
     _need(seed < 2**32, "seed", seed, "an integer in [0, 2**32)")
 
 
@@ -261,3 +179,49 @@ def _reject_unknown(node: DictConfig, schema: type, prefix: str) -> None:
             )
         if is_dataclass(known[key]) and isinstance(node[key], DictConfig):
             _reject_unknown(node[key], known[key], f"{prefix}{key}.")
+
+
+@dataclass
+class FitGridConfig:
+    """``sde-gen-fit-grid``: a score source, a fixed-step solver, pilot and held-out x_T, the search
+    budget and the teacher's tolerance."""
+
+    data: Any = MISSING
+    sde: Any = MISSING
+    solver: Any = MISSING
+    checkpoint: str | None = None
+    ema: bool = True
+    n: int = 1000  # pilot x_T (the fit) and, as many again, held-out x_T (seed + 1)
+    n_held_out: int | None = None  # None: n
+    seed: int = 0
+    maxiter: int = 200  # solver runs of the search
+    method: str = "Nelder-Mead"  # scipy.optimize.minimize: Nelder-Mead | Powell
+    teacher_tol: float = 1e-7  # rtol = atol of the PF-ODE teacher (DOP853)
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _need(self.n >= 2, "n", self.n, "an integer >= 2")
+        _need(
+            self.n_held_out is None or self.n_held_out >= 2,
+            "n_held_out",
+            self.n_held_out,
+            "null or an integer >= 2",
+        )
+        _need(self.seed >= 0, "seed", self.seed, "a non-negative integer")
+        _need(self.maxiter >= 1, "maxiter", self.maxiter, "an integer >= 1")
+        methods = ("Nelder-Mead", "Powell")
+        _need(self.method in methods, "method", self.method, f"one of {methods}")
+        _need(0 < self.teacher_tol < 1, "teacher_tol", self.teacher_tol, "a number in (0, 1)")
+        _need(
+            self.threads is None or self.threads >= 1,
+            "threads",
+            self.threads,
+            "null or an integer >= 1",
+        )
+
+
+def register_fit_grid_config(store: ConfigStore | None = None) -> None:
+    """Store ``fit_grid_schema`` (idempotent)."""
+    store = ConfigStore.instance() if store is None else store
+    store.store(name="fit_grid_schema", node=FitGridConfig)

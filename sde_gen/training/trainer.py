@@ -28,16 +28,17 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sde_gen import checkpoint as ckpt
-from sde_gen import distributed
 from sde_gen.data.base import DataSource
-from sde_gen.distributed import World, barrier, run_on_main
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.run_folder import RUN_FILES, RunFolder, RunFolderError, check_run_folder
-from sde_gen.run_report import METRICS_FILE, RunReport, mixture_sample_metrics, plot_loss_curve
-from sde_gen.runtime import DiskFullError, StopSignals, activation_bytes, check_memory, pick_device
-from sde_gen.settings import TrainerSettings
-from sde_gen.training_loop import LossFn, NonFiniteLossError, TrainingLoop, warmup_factor
+from sde_gen.runtime import distributed
+from sde_gen.runtime.distributed import World, barrier, run_on_main
+from sde_gen.runtime.files import DiskFullError
+from sde_gen.runtime.resources import StopSignals, activation_bytes, check_memory, pick_device
+from sde_gen.training import checkpoint as ckpt
+from sde_gen.training.loop import LossFn, NonFiniteLossError, TrainingLoop, warmup_factor
+from sde_gen.training.report import METRICS_FILE, RunReport, mixture_sample_metrics, plot_loss_curve
+from sde_gen.training.run_folder import RUN_FILES, RunFolder, RunFolderError, check_run_folder
+from sde_gen.training.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 another run owns before Hydra writes its ``.hydra/`` files there.
 
 Enabled in a primary config by
-``hydra.callbacks.collect: {_target_: sde_gen.callbacks.CollectOnMultirunEnd}``.
+``hydra.callbacks.collect: {_target_: sde_gen.cli.callbacks.CollectOnMultirunEnd}``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class GuardRunFolder(Callback):
     ``latest`` so that a refused run leaves the link alone."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from sde_gen.cli import exit_user_error
+        from sde_gen.cli.errors import exit_user_error
 
         try:
             self.check(config)
@@ -75,9 +75,9 @@ class GuardRunFolder(Callback):
     @staticmethod
     def check(config: DictConfig) -> None:
         """Raise the trainer's RunFolderError / FolderLockedError for the run ``config`` starts."""
-        from sde_gen.checkpoint import latest_checkpoint
-        from sde_gen.runtime import lock_folder
-        from sde_gen.trainer import check_run_folder
+        from sde_gen.runtime.files import lock_folder
+        from sde_gen.training.checkpoint import latest_checkpoint
+        from sde_gen.training.trainer import check_run_folder
 
         out_dir = Path(config.hydra.run.dir)
         trainer = config.get("trainer")

@@ -16,23 +16,10 @@ from typing import Any
 import torch
 
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.runtime import activation_bytes
+from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.resources import activation_bytes
 
-__all__ = ["instantiate_group", "match_bins", "build_training", "Parts", "bytes_per_sample"]
-
-
-def instantiate_group(group: str, node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node)``; any failure is a ValueError naming the group."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__ if e.__cause__ is not None else e
-        raise ValueError(f"config group '{group}' is invalid: {cause}") from e
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"config group '{group}' is invalid: {e}") from e
+__all__ = ["match_bins", "build_training", "Parts", "bytes_per_sample"]
 
 
 @dataclass

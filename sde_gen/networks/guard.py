@@ -37,11 +37,15 @@ __all__ = [
 ]
 
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "sde": ("sde_gen.sde", "sde_gen.ddpm"),
+    "sde": ("sde_gen.sde",),
     "data": ("sde_gen.data",),
     "model": ("sde_gen.models",),
 }
 """The modules (and their submodules) whose classes and functions each group may build."""
+
+MOVED: dict[str, str] = {"sde_gen.ddpm.": "sde_gen.sde.ddpm."}
+"""Modules that moved since checkpoints were written: old prefix → new, applied to a stored
+``_target_`` before it is checked, so checkpoints of earlier versions still load."""
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
@@ -97,6 +101,22 @@ def check_group(node: Any, group: str, key: str | None = None) -> None:
         raise ValueError(f"stored config value {key} is missing (???)")
 
 
+def _moved(node: Any) -> Any:
+    """``node`` with every ``_target_`` under a moved module renamed (``MOVED``)."""
+    if isinstance(node, dict):
+        return {k: _renamed(v) if k == "_target_" else _moved(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_moved(v) for v in node]
+    return node
+
+
+def _renamed(target: Any) -> Any:
+    for old, new in MOVED.items():
+        if isinstance(target, str) and target.startswith(old):
+            return new + target[len(old) :]
+    return target
+
+
 def _check_plain(node: Any, key: str) -> None:
     """No interpolation or resolver call anywhere (``${…}``): nothing is looked up on load."""
     if isinstance(node, dict):
@@ -123,13 +143,13 @@ def stored_config(text: Any, groups: tuple[str, ...] = ("sde", "data", "model"))
         raise ValueError(f"stored config is unreadable: {e}") from e
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"stored config is a {type(cfg).__name__}, not a mapping")
-    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain = _moved(OmegaConf.to_container(cfg, resolve=False))
     _check_plain(plain, "")
     for group in groups:
         if group not in plain:
             raise ValueError(f"stored config has no '{group}' group")
         check_group(plain[group], group)
-    return cfg
+    return OmegaConf.create(plain)
 
 
 # -- the trained data set ---------------------------------------------------------------------
@@ -161,7 +181,7 @@ def trained_data(node: DictConfig, info: Any = None) -> DataSource:
     If its file is gone, a ``ShapeOnly`` source from the checkpoint's ``data_info``
     ({shape, num_bins}) when it has one, so that sampling still works; otherwise a ValueError
     naming the file and the ``data=npz data.path=<file>`` override."""
-    from sde_gen.build import instantiate_group
+    from sde_gen.runtime.instantiate import instantiate_group
 
     try:
         return instantiate_group("data", node)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sde_gen.runtime import atomic_write
+from sde_gen.runtime.files import atomic_write
 
 FORMAT_VERSION = 1
 CHECKPOINT_GLOB = "step_*.pt"
@@ -145,60 +145,6 @@ def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("module.") :]: v for k, v in ema_state.items() if k.startswith("module.")}
 
 
-def load_score_model(
-    path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    ema: bool = True,
-    data: Any = None,
-):  # -> tuple[ScoreModel, DictConfig, DataSource]
-    """(ScoreModel, config, data) rebuilt from a checkpoint's stored config; EMA or raw weights.
-
-    The SDE, data and network come from the config the run was trained with (``sde``, ``data``,
-    ``model`` groups), checked by ``config_guard.stored_config`` before anything is built: only
-    sde_gen's own classes and functions, no interpolations. ``data`` (a DataSource, or a data
-    config node such as ``data=npz data.path=<file>``) replaces the trained data set and must
-    have its shape. If the trained data set's file is gone and no ``data`` is given, sampling
-    still works when the checkpoint records ``data_info`` ({shape, num_bins}): the data are then
-    a ``ShapeOnly`` source whose draws name the missing file (``config_guard.trained_data``).
-    """
-    from sde_gen.build import instantiate_group
-    from sde_gen.config_guard import stored_config, trained_data, trained_shape
-    from sde_gen.data.base import DataSource
-    from sde_gen.models.score_model import ScoreModel
-
-    where = f"checkpoint {str(path)!r}"
-    if Path(path).is_dir():
-        latest = latest_checkpoint(path)
-        hint = f", e.g. {str(latest)!r}" if latest is not None else ""
-        raise ValueError(f"{where} is a directory, not a checkpoint file; give a step_*.pt{hint}")
-    state = load_checkpoint(path, map_location="cpu")
-    try:
-        cfg = stored_config(state["config"])
-        sde = instantiate_group("sde", cfg.sde)
-        source = trained_data(cfg.data, state.get("data_info")) if data is None else None
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-    if data is not None:
-        chosen = data if isinstance(data, DataSource) else instantiate_group("data", data)
-        shape = trained_shape(cfg.data, state.get("data_info"))
-        if shape is not None and tuple(chosen.shape) != shape:
-            raise ValueError(
-                f"{where} was trained on data of shape {shape} ({cfg.data.get('_target_')}), "
-                f"but data= gives shape {tuple(chosen.shape)} ({type(chosen).__name__}); drop "
-                "data= or pick a data set of the trained shape"
-            )
-        source = chosen
-    try:
-        eps_net = instantiate_group("model", cfg.model, shape=tuple(source.shape))
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-    model = ScoreModel(eps_net, sde)
-    weights = ema_weights(state["ema"]) if ema else state["model"]
-    load_weights(model, weights, path, what="EMA model" if ema else "model")
-    model.to(device).eval()
-    return model, cfg, source
-
-
 __all__ = [
     "checkpoint_path",
     "list_checkpoints",
@@ -209,5 +155,4 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "ema_weights",
-    "load_score_model",
 ]

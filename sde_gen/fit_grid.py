@@ -20,12 +20,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sde_gen.build import instantiate_group
-from sde_gen.cli import run_cli, user_errors
-from sde_gen.fit_grid_settings import FitGridConfig, register_fit_grid_config
-from sde_gen.runtime import choose_threads, pick_device, write_summary
-from sde_gen.score_source import ScoreSource, data_shape, load_score_source
-from sde_gen.settings import settings_from
+from sde_gen.cli.errors import run_cli, user_errors
+from sde_gen.cli.settings import FitGridConfig, register_fit_grid_config, settings_from
+from sde_gen.networks.source import ScoreSource, data_shape, load_score_source
+from sde_gen.runtime.files import write_summary
+from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.resources import choose_threads, pick_device
 from sde_gen.solvers.base import CountedScore, FixedStepSolver, tweedie_x0
 from sde_gen.solvers.fit_grid import end_time, fit_grid, pf_ode_teacher
 
@@ -35,9 +35,9 @@ GRID_FILE = "grid.yaml"
 
 
 def mixture_teacher(src: ScoreSource, solver: FixedStepSolver, tol: float):
-    """x_T ↦ ``sde_gen.metrics.mixture_flow`` (the exact mixture's PF-ODE, DOP853 at ``tol``) to
+    """x_T ↦ ``metrics.mixtures.mixture_flow`` (the exact mixture's PF-ODE, DOP853 at ``tol``) to
     the solver's end time, then Tweedie's x̂0 where the solver has ``denoise_final``."""
-    from sde_gen.metrics import mixture_flow
+    from sde_gen.metrics.mixtures import mixture_flow
 
     t_end = end_time(solver, src.sde)
 

@@ -15,7 +15,7 @@ q_{t_min} = (γ_{t_min} ·)_# q_0 ∗ N(0, σ_{t_min}² I). For smooth data with
 bias is O(D σ_{t_min}²/s²) nats, plus D log γ_{t_min} (≈ −½ D β_min t_min for VP): at the default
 t_min = 1e-5 with the VP SDE both are below 1e-4 nats per dimension for s ≥ 0.1. For discrete data
 the bias is absorbed by dequantization (``bits_per_dim``): uniform noise of a bin's width dwarfs
-σ_{t_min}. The prior π is the model's (``sde_gen.priors``): by default the SDE's N(0, s² I) moved
+σ_{t_min}. The prior π is the model's (``likelihood.priors``): by default the SDE's N(0, s² I) moved
 to the mean that the score implies at T.
 """
 
@@ -30,8 +30,8 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.data.base import dequantize_levels
-from sde_gen.priors import MatchedPrior, Prior, checked_score
-from sde_gen.runtime import progress_bar
+from sde_gen.likelihood.priors import MatchedPrior, Prior, checked_score
+from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
 
@@ -173,7 +173,7 @@ def ode_log_likelihood(
     ``coordinates=TimeCoordinates()`` integrates in t as written, ``ScaledCoordinates()`` in
     y = x/γ over log σ̃. With the exact score the answer is log q_{t_min}(x) + log π(x_T)
     − log q_T(x_T): the prior mismatch is the model's, not the integrator's. ``prior`` builds π
-    from the model (``sde_gen.priors``): ``MatchedPrior()`` when None, the SDE's prior moved to
+    from the model (``likelihood.priors``): ``MatchedPrior()`` when None, the SDE's prior moved to
     the mean the score implies at T (one evaluation; mismatch O(γ_T²)), or ``StandardPrior()``,
     N(0, s² I), whose mismatch is γ_T (E x0)·x_T/s² to first order, about √(2/π) γ_T |E x0|/s
     nats. ``prior_logp``, a log density of x_T, replaces both (e.g. the exact log q_T).

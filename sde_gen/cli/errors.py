@@ -87,7 +87,7 @@ def exit_user_error(e: BaseException) -> None:
 
 def run_cli(hydra_main: Callable[[], Any]) -> Any:
     """Run a ``@hydra.main`` function; a user error becomes one line and exit status 2."""
-    from sde_gen.settings import register_configs
+    from sde_gen.cli.settings import register_configs
 
     register_configs()
     register_resolvers()

@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sde_gen import checkpoint as ckpt
-from sde_gen.run_report import CSV_FILE, METRICS_FILE, TENSORBOARD_DIR
-from sde_gen.runtime import SUMMARY_FILE, check_writable, lock_folder, remove_orphans
+from sde_gen.runtime.files import SUMMARY_FILE, check_writable, lock_folder, remove_orphans
+from sde_gen.training import checkpoint as ckpt
+from sde_gen.training.report import CSV_FILE, METRICS_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
 

@@ -120,7 +120,7 @@ def world(device: torch.device) -> World:
 def init_world(device_name: str = "auto") -> World:
     """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU) and pick this rank's
     device: ``cuda:<LOCAL_RANK>`` when CUDA is used, else the CPU. Single process: no group."""
-    from sde_gen.runtime import pick_device
+    from sde_gen.runtime.resources import pick_device
 
     device = pick_device(device_name)
     if not launched():

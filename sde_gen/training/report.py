@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sde_gen.runtime import atomic_write, disk_full_error, progress_bar, write_summary
+from sde_gen.runtime.files import atomic_write, disk_full_error, write_summary
+from sde_gen.runtime.progress import progress_bar
 
 __all__ = [
     "RunReport",
@@ -209,7 +210,7 @@ class RunReport:
 def mixture_sample_metrics(mixture, x: Tensor, reference: Tensor) -> dict[str, float]:
     """How well samples cover an exact mixture: the NLL gap E_gen[−log p] − E_data[−log p] and the
     fraction of samples within 3 standard deviations (per axis) of some component mean."""
-    from sde_gen.metrics import nll_gap
+    from sde_gen.metrics.mixtures import nll_gap
 
     x64 = x.to(torch.float64)
     z = (x64[:, None, :] - mixture.means[None]) / mixture.stds[None].clamp_min(1e-12)

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from sde_gen.distributed import World
-from sde_gen.runtime import progress_bar
+from sde_gen.runtime.distributed import World
+from sde_gen.runtime.progress import progress_bar
 
 __all__ = ["SEED_LIMIT", "chunk_seed", "chunk_slices", "gather_to_main", "map_chunks"]
 

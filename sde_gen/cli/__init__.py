@@ -1,0 +1,3 @@
+"""What the command lines share: one-line errors (``errors``), typed settings (``settings``),
+objects built from config groups and probed before a run (``build``), and Hydra callbacks
+(``callbacks``: the ``latest`` link, the run-folder guard, collecting a sweep)."""

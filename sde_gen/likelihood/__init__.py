@@ -1,0 +1,1 @@
+"""The likelihood through the probability-flow ODE (``ode``) and its prior at T (``priors``)."""

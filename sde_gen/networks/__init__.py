@@ -1,0 +1,3 @@
+"""Where a network becomes a score function: an sde_gen checkpoint (``checkpoint``, its stored
+config checked by ``guard``), or the exact score of a Gaussian mixture (``source``, what the
+command lines load)."""
