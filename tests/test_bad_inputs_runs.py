@@ -26,6 +26,7 @@ from test_train_helpers import tiny_trainer
 from sde_gen import runtime
 from sde_gen.cli.callbacks import GuardRunFolder
 from sde_gen.collect import collect
+from sde_gen.runtime import files, resources
 from sde_gen.runtime.files import TMP_PATTERN, DiskFullError, FolderLockedError, UnwritableError
 from sde_gen.solvers import EulerMaruyama
 from sde_gen.training import checkpoint as ckpt
@@ -332,7 +333,7 @@ def evaluation_set_larger_than_memory(run, tmp, **_):
 def evaluation_batch_larger_than_device_memory(run, tmp, monkeypatch, **_):
     from sde_gen.evaluate import run_evaluation
 
-    monkeypatch.setattr(runtime, "memory_bytes", lambda device: 40_000)  # a 40 kB device
+    monkeypatch.setattr(resources, "memory_bytes", lambda device: 40_000)  # a 40 kB device
     cfg = _cfg("eval", "data=ring", "n=64", "batch_size=64", "progress=false")
     return lambda: run_evaluation(cfg, tmp / "new")
 
@@ -476,7 +477,7 @@ def collect_into_a_read_only_folder(run, tmp, monkeypatch, **_):
             raise PermissionError(errno.EACCES, "Permission denied", dir)
         raise AssertionError("unexpected probe")
 
-    monkeypatch.setattr(runtime.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     return lambda: collect(tmp / "sweep")
 
 
