@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sde_gen.data.base import DataSource
+from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.sde import SDE
 
 
@@ -55,11 +55,11 @@ def load_score_source(
         model.requires_grad_(False)
         origin = f"checkpoint:{cfg.checkpoint}"
         return ScoreSource(model.sde, model, data, torch.float32, origin, model)
-    data = instantiate(cfg.data)
+    data = instantiate_group("data", cfg.data)
     if data.exact is None:
         raise ValueError(
             f"data={cfg.data.get('_target_')} has no exact score: give checkpoint=<path> of a "
             "trained model, or a Gaussian-mixture data config (ring, mixture2d, mixture64)"
         )
-    sde = instantiate(cfg.sde)
+    sde = instantiate_group("sde", cfg.sde)
     return ScoreSource(sde, data.exact.score_fn(sde), data, torch.float64, "exact")
