@@ -25,7 +25,7 @@ from torch import Tensor
 from sde_gen.sde import SDE
 from sde_gen.solvers.base import tweedie_x0
 
-__all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior", "checked_score"]
+__all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior", "FixedPrior", "checked_score"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PriorLogp = Callable[[Tensor], Tensor]
@@ -52,6 +52,16 @@ class StandardPrior:
 
     def __repr__(self) -> str:
         return "StandardPrior()"
+
+
+@dataclass(frozen=True)
+class FixedPrior:
+    """π given as a log density of x_T (e.g. the exact log q_T of a mixture); no evaluation."""
+
+    logp: PriorLogp
+
+    def __call__(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> tuple[PriorLogp, int]:
+        return self.logp, 0
 
 
 @dataclass(frozen=True)
