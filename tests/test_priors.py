@@ -87,7 +87,7 @@ def test_bad_priors_and_scores_are_named():
     x = mix.sample64(4, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="pairs=0"):
         MatchedPrior(pairs=0)
-    with pytest.raises(ValueError, match="config group prior"):
+    with pytest.raises(ValueError, match="config group likelihood/prior"):
         ode_log_likelihood(sde, mix.score_fn(sde), x, prior="matched")
 
     def nan_at_T(z, t):
