@@ -30,10 +30,11 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from sde_gen.data.base import dequantize_levels
-from sde_gen.likelihood.priors import MatchedPrior, Prior, checked_score
+from sde_gen.likelihood.priors import MatchedPrior, Prior
 from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
+from sde_gen.sde.score_fn import ScoreFn as CountedScoreFn
 
 __all__ = [
     "ScoreFn",
@@ -197,16 +198,13 @@ def ode_log_likelihood(
     probes = None
     if not exact_trace:
         probes = probe((num_probes, *shape), generator, dtype, device)
-    nfe = 0
+    prior_nfe = 0
     if prior_logp is None:
-        prior_logp, nfe = (MatchedPrior() if prior is None else prior)(sde, score_fn, x)
+        prior_logp, prior_nfe = (MatchedPrior() if prior is None else prior)(sde, score_fn, x)
     u_T, u_min = coords.bounds(sde, t_min)
     bar = progress_bar(progress, total=abs(u_T - u_min), desc="PF-ODE", unit="u", leave=False)
 
-    def score(xt: Tensor, t: float) -> Tensor:
-        nonlocal nfe
-        nfe += 1
-        return checked_score(score_fn, xt, t)
+    score = CountedScoreFn(score_fn, sde)
 
     def rhs(u: float, state: np.ndarray) -> np.ndarray:
         y = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)
@@ -235,7 +233,7 @@ def ode_log_likelihood(
     x_T = coords.to_x(sde, y_T, u_T)
     log_prior = prior_logp(x_T).to(torch.float64)
     jacobian = dim * (coords.log_jacobian(sde, u_min) - coords.log_jacobian(sde, u_T))
-    return log_prior + jacobian + int_div, nfe
+    return log_prior + jacobian + int_div, prior_nfe + score.nfe
 
 
 def dequantize(x: Tensor, num_bins: int, generator: torch.Generator | None = None) -> Tensor:
