@@ -33,7 +33,7 @@ from sde_gen.cli.build import bytes_per_sample
 from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.cli.settings import EvalConfig, settings_from
 from sde_gen.data.base import TensorData
-from sde_gen.likelihood.base import Likelihood, ScoreFn
+from sde_gen.likelihood.base import Likelihood
 from sde_gen.likelihood.ode import PFODELikelihood
 from sde_gen.losses.bounds import DDPMBound
 from sde_gen.networks.source import ScoreSource, load_score_source, names_data
@@ -44,6 +44,7 @@ from sde_gen.runtime.progress import progress_bar
 from sde_gen.runtime.resources import check_memory, choose_threads
 from sde_gen.runtime.sharding import map_chunks
 from sde_gen.sde import SDE
+from sde_gen.sde.score_fn import ScoreCallable
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ __all__ = [
 def batch_likelihood(
     likelihood: Likelihood,
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn: ScoreCallable,
     batch: torch.Tensor,
     num_bins: int | None,
     num_dequant: int,
@@ -96,7 +97,7 @@ def summarise(
 
 def likelihood_report(
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn: ScoreCallable,
     x: torch.Tensor,
     num_bins: int | None = None,
     batch_size: int = 256,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,9 +19,9 @@ from torch import Tensor
 
 from sde_gen.data.base import dequantize_levels
 from sde_gen.sde import SDE
+from sde_gen.sde.score_fn import ScoreCallable
 
 __all__ = [
-    "ScoreFn",
     "LikelihoodResult",
     "Likelihood",
     "dequantize",
@@ -30,8 +29,6 @@ __all__ = [
     "logp_of_bits_per_dim",
     "check_levels",
 ]
-
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -101,14 +98,14 @@ class Likelihood(ABC):
 
     @abstractmethod
     def log_likelihood(
-        self, sde: SDE, score_fn: ScoreFn, x: Tensor, generator: torch.Generator | None
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, int]:
         """(log p per sample in nats, float64; score evaluations) of continuous x."""
 
     def __call__(
         self,
         sde: SDE,
-        score_fn: ScoreFn,
+        score_fn: ScoreCallable,
         x: Tensor,
         generator: torch.Generator | None = None,
     ) -> LikelihoodResult:
@@ -119,7 +116,7 @@ class Likelihood(ABC):
     def bits_per_dim(
         self,
         sde: SDE,
-        score_fn: ScoreFn,
+        score_fn: ScoreCallable,
         x: Tensor,
         num_bins: int,
         num_draws: int = 1,

@@ -31,7 +31,6 @@ from torch import Tensor
 
 from sde_gen.likelihood.base import (
     Likelihood,
-    ScoreFn,
     dequantize,
     nats_to_bits_per_dim,
 )
@@ -42,13 +41,13 @@ from sde_gen.likelihood.divergence import (
     exact_divergence,
     hutchinson_divergence,
 )
-from sde_gen.likelihood.priors import FixedPrior, MatchedPrior, Prior, checked_score
+from sde_gen.likelihood.priors import FixedPrior, MatchedPrior, Prior
 from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, TimeCoordinates
+from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 
 __all__ = [
-    "ScoreFn",
     "METHODS",
     "Probe",
     "RademacherProbe",
@@ -168,7 +167,7 @@ class PFODELikelihood(Likelihood):
         }
 
     def log_likelihood(
-        self, sde: SDE, score_fn: ScoreFn, x: Tensor, generator: torch.Generator | None
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, int]:
         """(log p_{t_min}(x) per sample in nats, float64; the number of score evaluations)."""
         _check_x(x)
@@ -177,28 +176,26 @@ class PFODELikelihood(Likelihood):
         probes = None
         if not self.exact_trace:
             probes = self.probe((self.num_probes, *x.shape), generator, x.dtype, x.device)
-        prior_logp, nfe = self.prior(sde, score_fn, x)
-        (y_T, int_div), nfe_ode = self._solve(sde, score_fn, x, probes)
+        score = ScoreFn.of(score_fn, sde)
+        prior_logp, nfe = self.prior(sde, score, x)
+        before = score.nfe
+        y_T, int_div = self._solve(sde, score, x, probes)
+        nfe_ode = score.nfe - before
         coords, u_T, u_min = self.coordinates, *self.coordinates.bounds(sde, self.t_min)
         log_prior = prior_logp(coords.to_x(sde, y_T, u_T)).to(torch.float64)
         jacobian = x[0].numel() * (coords.log_jacobian(sde, u_min) - coords.log_jacobian(sde, u_T))
         return log_prior + jacobian + int_div, nfe + nfe_ode
 
     def _solve(
-        self, sde: SDE, score_fn: ScoreFn, x: Tensor, probes: Tensor | None
-    ) -> tuple[tuple[Tensor, Tensor], int]:
-        """((y_T, ∫∇·F) from u_min to u_T, with solve_ivp on the float64 state; the NFE)."""
+        self, sde: SDE, score: ScoreFn, x: Tensor, probes: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """(y_T, ∫∇·F) from u_min to u_T, with solve_ivp on the float64 state; the score
+        (counted and checked by ``ScoreFn``) runs in x's dtype."""
         coords, (shape, dtype, device) = self.coordinates, (x.shape, x.dtype, x.device)
         n_x, u_T, u_min = x.numel(), *coords.bounds(sde, self.t_min)
         bar = progress_bar(
             self.progress, total=abs(u_T - u_min), desc="PF-ODE", unit="u", leave=False
         )
-        nfe = 0
-
-        def score(xt: Tensor, t: float) -> Tensor:
-            nonlocal nfe
-            nfe += 1
-            return checked_score(score_fn, xt, t)
 
         def rhs(u: float, state: np.ndarray) -> np.ndarray:
             y = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)
@@ -233,12 +230,12 @@ class PFODELikelihood(Likelihood):
                 f"PF-ODE integration failed ({self.method}, rtol={self.rtol}): {sol.message}"
             )
         end = torch.as_tensor(sol.y[:, -1], dtype=torch.float64, device=device)
-        return (end[:n_x].reshape(shape), end[n_x:]), nfe
+        return end[:n_x].reshape(shape), end[n_x:]
 
 
 def ode_log_likelihood(
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn: ScoreCallable,
     x: Tensor,
     exact_trace: bool = False,
     rtol: float = 1e-5,
@@ -269,7 +266,7 @@ def ode_log_likelihood(
 
 def bits_per_dim(
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn: ScoreCallable,
     x: Tensor,
     num_bins: int,
     num_draws: int = 1,

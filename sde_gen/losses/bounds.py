@@ -17,7 +17,6 @@ from torch import Tensor
 from sde_gen.likelihood.base import (
     Likelihood,
     LikelihoodResult,
-    ScoreFn,
     check_levels,
     logp_of_bits_per_dim,
     nats_to_bits_per_dim,
@@ -25,11 +24,12 @@ from sde_gen.likelihood.base import (
 from sde_gen.losses.discrete import schedule_of, vlb
 from sde_gen.losses.vdm import vdm_vlb
 from sde_gen.sde import SDE, DiscreteVPSDE
+from sde_gen.sde.score_fn import ScoreCallable
 
 __all__ = ["DDPMBound", "VDMBound"]
 
 
-def _model_of(score_fn: ScoreFn, entry: str) -> Any:
+def _model_of(score_fn: ScoreCallable, entry: str) -> Any:
     """``score_fn`` as the trained ScoreModel a bound needs (its ε network), else a ValueError."""
     if not hasattr(score_fn, "eps_and_extra") or not hasattr(score_fn, "sde"):
         raise ValueError(
@@ -58,7 +58,9 @@ class DDPMBound(Likelihood):
         given = "None" if self.log_variance is None else "<given>"
         return f"DDPMBound(large_variance={self.large_variance}, log_variance={given})"
 
-    def nats(self, sde: SDE, score_fn: ScoreFn, x: Tensor, num_bins: int, generator) -> Tensor:
+    def nats(
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, num_bins: int, generator
+    ) -> Tensor:
         """L_vlb in nats per sample of x on ``num_bins`` levels (on x's device)."""
         if not isinstance(sde, DiscreteVPSDE):
             raise ValueError(f"VLB needs a discrete DDPM model (sde=ddpm_*), got sde={sde!r}")
@@ -76,7 +78,7 @@ class DDPMBound(Likelihood):
     def bits_per_dim(
         self,
         sde: SDE,
-        score_fn: ScoreFn,
+        score_fn: ScoreCallable,
         x: Tensor,
         num_bins: int,
         num_draws: int = 1,
@@ -111,7 +113,7 @@ class VDMBound(Likelihood):
     def bits_per_dim(
         self,
         sde: SDE,
-        score_fn: ScoreFn,
+        score_fn: ScoreCallable,
         x: Tensor,
         num_bins: int,
         num_draws: int = 1,
