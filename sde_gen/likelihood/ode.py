@@ -186,6 +186,23 @@ class PFODELikelihood(Likelihood):
         jacobian = x[0].numel() * (coords.log_jacobian(sde, u_min) - coords.log_jacobian(sde, u_T))
         return log_prior + jacobian + int_div, nfe + nfe_ode
 
+    def _derivative(
+        self, sde: SDE, score: ScoreFn, y: Tensor, u: float, probes: Tensor | None
+    ) -> np.ndarray:
+        """[dy/du, ∇·(dy/du)] at u, flattened to float64; a ValueError naming t if not finite."""
+        with torch.enable_grad():
+            y.requires_grad_(True)
+            dy = self.coordinates.rhs(sde, score, y, u)
+            if probes is None:
+                div = exact_divergence(dy, y)
+            else:
+                div = hutchinson_divergence(dy, y, probes)
+        out = torch.cat([dy.detach().flatten(), div.detach()]).to(torch.float64).cpu().numpy()
+        if not np.isfinite(out).all():
+            t = self.coordinates.t_of_u(sde, u)
+            raise ValueError(f"the PF-ODE drift or its divergence is not finite at t={t:.6g}")
+        return out
+
     def _solve(
         self, sde: SDE, score: ScoreFn, x: Tensor, probes: Tensor | None
     ) -> tuple[Tensor, Tensor]:
@@ -199,20 +216,8 @@ class PFODELikelihood(Likelihood):
 
         def rhs(u: float, state: np.ndarray) -> np.ndarray:
             y = torch.as_tensor(state[:n_x], device=device).reshape(shape).to(dtype)
-            with torch.enable_grad():
-                y.requires_grad_(True)
-                dy = coords.rhs(sde, score, y, u)
-                div = (
-                    exact_divergence(dy, y)
-                    if probes is None
-                    else hutchinson_divergence(dy, y, probes)
-                )
             bar.update(min(abs(u - u_min), bar.total) - bar.n)
-            out = torch.cat([dy.detach().flatten(), div.detach()]).to(torch.float64).cpu().numpy()
-            if not np.isfinite(out).all():
-                t = coords.t_of_u(sde, u)
-                raise ValueError(f"the PF-ODE drift or its divergence is not finite at t={t:.6g}")
-            return out
+            return self._derivative(sde, score, y, u, probes)
 
         y0 = coords.to_state(sde, x.detach().to(torch.float64), u_min)
         state0 = np.concatenate([y0.cpu().flatten().numpy(), np.zeros(shape[0])])
