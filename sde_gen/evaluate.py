@@ -198,6 +198,8 @@ def build_likelihoods(
     node = cfg.likelihood
     extra = {"progress": bool(node.progress) or inner_bar} if "progress" in node else {}
     likelihood = instantiate_group("likelihood", node, **extra)
+    if likelihood.bound and src.model is None:
+        raise ValueError(f"{likelihood!r} needs a trained model: give checkpoint=<step_*.pt>")
     bound = own_bound(src.sde) if settings.vlb and src.model is not None else None
     if src.data.num_bins is None:
         if likelihood.discrete_only:

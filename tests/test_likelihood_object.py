@@ -224,3 +224,46 @@ def test_likelihood_options_name_the_bad_value():
         PFODELikelihood(num_probes=True)
     with pytest.raises(ValueError, match=r"t_min=2.0 must lie in \(0, T=1.0\)"):
         PFODELikelihood(t_min=2.0)(VPSDE(), MIX.score_fn(VPSDE()), _x())
+
+
+def _ddpm_checkpoint(path: Path) -> Path:
+    """A ring MLP on an 8-step DDPM chain, saved as sde-gen-train would."""
+    from omegaconf import OmegaConf
+    from torch.optim.swa_utils import AveragedModel
+
+    from sde_gen.training.checkpoint import FORMAT_VERSION, rng_state, save_checkpoint
+
+    betas = {"_target_": "sde_gen.sde.ddpm.linear_betas", "T": 8, "beta_start": 0.01,
+             "beta_end": 0.5}  # fmt: skip
+    cfg = OmegaConf.create(
+        {
+            "sde": {"_target_": "sde_gen.sde.DiscreteVPSDE", "betas": betas},
+            "data": {"_target_": "sde_gen.data.ring_mixture"},
+            "model": {"_target_": "sde_gen.models.MLP", "hidden": 8, "num_layers": 1},
+        }
+    )
+    model = ScoreModel(instantiate(cfg.model, shape=(2,)), instantiate(cfg.sde))
+    state = {
+        "format": FORMAT_VERSION, "step": 0, "model": model.state_dict(),
+        "ema": AveragedModel(model).state_dict(), "optimizer": {}, "scheduler": {},
+        "config": OmegaConf.to_yaml(cfg), "rng": rng_state({}),
+    }  # fmt: skip
+    return save_checkpoint(path, state)
+
+
+def test_evaluate_refuses_what_the_likelihood_cannot_measure(tmp_path):
+    """Before any work: a bound without a trained model, DDPM's bound as the likelihood or as
+    the SDE's own ``vlb`` on continuous data — each a one-line error naming the key."""
+    from sde_gen.evaluate import run_evaluation
+
+    def run(*overrides: str):
+        return run_evaluation(_compose("progress=false", "n=4", *overrides), tmp_path / "o")
+
+    with pytest.raises(ValueError, match="needs a trained model: give checkpoint="):
+        run("data=ring", "likelihood=vdm_vlb")
+    ckpt = _ddpm_checkpoint(tmp_path / "step_00000000.pt")
+    with pytest.raises(ValueError, match="vlb=true needs discrete data"):
+        run(f"checkpoint={ckpt}")
+    with pytest.raises(ValueError, match=r"DDPMBound\(.*needs discrete data.*likelihood=pf_ode"):
+        run(f"checkpoint={ckpt}", "likelihood=ddpm_vlb", "vlb=false")
+    assert not (tmp_path / "o" / "summary.json").exists()
