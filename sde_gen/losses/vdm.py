@@ -42,7 +42,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from sde_gen.likelihood.base import dequantize, nats_to_bits_per_dim
+from sde_gen.likelihood.ode import dequantize, nats_to_bits_per_dim
 from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde.base import expand_as
