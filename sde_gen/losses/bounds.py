@@ -59,7 +59,12 @@ class DDPMBound(Likelihood):
         return f"DDPMBound(large_variance={self.large_variance}, log_variance={given})"
 
     def nats(
-        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, num_bins: int, generator
+        self,
+        sde: SDE,
+        score_fn: ScoreCallable,
+        x: Tensor,
+        num_bins: int,
+        generator: torch.Generator | None,
     ) -> Tensor:
         """L_vlb in nats per sample of x on ``num_bins`` levels (on x's device)."""
         if not isinstance(sde, DiscreteVPSDE):
@@ -70,7 +75,9 @@ class DDPMBound(Likelihood):
             self.log_variance,
         )  # fmt: skip
 
-    def log_likelihood(self, sde, score_fn, x, generator) -> tuple[Tensor, int]:
+    def log_likelihood(
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
         raise ValueError(
             "likelihood=ddpm_vlb needs discrete data (num_bins): its decoder integrates over bins"
         )
@@ -106,7 +113,9 @@ class VDMBound(Likelihood):
     def __repr__(self) -> str:
         return f"VDMBound(time_draws={self.time_draws})"
 
-    def log_likelihood(self, sde, score_fn, x, generator) -> tuple[Tensor, int]:
+    def log_likelihood(
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, int]:
         model = _model_of(score_fn, "vdm_vlb")
         return -vdm_vlb(model, x, None, generator, self.time_draws).to(torch.float64), 1
 
