@@ -27,8 +27,8 @@ from sde_gen.models import ScoreModel
 from sde_gen.networks.checkpoint import load_score_model
 from sde_gen.runtime.files import atomic_write
 from sde_gen.sde import SDE
+from sde_gen.sde.score_fn import ScoreFn
 from sde_gen.solvers import ScaledCoordinates, ScipyODE
-from sde_gen.solvers.base import CountedScore
 
 #: the two end points of every reference solve
 ENDS = ("t_min", "zero")
@@ -74,7 +74,7 @@ def pf_ode_ends(
     """The PF-ODE end points from x_T at t_min (dense output) and t_zero < t_min, one solve of
     ``ScipyODE(**ode)`` in the scaled coordinates; returns ({end: x}, score evaluations)."""
     backend = ScipyODE(coordinates=ScaledCoordinates(), **ode)
-    score = CountedScore(score_fn)
+    score = ScoreFn(score_fn, sde)
     t_eval = torch.tensor([sde.T, t_min, t_zero], dtype=torch.float64)
     x_zero, path = backend(sde, score, x_T, t_zero, t_eval)
     return {"t_min": path[1], "zero": x_zero}, score.nfe

@@ -26,7 +26,8 @@ from sde_gen.networks.source import ScoreSource, data_shape, load_score_source
 from sde_gen.runtime.files import write_summary
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.runtime.resources import choose_threads, pick_device
-from sde_gen.solvers.base import CountedScore, FixedStepSolver, tweedie_x0
+from sde_gen.sde.score_fn import ScoreFn
+from sde_gen.solvers.base import FixedStepSolver
 from sde_gen.solvers.fit_grid import end_time, fit_grid, pf_ode_teacher
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def mixture_teacher(src: ScoreSource, solver: FixedStepSolver, tol: float):
         x, nfe = mixture_flow(src.data.exact, src.sde, x_T, t_end, rtol=tol, atol=tol)
         teacher.nfe += nfe
         if solver.denoise_final and not solver.ends_at_zero:
-            x = tweedie_x0(src.sde, CountedScore(src.score_fn), x, solver.t_min)
+            x = ScoreFn.of(src.score_fn, src.sde).x0(x, solver.t_min)
         return x.to(x_T.dtype)
 
     teacher.nfe = 0  # read by fit_grid's cost count

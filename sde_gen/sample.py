@@ -30,9 +30,9 @@ from sde_gen.cli.build import bytes_per_sample
 from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.cli.settings import SampleConfig, settings_from
 from sde_gen.data.base import DataSource
-from sde_gen.data.gaussian_mixture import GaussianMixture
+from sde_gen.metrics.mixtures import exact_metrics, is_point_mass
 from sde_gen.networks.source import ScoreSource, data_shape, load_score_source, names_data
-from sde_gen.runtime.distributed import close_world, gather_objects, init_world
+from sde_gen.runtime.distributed import World, close_world, gather_objects, init_world
 from sde_gen.runtime.files import atomic_write, write_summary
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.runtime.resources import check_memory, choose_threads, pick_device
@@ -40,9 +40,6 @@ from sde_gen.runtime.sharding import map_chunks
 from sde_gen.solvers.base import SampleResult
 
 log = logging.getLogger(__name__)
-
-METRIC_SAMPLES = 2000
-"""At most this many samples enter the O(n²) MMD estimate."""
 
 KEPT_COPIES = 8
 """Copies of every sample rank 0 holds at once: the gathered chunks, their pickles, the joined
@@ -59,41 +56,6 @@ def solver_facts(solver: Any) -> dict[str, Any]:
     """What a solver declares about itself: steps, order, stochastic, evaluations per step."""
     keys = ("steps", "order", "stochastic", "evals_per_step", "adaptive")
     return {k: getattr(solver, k, None) for k in keys}
-
-
-def exact_metrics(mixture: GaussianMixture, x0: torch.Tensor, seed: int) -> dict[str, float]:
-    """NLL of the samples under the exact density, the NLL gap to fresh data, MMD², and each
-    metric's Monte Carlo floor: its RMS between two exact sample sets of the same sizes.
-    A mixture with a point mass (a zero std) has no density at t = 0: no metrics."""
-    from sde_gen.metrics.mixtures import median_bandwidth, mmd2_unbiased, monte_carlo_floor, nll_gap
-
-    if is_point_mass(mixture):
-        return {}
-    x = x0.detach().cpu().to(torch.float64).flatten(1)
-    n, m = len(x), min(len(x), METRIC_SAMPLES)
-    ref = mixture.sample64(n, torch.Generator().manual_seed(1_000_003 + seed))
-    h = median_bandwidth(ref)
-
-    def gap(a: torch.Tensor, b: torch.Tensor) -> float:
-        return nll_gap(mixture, a, b)
-
-    def mmd2(a: torch.Tensor, b: torch.Tensor) -> float:
-        return mmd2_unbiased(a, b, h)
-
-    return {
-        "nll": float(-mixture.log_prob(x).mean()),
-        "nll_data": float(-mixture.log_prob(ref).mean()),
-        "nll_gap": nll_gap(mixture, x, ref),
-        "nll_gap_floor": monte_carlo_floor(gap, mixture.sample64, n).rms,
-        "mmd2": mmd2(x[:m], ref[:m]),
-        "mmd2_floor": monte_carlo_floor(mmd2, mixture.sample64, m).rms,
-        "mmd2_n": m,
-    }
-
-
-def is_point_mass(mixture: GaussianMixture) -> bool:
-    """Some component has a zero std: q_0 has no density."""
-    return bool((mixture.stds == 0).any())
 
 
 def image_quality(
@@ -242,23 +204,12 @@ def join_chunks(parts: list[dict[str, Any]]) -> tuple[SampleResult, np.ndarray |
     return SampleResult(x0, nfe, times, trajectory), features
 
 
-def run_sampling(
-    cfg: DictConfig, out_dir: Path, solver_name: str | None = None, data_chosen: bool = True
-) -> dict[str, Any] | None:
-    """Sample ``cfg.n`` points, write the files and ``summary.json`` into ``out_dir``; under
-    torchrun each rank draws its chunks and rank 0 writes (the others return None)."""
-    settings: SampleConfig = settings_from(cfg, SampleConfig)
-    n, seed, batch_size = settings.n, settings.seed, settings.batch_size
-    pick_device(settings.device)  # a bad name is an error even for an exact score
-    # the exact mixture score is evaluated in float64 on the CPU
-    world = init_world(settings.device if settings.checkpoint else "cpu")
-    device = world.device
-    out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
-    src = load_score_source(cfg, device, data_chosen)
-    shape = data_shape(src.data)
-    chunks = -(-n // batch_size)
-    solver = build_solver(cfg.solver, settings.progress and world.is_main and chunks == 1)
-    check_outputs(settings, shape, chunks, solver)
+def check_sizes(
+    settings: SampleConfig, src: ScoreSource, solver: Any, device: torch.device
+) -> None:
+    """One chunk on ``device`` (with its recorded path) and all n samples kept on the CPU must fit
+    in memory; a ValueError naming ``batch_size`` or ``n`` otherwise."""
+    n, batch_size = settings.n, settings.batch_size
     steps = getattr(solver, "steps", None) or 0
     path = steps + 1 if settings.record else 0  # a recorded trajectory keeps every step
     per = bytes_per_sample(src.model, src.data, src.dtype, device, copies=8 + path)
@@ -267,11 +218,21 @@ def run_sampling(
         None, src.data, src.dtype, torch.device("cpu"), copies=KEPT_COPIES + path
     )
     check_memory("n", n, kept, torch.device("cpu"))
-    threads = choose_threads(settings.threads, device, src.model)
-    calibration = calibrate_solver(solver, src, cfg, data_chosen, device)
-    net = None
-    if settings.features is not None:
-        net = instantiate_group("features", settings.features).to(device)
+
+
+def build_features(settings: SampleConfig, device: torch.device) -> Any:
+    """The feature network of FD and KID (config group ``features``), or None."""
+    if settings.features is None:
+        return None
+    return instantiate_group("features", settings.features).to(device)
+
+
+def draw_chunks(
+    settings: SampleConfig, src: ScoreSource, solver: Any, net: Any, world: World
+) -> tuple[list[dict[str, Any]] | None, float]:
+    """Each chunk's samples (x0, NFE, path, features) from x_T ~ prior with the chunk's own
+    generator (``map_chunks``; None off rank 0), and the seconds it took."""
+    shape, device = data_shape(src.data), world.device
 
     def draw(items: slice, generator: torch.Generator) -> dict[str, Any]:
         count = items.stop - items.start
@@ -293,50 +254,96 @@ def run_sampling(
         }
 
     start = time.perf_counter()
+    n, batch_size, seed = settings.n, settings.batch_size, settings.seed
     parts = map_chunks(draw, n, batch_size, seed, world, settings.progress, desc="chunks")
-    elapsed = time.perf_counter() - start
-    if parts is None:
-        return None
-    result, features = join_chunks(parts)
-    x0 = result.x0
+    return parts, time.perf_counter() - start
+
+
+def write_arrays(out_dir: Path, result: SampleResult) -> None:
+    """``samples.npz`` (x0, nfe) and, when recorded, ``trajectory.npz`` (times, trajectory)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_arrays(out_dir / "samples.npz", x0=x0.numpy(), nfe=np.array(result.nfe))
+    save_arrays(out_dir / "samples.npz", x0=result.x0.numpy(), nfe=np.array(result.nfe))
     if result.trajectory is not None:
         save_arrays(
             out_dir / "trajectory.npz",
             times=result.times.numpy(),
             trajectory=result.trajectory.numpy(),
         )
-    finite = bool(torch.isfinite(x0).all())
+
+
+def sampling_summary(
+    settings: SampleConfig, src: ScoreSource, solver: Any, solver_name: str | None,
+    result: SampleResult, world: World, facts: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """What was sampled and how: the solver, NFE, sizes, seed, source and ``facts`` (time,
+    threads, calibration)."""
     summary: dict[str, Any] = {
         "solver": solver_name or type(solver).__name__,
         "solver_class": type(solver).__name__,
         **solver_facts(solver),
         "nfe": int(result.nfe),
-        "time_s": elapsed,
-        "n": n,
-        "batch_size": batch_size,
-        "seed": seed,
+        "time_s": facts.pop("time_s"),
+        "n": settings.n,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
         "world_size": world.size,
         "source": src.origin,
         "sde": repr(src.sde),
-        "data_shape": list(shape),
-        "finite": finite,
-        "threads": threads,
-        **calibration,
+        "data_shape": list(data_shape(src.data)),
+        "finite": bool(torch.isfinite(result.x0).all()),
+        **facts,
     }
     if settings.checkpoint:
         summary["ema"] = settings.ema
-    if finite and src.data.exact is not None:
-        summary.update(exact_metrics(src.data.exact, x0, seed))
-    if finite and net is not None:
+    return summary
+
+
+def report_quality(
+    settings: SampleConfig, src: ScoreSource, out_dir: Path, result: SampleResult,
+    net: Any, features: np.ndarray | None, summary: dict[str, Any],
+) -> None:  # fmt: skip
+    """Of finite samples: the exact mixture's metrics, FD/KID, PNGs and plots, as asked."""
+    if not summary["finite"]:
+        return
+    x0 = result.x0
+    if src.data.exact is not None:
+        summary.update(exact_metrics(src.data.exact, x0, settings.seed))
+    if net is not None:
         summary.update(image_quality(net, features, src.data, settings))
-    if finite and settings.export_png:
+    if settings.export_png:
         from sde_gen.metrics.images import export_pngs
 
         export_pngs(x0, out_dir / "png")
-    if finite and settings.plot:
+    if settings.plot:
         save_plots(src, out_dir, x0, result, summary)
+
+
+def run_sampling(
+    cfg: DictConfig, out_dir: Path, solver_name: str | None = None, data_chosen: bool = True
+) -> dict[str, Any] | None:
+    """Sample ``cfg.n`` points, write the files and ``summary.json`` into ``out_dir``; under
+    torchrun each rank draws its chunks and rank 0 writes (the others return None)."""
+    settings: SampleConfig = settings_from(cfg, SampleConfig)
+    pick_device(settings.device)  # a bad name is an error even for an exact score
+    # the exact mixture score is evaluated in float64 on the CPU
+    world = init_world(settings.device if settings.checkpoint else "cpu")
+    out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
+    src = load_score_source(cfg, world.device, data_chosen)
+    chunks = -(-settings.n // settings.batch_size)
+    solver = build_solver(cfg.solver, settings.progress and world.is_main and chunks == 1)
+    check_outputs(settings, data_shape(src.data), chunks, solver)
+    check_sizes(settings, src, solver, world.device)
+    threads = choose_threads(settings.threads, world.device, src.model)
+    calibration = calibrate_solver(solver, src, cfg, data_chosen, world.device)
+    net = build_features(settings, world.device)
+    parts, elapsed = draw_chunks(settings, src, solver, net, world)
+    if parts is None:
+        return None
+    result, features = join_chunks(parts)
+    write_arrays(out_dir, result)
+    facts = {"time_s": elapsed, "threads": threads, **calibration}
+    summary = sampling_summary(settings, src, solver, solver_name, result, world, facts)
+    report_quality(settings, src, out_dir, result, net, features, summary)
     write_summary(out_dir, summary)
     return summary
 

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_module
 from sde_gen.cli.errors import group_options, one_line
 from sde_gen.cli.settings import EvalConfig, SampleConfig, TrainConfig, settings_from
 from sde_gen.runtime.files import atomic_write
+from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.runtime.progress import progress_bar
 from sde_gen.runtime.resources import choose_threads
 
@@ -32,7 +33,7 @@ COMMANDS = {
 GROUPS = {
     "train": {"sde", "loss", "model", "data", "trainer", "solver", "experiment"},
     "sample": {"data", "sde", "solver", "features"},
-    "eval": {"data", "sde", "probe", "prior"},
+    "eval": {"data", "sde", "likelihood"},
 }
 
 
@@ -63,7 +64,6 @@ def test_words_for_false_are_real_booleans(word):
         ("sample", "n=abc", "n"),
         ("sample", "ema=maybe", "ema"),
         ("eval", "split=valid", "split"),
-        ("eval", "method=FOO", "method"),
         ("train", "trainer.steps=1e9x", "trainer.steps"),
         ("train", "trainer.bogus=1", "trainer.bogus"),
     ],
@@ -82,9 +82,6 @@ def test_wrong_type_or_unknown_key_fails_at_composition_naming_the_key(name, ove
     [
         ("sample", SampleConfig, "n=1", "n=1"),
         ("sample", SampleConfig, "threads=0", "threads=0"),
-        ("eval", EvalConfig, "rtol=0", "rtol=0"),
-        ("eval", EvalConfig, "logp_atol=0", "logp_atol=0"),
-        ("eval", EvalConfig, "num_probes=0", "num_probes=0"),
         ("eval", EvalConfig, "n=0", "n=0"),
         ("train", TrainConfig, "seed=-2", "seed=-2"),
         ("train", TrainConfig, "+trainer.extra=3", "trainer.extra"),
@@ -96,9 +93,27 @@ def test_ranges_are_checked_once_by_the_schema(name, schema, override, named):
     assert named in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("likelihood.method=FOO", "method"),
+        ("likelihood.rtol=0", "rtol=0"),
+        ("likelihood.logp_atol=0", "logp_atol=0"),
+        ("likelihood.num_probes=0", "num_probes=0"),
+    ],
+)
+def test_likelihood_options_are_checked_once_by_the_object(override, named):
+    """The likelihood node is a ``_target_`` group (as the solvers): its options are checked
+    when it is built, with a one-line error naming the key and the group."""
+    with pytest.raises(ValueError, match="config group 'likelihood' is invalid") as err:
+        instantiate_group("likelihood", _cfg("eval", override).likelihood)
+    assert named in str(err.value)
+    assert "\n" not in one_line(err.value)
+
+
 def test_typed_settings_carry_enums_and_defaults():
-    ev = settings_from(_cfg("eval", "split=train", "method=DOP853"), EvalConfig)
-    assert ev.split.value == "train" and ev.method.value == "DOP853" and ev.n == 512
+    ev = settings_from(_cfg("eval", "split=train", "likelihood.method=DOP853"), EvalConfig)
+    assert ev.split.value == "train" and ev.likelihood["method"] == "DOP853" and ev.n == 512
     tr = settings_from(_cfg("train", "experiment=toy2d"), TrainConfig)
     assert tr.trainer.steps == 3000 and tr.trainer.betas == [0.9, 0.999]
 
@@ -128,7 +143,7 @@ def test_small_models_on_a_cpu_default_to_one_thread():
         ("sample", ["solver=pf_ode", "solver.steps=10"], "solver.steps"),
         ("sample", ["data=moons"], "no exact score"),
         ("train", ["trainer.lr=0", "trainer.progress=false"], "trainer.lr"),
-        ("eval", ["method=FOO"], "RK45"),
+        ("eval", ["likelihood.method=FOO"], "RK45"),
         ("train", ["hydra.run.dir=/proc/sde_gen_x", "trainer.progress=false"], "/proc/sde_gen_x"),
         ("sample", ["hydra.run.dir=/dev/null/x"], "/dev/null/x"),
         ("train", ["device=tpu", "trainer.progress=false"], "device='tpu'"),

@@ -26,7 +26,7 @@ def _cfg(*overrides: str):
 
 def test_exact_mixture_run_matches_exact_density(tmp_path):
     """data=ring, exact trace: the ODE NLL equals −log q_{t_min} of the mixture (within 0.01)."""
-    summary = run_evaluation(_cfg("data=ring", "exact_trace=true", "n=16"), tmp_path)
+    summary = run_evaluation(_cfg("data=ring", "likelihood.exact_trace=true", "n=16"), tmp_path)
     assert abs(summary["nll_nats"] - summary["nll_exact_nats"]) < 0.01
     assert summary["bpd"] == pytest.approx(summary["nll_nats"] / (2 * math.log(2)))
     assert summary["vlb_bpd"] is None and summary["n"] == 16
@@ -35,17 +35,20 @@ def test_exact_mixture_run_matches_exact_density(tmp_path):
 
 
 def test_prior_group_is_recorded_and_standard_is_selectable(tmp_path):
-    """prior=matched (the default) and prior=standard are recorded; on the centred ring the matched
-    prior's mean is zero, so both give the same NLL."""
-    matched = run_evaluation(_cfg("data=ring", "exact_trace=true", "n=8"), tmp_path / "m")
+    """likelihood/prior=matched (the default) and =standard are recorded; on the centred ring the
+    matched prior's mean is zero, so both give the same NLL."""
+    matched = run_evaluation(
+        _cfg("data=ring", "likelihood.exact_trace=true", "n=8"), tmp_path / "m"
+    )
     standard = run_evaluation(
-        _cfg("data=ring", "exact_trace=true", "n=8", "prior=standard"), tmp_path / "s"
+        _cfg("data=ring", "likelihood.exact_trace=true", "n=8", "likelihood/prior=standard"),
+        tmp_path / "s",
     )
     assert matched["prior"] == "MatchedPrior(pairs=16, seed=0)"
     assert standard["prior"] == "StandardPrior()"
     assert matched["nll_nats"] == pytest.approx(standard["nll_nats"], abs=1e-9)
-    with pytest.raises(ValueError, match="config group 'prior' is invalid.*pairs=0"):
-        run_evaluation(_cfg("data=ring", "prior.pairs=0"), tmp_path / "bad")
+    with pytest.raises(ValueError, match="config group 'likelihood' is invalid.*pairs=0"):
+        run_evaluation(_cfg("data=ring", "likelihood.prior.pairs=0"), tmp_path / "bad")
 
 
 def _zero_score_checkpoint(path, raw_bias: float):

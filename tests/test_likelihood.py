@@ -334,9 +334,11 @@ def test_bad_inputs_name_the_value():
 
 @pytest.mark.parametrize("name,cls", [("rademacher", RademacherProbe), ("gaussian", GaussianProbe)])
 def test_probe_config_group(name, cls):
-    """`probe=<name>` picks the class; probes have E ε = 0 and E ε² = 1 (4 standard errors)."""
+    """`likelihood/probe=<name>` picks the class; probes have E ε = 0 and E ε² = 1 (4 standard
+    errors)."""
     with initialize_config_module("sde_gen.conf", version_base="1.3"):
-        probe = hydra.utils.instantiate(compose(overrides=[f"+probe={name}"]).probe)
+        cfg = compose(overrides=[f"+likelihood/probe={name}"])
+        probe = hydra.utils.instantiate(cfg.likelihood.probe)
     assert type(probe) is cls
     eps = probe((20000,), torch.Generator().manual_seed(0), torch.float64, "cpu")
     assert eps.dtype == torch.float64 and eps.shape == (20000,)

@@ -87,7 +87,7 @@ def test_bad_priors_and_scores_are_named():
     x = mix.sample64(4, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="pairs=0"):
         MatchedPrior(pairs=0)
-    with pytest.raises(ValueError, match="config group prior"):
+    with pytest.raises(ValueError, match="config group likelihood/prior"):
         ode_log_likelihood(sde, mix.score_fn(sde), x, prior="matched")
 
     def nan_at_T(z, t):
@@ -95,7 +95,7 @@ def test_bad_priors_and_scores_are_named():
 
     with pytest.raises(ValueError, match="non-finite score .* t=1"):
         ode_log_likelihood(sde, nan_at_T, x)
-    with pytest.raises(ValueError, match=r"shape \(4, 3\) for x of shape \(32, 3\)"):
+    with pytest.raises(ValueError, match=r"t=1 returned shape \(4, 3\), expected \(32, 3\)"):
         ode_log_likelihood(sde, lambda z, t: x, x)
 
 

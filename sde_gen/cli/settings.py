@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from sde_gen.training.settings import Precision, TrainerSettings, _finite, _need, _positive
+from sde_gen.training.settings import Precision, TrainerSettings, _need, _positive
 
 __all__ = [
     "TrainerSettings",
@@ -23,7 +23,6 @@ __all__ = [
     "SampleConfig",
     "EvalConfig",
     "Split",
-    "ScipyMethod",
     "FitGridConfig",
     "register_configs",
     "register_fit_grid_config",
@@ -97,39 +96,21 @@ class Split(Enum):
     test = "test"
 
 
-class ScipyMethod(Enum):
-    """``scipy.integrate.solve_ivp`` methods."""
-
-    RK45 = "RK45"
-    RK23 = "RK23"
-    DOP853 = "DOP853"
-    Radau = "Radau"
-    BDF = "BDF"
-    LSODA = "LSODA"
-
-
 @dataclass
 class EvalConfig:
-    """``sde-gen-eval``: NLL and bits/dim through the probability-flow ODE."""
+    """``sde-gen-eval``: NLL and bits/dim of a likelihood (config group ``likelihood``, the PF-ODE
+    by default, its options checked by the object), and the SDE's own variational bound."""
 
     data: Any = MISSING
     sde: Any = MISSING
-    probe: Any = MISSING  # Hutchinson probe (config group)
-    prior: Any = MISSING  # the prior π at T (config group)
+    likelihood: Any = MISSING  # likelihood=pf_ode | ddpm_vlb | vdm_vlb (config group)
     checkpoint: str | None = None
     ema: bool = True
     split: Split = Split.test
     n: int | None = 512  # None: the whole split
     batch_size: int = 256  # a chunk: its dequantization and probes seeded by (seed, chunk)
-    exact_trace: bool = False
-    num_probes: int = 1
     num_dequant: int = 1
-    rtol: float = 1e-5
-    atol: float = 3e-5
-    logp_atol: float = 1e-3
-    method: ScipyMethod = ScipyMethod.RK45
-    t_min: float = 1e-5
-    vlb: bool = True
+    vlb: bool = True  # also the SDE's own variational bound (``SDE.variational_bound``)
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -138,11 +119,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check_common(self.seed, self.threads)
         _check_chunk_seed(self.seed)
-        for key in ("n", "batch_size", "num_probes", "num_dequant"):
+        for key in ("n", "batch_size", "num_dequant"):
             _positive(key, getattr(self, key))
-        for key in ("rtol", "atol", "logp_atol", "t_min"):
-            value = getattr(self, key)
-            _need(value > 0 and _finite(value), key, value, "a finite number > 0")
 
 
 SCHEMAS = (

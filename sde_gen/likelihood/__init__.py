@@ -1,1 +1,2 @@
-"""The likelihood through the probability-flow ODE (``ode``) and its prior at T (``priors``)."""
+"""The likelihood as an object (``base``): the probability-flow ODE (``ode``), its divergence
+estimators (``divergence``) and its prior at T (``priors``); config group ``likelihood``."""

@@ -17,41 +17,37 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.solvers.base import tweedie_x0
+from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 
-__all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior", "checked_score"]
+__all__ = ["PriorLogp", "Prior", "StandardPrior", "MatchedPrior", "FixedPrior"]
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 PriorLogp = Callable[[Tensor], Tensor]
-Prior = Callable[[SDE, ScoreFn, Tensor], tuple[PriorLogp, int]]
-
-
-def checked_score(score_fn: ScoreFn, x: Tensor, t: float) -> Tensor:
-    """score_fn(x, t) at one time t for the likelihood and its prior: a ValueError naming the
-    shape, or t where the score is not finite."""
-    out = score_fn(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device))
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"score_fn returned shape {got} for x of shape {tuple(x.shape)}")
-    if not torch.isfinite(out).all():
-        raise ValueError(f"score_fn returned a non-finite score (NaN or inf) at t={t:.6g}")
-    return out
+Prior = Callable[[SDE, ScoreCallable, Tensor], tuple[PriorLogp, int]]
 
 
 class StandardPrior:
     """π = N(0, s² I), the SDE's prior (Song et al. 2021's convention); no evaluation."""
 
-    def __call__(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> tuple[PriorLogp, int]:
+    def __call__(self, sde: SDE, score_fn: ScoreCallable, like: Tensor) -> tuple[PriorLogp, int]:
         return sde.prior_logp, 0
 
     def __repr__(self) -> str:
         return "StandardPrior()"
+
+
+@dataclass(frozen=True)
+class FixedPrior:
+    """π given as a log density of x_T (e.g. the exact log q_T of a mixture); no evaluation."""
+
+    logp: PriorLogp
+
+    def __call__(self, sde: SDE, score_fn: ScoreCallable, like: Tensor) -> tuple[PriorLogp, int]:
+        return self.logp, 0
 
 
 @dataclass(frozen=True)
@@ -70,17 +66,17 @@ class MatchedPrior:
         if not isinstance(self.pairs, int) or self.pairs < 1:
             raise ValueError(f"pairs={self.pairs!r} must be an integer >= 1")
 
-    def mean(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> Tensor:
-        """μ̂_T = γ_T · mean x̂0(±z_k) (``tweedie_x0`` at T), of ``like``'s trailing shape, in
-        float64; the score runs in ``like``'s dtype (``checked_score``)."""
+    def mean(self, sde: SDE, score_fn: ScoreCallable, like: Tensor) -> Tensor:
+        """μ̂_T = γ_T · mean x̂0(±z_k) (``ScoreFn.x0`` at T), of ``like``'s trailing shape, in
+        float64; the score runs in ``like``'s dtype."""
         g = torch.Generator().manual_seed(self.seed)
         half = sde.prior_sample((self.pairs, *like.shape[1:]), g, torch.float64)
         z = torch.cat([half, -half]).to(device=like.device, dtype=like.dtype)
-        x0 = tweedie_x0(sde, partial(checked_score, score_fn), z, sde.T)
+        x0 = ScoreFn.of(score_fn, sde).x0(z, sde.T)
         x0 = x0.detach().to(torch.float64)
         gamma_T = sde.gamma(torch.tensor([sde.T], dtype=torch.float64)).to(x0.device)
         return gamma_T * x0.mean(0)
 
-    def __call__(self, sde: SDE, score_fn: ScoreFn, like: Tensor) -> tuple[PriorLogp, int]:
+    def __call__(self, sde: SDE, score_fn: ScoreCallable, like: Tensor) -> tuple[PriorLogp, int]:
         mu = self.mean(sde, score_fn, like)
         return (lambda x_T: sde.prior_logp(x_T - mu)), 1

@@ -102,6 +102,11 @@ class SDE(ABC):
         t = torch.tensor([self.T], dtype=torch.float64)
         return float(torch.sqrt(torch.exp(2 * self._log_gamma(t)) + self._sigma2(t)))
 
+    def variational_bound(self) -> str | None:
+        """The entry of the ``likelihood`` config group that holds this process's own variational
+        bound (``conf/likelihood/<entry>.yaml``); None: it has none, only the PF-ODE density."""
+        return None
+
     # -- the contract ---------------------------------------------------------------------------
     validates_t: bool = True  # False on a ``trusted()`` copy
 

@@ -43,6 +43,10 @@ class DiscreteVPSDE(SDE):
     def __repr__(self) -> str:
         return f"DiscreteVPSDE(N={self.N})"
 
+    def variational_bound(self) -> str:
+        """``ddpm_vlb``: L_vlb of the chain (survey §3.1), a bound on the data's levels."""
+        return "ddpm_vlb"
+
     def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
         pos = t * self.N
         i = pos.floor().clamp(0, self.N - 1).long()

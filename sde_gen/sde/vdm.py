@@ -229,6 +229,10 @@ class VDMSDE(SDE, nn.Module):
         g0, g1 = (float(g.detach()) for g in self.neg_log_snr.ends())
         return f"VDMSDE({type(self.neg_log_snr).__name__}, gamma_0={g0:.4g}, gamma_1={g1:.4g})"
 
+    def variational_bound(self) -> str:
+        """``vdm_vlb``: VDM's continuous-time bound (Kingma et al. 2021, eqs. 11–17)."""
+        return "vdm_vlb"
+
     def schedule(self, t: Tensor, gate: GradientGate | None = None) -> tuple[Tensor, Tensor]:
         """(γ(t), γ'(t)) in float64 on t's device (evaluated where the parameters live)."""
         param = next(self.neg_log_snr.parameters(), None)

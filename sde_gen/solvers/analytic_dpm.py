@@ -28,9 +28,10 @@ from torch import Tensor
 from sde_gen.sde import SDE
 from sde_gen.sde.base import finite_float
 from sde_gen.sde.reverse_variance import ms_eps_range, optimal_variance
+from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 from sde_gen.solvers import calibration as cal
 from sde_gen.solvers.ancestral import Ancestral, Variance, check_range
-from sde_gen.solvers.base import CountedScore, ScoreFn, StepContext, check_int
+from sde_gen.solvers.base import StepContext, check_int
 from sde_gen.solvers.grids import Grid
 from sde_gen.solvers.optimal_trajectory import OptimalTrajectory, cheapest_path, hop_costs
 
@@ -121,7 +122,7 @@ class AnalyticDPM(Ancestral):
     def calibrate(
         self,
         sde: SDE,
-        score_fn: ScoreFn,
+        score_fn: ScoreCallable,
         data: cal.Data,
         source: str | None = None,
         default_cache_dir: str | Path | None = None,
@@ -168,7 +169,7 @@ class AnalyticDPM(Ancestral):
             )
         return c
 
-    def integrate(self, sde, score: CountedScore, x_T, generator, keep, record) -> Tensor:
+    def integrate(self, sde, score: ScoreFn, x_T, generator, keep, record) -> Tensor:
         self.check_calibrated(sde)  # before any evaluation
         return super().integrate(sde, score, x_T, generator, keep, record)
 

@@ -22,23 +22,20 @@ from torch import Tensor
 
 from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
-from sde_gen.sde.conversions import eps_from_score, x0_from_score
 from sde_gen.sde.coordinates import coefficients_at
+from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 from sde_gen.solvers.grids import Grid, UniformGrid
 
 __all__ = [
     "SampleResult",
     "FinalStep",
-    "CountedScore",
+    "ScoreFn",
     "StepContext",
     "Solver",
     "FixedStepSolver",
     "check_int",
     "coefficients_at",
-    "tweedie_x0",
 ]
-
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -67,70 +64,6 @@ class FinalStep(str, Enum):
 
     def __repr__(self) -> str:
         return repr(self.value)
-
-
-class CountedScore:
-    """score_fn(x, t) at one scalar time, counting evaluations and checking the output; a model
-    with a learned variance also gives (ε_θ, v) in one counted evaluation (``eps_and_extra``)."""
-
-    def __init__(self, score_fn: ScoreFn, progress: bool = False):
-        if not callable(score_fn):
-            raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
-        self.score_fn = score_fn
-        self.nfe = 0
-        self.bar = progress_bar(unit="nfe", desc="score evaluations") if progress else None
-
-    def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
-        t_vec = self._count(x, t)
-        return self._checked(self.score_fn(x, t_vec), x, t_vec, "score_fn")
-
-    def eps_and_extra(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
-        """(ε_θ(x, t), v) of a learned-variance model (``ScoreModel.eps_and_extra``): one
-        evaluation; a ValueError when ``score_fn`` has no learned variance."""
-        name = type(self.score_fn).__name__
-        model = getattr(self.score_fn, "eps_and_extra", None)
-        if model is None:
-            raise ValueError(
-                f"variance='learned' needs a model with a learned variance (a ScoreModel whose "
-                f"network has learn_variance=true), got score_fn={name}"
-            )
-        t_vec = self._count(x, t)
-        eps, v = model(x, t_vec)
-        if v is None:
-            raise ValueError(f"variance='learned': {name} has no variance output (learn_variance)")
-        return self._checked(eps, x, t_vec, "ε_θ"), self._checked(v, x, t_vec, "v")
-
-    def _count(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """One more evaluation at t, as a vector of shape (B,) like x."""
-        if isinstance(t, Tensor) and t.ndim == 1:
-            t_vec = t.to(device=x.device, dtype=x.dtype)
-        else:
-            t_vec = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        self.nfe += 1
-        if self.bar is not None:
-            self.bar.update()
-            self.bar.set_postfix(t=f"{float(t_vec[0]) if len(t_vec) else 0:.4g}", refresh=False)
-        return t_vec
-
-    @staticmethod
-    def _checked(out: Any, x: Tensor, t_vec: Tensor, name: str) -> Tensor:
-        t_show = float(t_vec[0]) if t_vec.numel() else float("nan")
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"{name} at t={t_show:.6g} returned shape {got}, expected {tuple(x.shape)}"
-            )
-        if not bool(torch.isfinite(out).all()):
-            raise ValueError(
-                f"{name} at t={t_show:.6g} returned NaN or inf (output shape {tuple(out.shape)})"
-            )
-        return out
-
-
-def tweedie_x0(sde: SDE, score: CountedScore, x: Tensor, t: float) -> Tensor:
-    """Tweedie's denoiser x̂0 = (x + σ_t² ∇log q_t(x)) / γ_t at one time t (one NFE)."""
-    c = coefficients_at(sde, t)
-    return x0_from_score(x, score(x, t), c.gamma, c.sigma)
 
 
 def _check_x_T(x_T: Any) -> None:
@@ -182,7 +115,7 @@ class Solver(ABC):
     def __call__(
         self,
         sde: SDE,
-        score_fn: ScoreFn,
+        score_fn: ScoreCallable,
         x_T: Tensor,
         generator: torch.Generator | None = None,
         record: bool = False,
@@ -191,7 +124,7 @@ class Solver(ABC):
         if not self.t_min < sde.T:
             raise ValueError(f"t_min={self.t_min} must be < T={sde.T}")
         # fixed-step solvers show a bar over steps; the others one over score evaluations
-        score = CountedScore(score_fn, self.progress and not isinstance(self, FixedStepSolver))
+        score = ScoreFn(score_fn, sde, self.progress and not isinstance(self, FixedStepSolver))
         times: list[float] = []
         path: list[Tensor] = []
 
@@ -205,11 +138,10 @@ class Solver(ABC):
                 x = self.integrate(sde, score, x_T, generator, keep, record)
                 x, steps_log = x if isinstance(x, tuple) else (x, None)
                 if self.denoise_final and not self.ends_at_zero:
-                    x = tweedie_x0(sde, score, x, self.t_min)
+                    x = score.x0(x, self.t_min)
                     keep(0.0, x)
         finally:
-            if score.bar is not None:
-                score.bar.close()
+            score.close()
         if not record:
             return SampleResult(x, score.nfe, steps_log=steps_log)
         recorded = torch.tensor(times, dtype=torch.float64), torch.stack(path)
@@ -219,7 +151,7 @@ class Solver(ABC):
     def integrate(
         self,
         sde: SDE,
-        score: CountedScore,
+        score: ScoreFn,
         x_T: Tensor,
         generator: torch.Generator | None,
         keep: Callable[[float, Tensor], None],
@@ -237,7 +169,7 @@ class StepContext:
     transition (γ_{t|s}, σ²_{t|s}) and posterior variance — tabulated once per call."""
 
     sde: SDE
-    score: CountedScore
+    score: ScoreFn
     generator: torch.Generator | None
     times: Tensor
     index: int
@@ -296,11 +228,11 @@ class StepContext:
 
     def x0(self, x: Tensor, t: float) -> Tensor:
         """Tweedie's x̂0 = (x + σ_t² s_θ(x, t))/γ_t: one score evaluation."""
-        return x0_from_score(x, self.score(x, t), self.gamma(t), self.sigma(t))
+        return self.score.x0(x, t)
 
     def eps(self, x: Tensor, t: float) -> Tensor:
         """ε̂ = −σ_t s_θ(x, t): one score evaluation."""
-        return eps_from_score(self.score(x, t), self.sigma(t))
+        return self.score.eps(x, t)
 
     @property
     def is_last(self) -> bool:

@@ -35,8 +35,7 @@ from torch import Tensor
 
 from sde_gen.runtime.files import atomic_write
 from sde_gen.sde import SDE
-from sde_gen.sde.conversions import eps_from_score
-from sde_gen.solvers.base import CountedScore, ScoreFn
+from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 
 __all__ = [
     "CalibrationKey",
@@ -174,7 +173,7 @@ def _x0_batches(data: Data, n: int, batch: int, seed: int):
 @torch.no_grad()
 def estimate_ms_eps(
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn: ScoreCallable,
     data: Data,
     key: CalibrationKey,
     batch: int,
@@ -184,7 +183,7 @@ def estimate_ms_eps(
     """Γ̂_t by ``key.estimator`` over M samples (ε_θ = −σ_t s_θ) at each of ``key.times`` (from T
     down), with standard error std/√M; ⌈M/batch⌉ score evaluations a time."""
     start = time.perf_counter()
-    score = CountedScore(score_fn)
+    score = ScoreFn(score_fn, sde)
     g_eps = torch.Generator().manual_seed(key.seed + 1)
     estimator = Estimator(key.estimator)
     means, errors = [], []
@@ -195,8 +194,7 @@ def estimate_ms_eps(
             noise = torch.randn(x0.shape, generator=g_eps, dtype=torch.float64).to(x0)
             t_vec = torch.full((len(x0),), t, dtype=dtype, device=x0.device)
             xt = sde.marginal_sample(x0, t_vec, noise)
-            sigma = float(sde.sigma(torch.tensor([t], dtype=torch.float64))[0])
-            eps = eps_from_score(score(xt, t_vec), sigma).to(torch.float64)
+            eps = score.eps(xt, t).to(torch.float64)
             per = estimator.per_sample(eps, noise.to(eps))
             total, total_sq = total + float(per.sum()), total_sq + float(per.pow(2).sum())
         m = key.mc_samples

@@ -26,7 +26,8 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from sde_gen.sde import SDE
-from sde_gen.solvers.base import CountedScore, FixedStepSolver, check_int, tweedie_x0
+from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
+from sde_gen.solvers.base import FixedStepSolver, check_int
 from sde_gen.solvers.grids import (
     Grid,
     KarrasGrid,
@@ -39,7 +40,6 @@ from sde_gen.solvers.pf_ode import PFODE, ScaledCoordinates, ScipyODE
 
 __all__ = ["FittedGrid", "fit_grid", "pf_ode_teacher", "end_time", "rms_error"]
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 Teacher = Callable[[Tensor], Tensor]
 
 FIXED_GRIDS: tuple[Grid, ...] = (
@@ -127,7 +127,11 @@ def end_time(solver: FixedStepSolver, sde: SDE) -> float:
 
 
 def pf_ode_teacher(
-    solver: FixedStepSolver, sde: SDE, score_fn: ScoreFn, rtol: float = 1e-7, atol: float = 1e-7
+    solver: FixedStepSolver,
+    sde: SDE,
+    score_fn: ScoreCallable,
+    rtol: float = 1e-7,
+    atol: float = 1e-7,
 ) -> Teacher:
     """x_T ↦ the PF-ODE end point at the solver's ``end_time`` (DOP853 in the scaled coordinates
     y = x/γ, u = log σ̃ at rtol, atol), then Tweedie's x̂0 where the solver has ``denoise_final``."""
@@ -137,7 +141,7 @@ def pf_ode_teacher(
         x = ode(sde, score_fn, x_T).x0
         if solver.denoise_final and not solver.ends_at_zero:
             with torch.no_grad():
-                x = tweedie_x0(sde, CountedScore(score_fn), x, solver.t_min)
+                x = ScoreFn.of(score_fn, sde).x0(x, solver.t_min)
         return x
 
     return teacher
@@ -211,7 +215,7 @@ class _Objective:
 def fit_grid(
     solver: FixedStepSolver,
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn: ScoreCallable,
     x_T: Tensor,
     *,
     x_held_out: Tensor | None = None,
@@ -239,10 +243,10 @@ def fit_grid(
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     start_clock = time.perf_counter()
-    counted = _CountingScore(score_fn)
+    counted = ScoreFn(score_fn, sde)
     teach = teacher or pf_ode_teacher(solver, sde, counted)
     x_ref = teach(x_T)
-    teacher_nfe = counted.calls + getattr(teach, "nfe", 0)
+    teacher_nfe = counted.nfe + getattr(teach, "nfe", 0)
     obj = _Objective(solver, sde, counted, x_T, x_ref)
     candidates = _unique([solver.grid, *FIXED_GRIDS] if starts is None else list(starts))
     start_errors = {repr(g): _try(obj.error, g) for g in candidates}
@@ -288,21 +292,10 @@ def fit_grid(
             start_held_out_error=held.error(start),
             own_held_out_error=held.error(solver.grid),
         )
-    info["nfe_total"] = counted.calls + getattr(teach, "nfe", 0)
+    info["nfe_total"] = counted.nfe + getattr(teach, "nfe", 0)
     info["seconds"] = time.perf_counter() - start_clock
     fitted.info = info
     return fitted
-
-
-class _CountingScore:
-    """score_fn counting its calls (each call is one score evaluation of the batch)."""
-
-    def __init__(self, score_fn: ScoreFn):
-        self.score_fn, self.calls = score_fn, 0
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        self.calls += 1
-        return self.score_fn(x, t)
 
 
 def _try(error: Callable[[Grid], float], grid: Grid) -> float:

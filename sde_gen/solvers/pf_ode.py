@@ -17,7 +17,8 @@ from torch import Tensor
 
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
-from sde_gen.solvers.base import CountedScore, Solver, check_int
+from sde_gen.sde.score_fn import ScoreFn
+from sde_gen.solvers.base import Solver, check_int
 from sde_gen.solvers.torchsde_adapter import check_method, torchsde_integrate
 
 __all__ = [
@@ -88,7 +89,7 @@ class ScipyODE:
         )
 
     def __call__(
-        self, sde: SDE, score: CountedScore, x_T: Tensor, t_min: float, t_eval: Tensor | None
+        self, sde: SDE, score: ScoreFn, x_T: Tensor, t_min: float, t_eval: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         shape, dtype, device = x_T.shape, x_T.dtype, x_T.device
         coords = self.coordinates
@@ -168,7 +169,7 @@ class TorchsdeODE:
         )
 
     def __call__(
-        self, sde: SDE, score: CountedScore, x_T: Tensor, t_min: float, t_eval: Tensor | None
+        self, sde: SDE, score: ScoreFn, x_T: Tensor, t_min: float, t_eval: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         return torchsde_integrate(
             sde,
@@ -185,7 +186,7 @@ class TorchsdeODE:
         )
 
 
-Integrator = Callable[[SDE, CountedScore, Tensor, float, Tensor | None], tuple[Tensor, Tensor]]
+Integrator = Callable[[SDE, ScoreFn, Tensor, float, Tensor | None], tuple[Tensor, Tensor]]
 
 
 class PFODE(Solver):

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from sde_gen.sde import SDE
 from sde_gen.sde.conversions import drift
-from sde_gen.solvers.base import CountedScore, coefficients_at
+from sde_gen.sde.score_fn import ScoreFn
+from sde_gen.solvers.base import coefficients_at
 
 __all__ = [
     "ReverseTorchsde",
@@ -70,7 +71,7 @@ class ReverseTorchsde(torch.nn.Module):
     def __init__(
         self,
         sde: SDE,
-        score: CountedScore,
+        score: ScoreFn,
         shape: tuple[int, ...],
         probability_flow: bool,
         sde_type: str = "ito",
@@ -100,7 +101,7 @@ class ReverseTorchsde(torch.nn.Module):
 
 def torchsde_integrate(
     sde: SDE,
-    score: CountedScore,
+    score: ScoreFn,
     x_T: Tensor,
     t_min: float,
     probability_flow: bool,

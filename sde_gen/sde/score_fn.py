@@ -1,0 +1,127 @@
+"""The score function with its SDE: the one place that evaluates ∇log q_t(x), counts and checks.
+
+Solvers, the likelihood, its priors and grid fitting all call the score through ``ScoreFn``: one
+evaluation of the whole batch at one time is one NFE, every output is checked for shape and
+finiteness, and the conversions of the score (ε̂ = −σ_t s, Tweedie's x̂0 = (x + σ_t² s)/γ_t,
+survey §4.3) are taken from ``sde.conversions`` here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sde_gen.runtime.progress import progress_bar
+from sde_gen.sde.base import SDE, expand_as
+from sde_gen.sde.conversions import eps_from_score, x0_from_score
+from sde_gen.sde.coordinates import coefficients_at
+
+__all__ = ["ScoreCallable", "ScoreFn"]
+
+ScoreCallable = Callable[[Tensor, Tensor], Tensor]
+"""score_fn(x, t) with x of shape (B, ...) and t of shape (B,): ∇_x log q_t(x), shaped like x."""
+
+
+class ScoreFn:
+    """A score function with its SDE: counts evaluations, checks finiteness, and gives the
+    conversions once.
+
+    ``nfe`` counts calls (each is one evaluation of the batch); ``progress`` shows them in a bar.
+    """
+
+    def __init__(self, score_fn: ScoreCallable, sde: SDE, progress: bool | None = None):
+        if not callable(score_fn):
+            raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        self.score_fn, self.sde = score_fn, sde
+        self.nfe = 0
+        self.bar = progress_bar(unit="nfe", desc="score evaluations") if progress else None
+        self._coefs: dict[float, tuple[float, float]] = {}
+
+    @classmethod
+    def of(cls, score_fn: ScoreCallable, sde: SDE) -> ScoreFn:
+        """``score_fn`` itself if it already is a ScoreFn for ``sde``, else a new one around it."""
+        if isinstance(score_fn, ScoreFn) and score_fn.sde is sde:
+            return score_fn
+        return cls(score_fn, sde)
+
+    def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """∇log q_t(x): one counted evaluation; a ValueError naming t for a wrong shape or a
+        non-finite value."""
+        t_vec = self._count(x, t)
+        return _checked(self.score_fn(x, t_vec), x, t_vec, "score_fn")
+
+    def eps(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """ε̂ = −σ_t ∇log q_t(x) (``conversions.eps_from_score``): one evaluation."""
+        return eps_from_score(self(x, t), self._gamma_sigma(x, t)[1])
+
+    def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """Tweedie's x̂0 = (x + σ_t² ∇log q_t(x))/γ_t (``conversions.x0_from_score``): one
+        evaluation."""
+        gamma, sigma = self._gamma_sigma(x, t)
+        return x0_from_score(x, self(x, t), gamma, sigma)
+
+    def eps_and_extra(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(ε_θ(x, t), v) of a learned-variance model (``ScoreModel.eps_and_extra``): one
+        evaluation; a ValueError when ``score_fn`` has no learned variance."""
+        name = type(self.score_fn).__name__
+        model = getattr(self.score_fn, "eps_and_extra", None)
+        if model is None:
+            raise ValueError(
+                f"variance='learned' needs a model with a learned variance (a ScoreModel whose "
+                f"network has learn_variance=true), got score_fn={name}"
+            )
+        t_vec = self._count(x, t)
+        eps, v = model(x, t_vec)
+        if v is None:
+            raise ValueError(f"variance='learned': {name} has no variance output (learn_variance)")
+        return _checked(eps, x, t_vec, "ε_θ"), _checked(v, x, t_vec, "v")
+
+    def close(self) -> None:
+        """Close the progress bar, if any."""
+        if self.bar is not None:
+            self.bar.close()
+
+    def _count(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """One more evaluation at t, as a vector of shape (B,) in x's dtype and device."""
+        if isinstance(t, Tensor) and t.ndim == 1:
+            t_vec = t.to(device=x.device, dtype=x.dtype)
+        else:
+            t_vec = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+        self.nfe += 1
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(t=f"{float(t_vec[0]) if len(t_vec) else 0:.4g}", refresh=False)
+        return t_vec
+
+    def _gamma_sigma(self, x: Tensor, t: Tensor | float) -> tuple[Any, Any]:
+        """(γ_t, σ_t): float64 floats at one time (kept per time), else tensors broadcast to x."""
+        if isinstance(t, Tensor) and t.ndim == 1:
+            c = self.sde.coefficients(t.to(torch.float64))
+            gamma, sigma = (expand_as(v.to(device=x.device, dtype=x.dtype), x) for v in c[2:])
+            return gamma, sigma
+        t = float(t)
+        if t not in self._coefs:
+            c = coefficients_at(self.sde, t)
+            self._coefs[t] = (c.gamma, c.sigma)
+        return self._coefs[t]
+
+    def __repr__(self) -> str:
+        return f"ScoreFn({self.score_fn!r}, {self.sde!r})"
+
+
+def _checked(out: Any, x: Tensor, t_vec: Tensor, name: str) -> Tensor:
+    """``out`` if it is a finite tensor shaped like x, else a ValueError naming t."""
+    t_show = float(t_vec[0]) if t_vec.numel() else float("nan")
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        expected = tuple(x.shape)
+        raise ValueError(f"{name} at t={t_show:.6g} returned shape {got}, expected {expected}")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"{name} at t={t_show:.6g} returned NaN or inf "
+            f"(a non-finite score of shape {tuple(out.shape)} at t={t_show:.6g})"
+        )
+    return out
