@@ -19,6 +19,7 @@ from sde_gen.data import GaussianMixture
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
 from sde_gen.solvers import (
     DDIM,
+    DEIS,
     PFODE,
     AdaptiveDPM,
     AdaptiveUniPC,
@@ -155,6 +156,9 @@ def test_seed_and_record(name):
         (UniPC(steps=10, order=1, variant="bh1", final_step="t_min"), 10),
         (UniPC(steps=10, final_step="t_min", denoise_final=True), 11),
         (UniPC(steps=1), 1),
+        (DEIS(steps=10, order=3), 10),
+        (DEIS(steps=10, final_step="zero"), 10),
+        (DEIS(steps=10, denoise_final=True), 11),
         (PredictorCorrector(steps=10, corrector_steps=2, denoise_final=True), 31),
         (TorchsdeSolver("euler", steps=10, denoise_final=False), 11),  # +1: torchsde's shape check
         (TorchsdeSolver("midpoint", steps=10, denoise_final=False), 21),
@@ -306,6 +310,9 @@ def test_bad_score_stops_with_a_clear_error(name):
         (lambda: DDIM(final_step=0), "final_step=0"),
         (lambda: DPMSolver(denoise_final=True), "denoise_final=True needs final_step='t_min'"),
         (lambda: DDIM(denoise_final=True), "denoise_final=True needs final_step='t_min'"),
+        (lambda: DEIS(order=4), "order=4"),
+        (lambda: DEIS(lower_order_final="yes"), "lower_order_final='yes'"),
+        (lambda: DEIS(final_step="zero", denoise_final=True), "denoise_final=True needs"),
         (lambda: AdaptiveUniPC(order=0), "order=0"),
         (lambda: AdaptiveUniPC(variant="b"), "variant='b'"),
         (lambda: AdaptiveDPM(order=1), "order=1"),
@@ -384,8 +391,9 @@ def test_trailing_grid_is_diffusers_trailing_spacing():
         DPMSolver(steps=6, order=3),
         UniPC(steps=6, order=3),
         UniPC(steps=6, corrector=False),
+        DEIS(steps=6, final_step="zero"),
     ],
-    ids=["ddim", "dpm3", "unipc3", "unip2"],
+    ids=["ddim", "dpm3", "unipc3", "unip2", "deis3"],
 )
 def test_final_step_zero_returns_x0_of_the_last_evaluation_for_free(solver):
     """final_step='zero' (the default): the grid ends at 0, the last step returns Tweedie's x̂0 of
@@ -472,6 +480,7 @@ def test_fixed_step_configs_keep_their_default_grid(name):
         "ddim": QuadraticGrid,
         "dpm_solver": LogSNRGrid,
         "unipc": LogSNRGrid,
+        "deis": LogSNRGrid,
         "heun": KarrasGrid,
         "analytic_dpm": OptimalTrajectory,
     }

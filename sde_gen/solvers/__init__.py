@@ -6,6 +6,7 @@ from sde_gen.solvers.analytic_dpm import AnalyticDPM
 from sde_gen.solvers.ancestral import Ancestral, Variance
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, SampleResult, Solver
 from sde_gen.solvers.ddim import DDIM
+from sde_gen.solvers.deis import DEIS
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
 from sde_gen.solvers.fit_grid import FittedGrid, fit_grid
@@ -54,6 +55,7 @@ __all__ = [
     "DDIM",
     "Heun",
     "DPMSolver",
+    "DEIS",
     "UniPC",
     "Variant",
     "AdaptiveUniPC",
