@@ -21,6 +21,7 @@ from sde_gen.solvers import (
     DDIM,
     DEIS,
     PFODE,
+    PNDM,
     AdaptiveDPM,
     AdaptiveUniPC,
     Ancestral,
@@ -159,6 +160,11 @@ def test_seed_and_record(name):
         (DEIS(steps=10, order=3), 10),
         (DEIS(steps=10, final_step="zero"), 10),
         (DEIS(steps=10, denoise_final=True), 11),
+        (PNDM(steps=10), 10),
+        (PNDM(steps=10, start="heun"), 11),
+        (PNDM(steps=10, start="runge_kutta"), 19),
+        (PNDM(steps=2, start="runge_kutta", denoise_final=True), 9),
+        (PNDM(steps=10, final_step="zero"), 10),
         (PredictorCorrector(steps=10, corrector_steps=2, denoise_final=True), 31),
         (TorchsdeSolver("euler", steps=10, denoise_final=False), 11),  # +1: torchsde's shape check
         (TorchsdeSolver("midpoint", steps=10, denoise_final=False), 21),
@@ -248,6 +254,8 @@ def test_declared_values():
     assert UniPC.order == 3 and UniPC.evals_per_step == 1 and not UniPC.stochastic
     assert AdaptiveUniPC(order=2).order == 3 and AdaptiveDPM(order=2).order == 2
     assert AdaptiveUniPC.adaptive and AdaptiveDPM.evals_per_step is None
+    # AB weights for equal steps: second order on unequal steps in ρ (tests/test_pndm.py)
+    assert PNDM(order=4).order == 2 and PNDM(order=1).order == 1 and DEIS(order=3).order == 3
     with pytest.raises(TypeError, match="steps"):
         AdaptiveUniPC(steps=10)
 
@@ -313,6 +321,8 @@ def test_bad_score_stops_with_a_clear_error(name):
         (lambda: DEIS(order=4), "order=4"),
         (lambda: DEIS(lower_order_final="yes"), "lower_order_final='yes'"),
         (lambda: DEIS(final_step="zero", denoise_final=True), "denoise_final=True needs"),
+        (lambda: PNDM(order=5), "order=5"),
+        (lambda: PNDM(start="rk4"), "start='rk4'.*runge_kutta"),
         (lambda: AdaptiveUniPC(order=0), "order=0"),
         (lambda: AdaptiveUniPC(variant="b"), "variant='b'"),
         (lambda: AdaptiveDPM(order=1), "order=1"),
@@ -481,6 +491,7 @@ def test_fixed_step_configs_keep_their_default_grid(name):
         "dpm_solver": LogSNRGrid,
         "unipc": LogSNRGrid,
         "deis": LogSNRGrid,
+        "ipndm": KarrasGrid,
         "heun": KarrasGrid,
         "analytic_dpm": OptimalTrajectory,
     }

@@ -29,6 +29,7 @@ from sde_gen.solvers.pf_ode import (
     TimeCoordinates,
     TorchsdeODE,
 )
+from sde_gen.solvers.pndm import PNDM, Start
 from sde_gen.solvers.torchsde_solver import TorchsdeSolver
 from sde_gen.solvers.unipc import UniPC, Variant
 
@@ -56,6 +57,8 @@ __all__ = [
     "Heun",
     "DPMSolver",
     "DEIS",
+    "PNDM",
+    "Start",
     "UniPC",
     "Variant",
     "AdaptiveUniPC",
