@@ -153,11 +153,14 @@ def scheduler_on_grid(
     x_T: Tensor,
     times: Tensor,
     generator: torch.Generator | None = None,
+    scaled: bool = False,
 ) -> list[Tensor]:
     """The states of a diffusers scheduler stepping in float64 on sde_gen's grid ``times``
     (T = t_0 > … > t_N): after ``set_timesteps(N)`` its σ_EDM are replaced by σ_t/γ_t at
     ``times`` and its ``alphas_cumprod`` by the SDE's ᾱ, so both sides take the same steps and
-    only the update formulas differ. ε is exact at t_i; returns [x_T, x_1, …, x_N]."""
+    only the update formulas differ. ε is exact at t_i, taken at ``scale_model_input`` as in the
+    pipeline. ``scaled``: the scheduler's sample is x̃ = x/γ_t (k-diffusion's form: LMS, Euler,
+    KDPM2), started at x_T/γ_T and returned as γ_t x̃. Returns [x_T, x_1, …, x_N]."""
     steps = len(times) - 1
     scheduler.set_timesteps(steps)
     if len(scheduler.timesteps) != steps:
@@ -170,9 +173,11 @@ def scheduler_on_grid(
     eps = ExactEps(sde, score_fn, scheduler.alphas_cumprod.double().numpy())
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     kwargs = {"generator": generator} if takes_generator else {}
-    x = x_T.to(torch.float64)
-    states = [x]
-    for tau, t in zip(scheduler.timesteps, times[:-1].tolist(), strict=True):
-        x = scheduler.step(eps(x, tau, t), tau, x, **kwargs).prev_sample
-        states.append(x)
+    gamma = sde.gamma(times).tolist() if scaled else [1.0] * len(times)
+    x = x_T.to(torch.float64) / gamma[0]
+    states = [x_T.to(torch.float64)]
+    for i, (tau, t) in enumerate(zip(scheduler.timesteps, times[:-1].tolist(), strict=True)):
+        x_in = scheduler.scale_model_input(x, tau)
+        x = scheduler.step(eps(x_in, tau, t), tau, x, **kwargs).prev_sample
+        states.append(gamma[i + 1] * x)
     return states

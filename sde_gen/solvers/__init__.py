@@ -19,6 +19,7 @@ from sde_gen.solvers.grids import (
     UniformGrid,
 )
 from sde_gen.solvers.heun import Heun
+from sde_gen.solvers.lms import LMS
 from sde_gen.solvers.optimal_trajectory import OptimalTrajectory
 from sde_gen.solvers.pc import EulerMaruyamaPredictor, PredictorCorrector, ReverseDiffusionPredictor
 from sde_gen.solvers.pf_ode import (
@@ -58,6 +59,7 @@ __all__ = [
     "DPMSolver",
     "DEIS",
     "PNDM",
+    "LMS",
     "Start",
     "UniPC",
     "Variant",
