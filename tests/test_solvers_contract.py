@@ -27,6 +27,7 @@ from sde_gen.solvers import (
     AdaptiveUniPC,
     Ancestral,
     DPMSolver,
+    DPMSolverSinglestep,
     EulerMaruyama,
     FixedStepSolver,
     Heun,
@@ -167,6 +168,8 @@ def test_seed_and_record(name):
         (PNDM(steps=2, start="runge_kutta", denoise_final=True), 9),
         (PNDM(steps=10, final_step="zero"), 10),
         (LMS(steps=10), 10),
+        (DPMSolverSinglestep(steps=10), 10),
+        (DPMSolverSinglestep(steps=10, order=2, final_step="t_min", denoise_final=True), 11),
         (LMS(steps=10, order=2, final_step="t_min", denoise_final=True), 11),
         (PredictorCorrector(steps=10, corrector_steps=2, denoise_final=True), 31),
         (TorchsdeSolver("euler", steps=10, denoise_final=False), 11),  # +1: torchsde's shape check
@@ -326,6 +329,8 @@ def test_bad_score_stops_with_a_clear_error(name):
         (lambda: DEIS(final_step="zero", denoise_final=True), "denoise_final=True needs"),
         (lambda: PNDM(order=5), "order=5"),
         (lambda: LMS(order=0), "order=0"),
+        (lambda: DPMSolverSinglestep(order=4), "order=4"),
+        (lambda: DPMSolverSinglestep(lower_order_final=1), "lower_order_final=1"),
         (lambda: LMS(denoise_final=True), "denoise_final=True needs final_step='t_min'"),
         (lambda: PNDM(start="rk4"), "start='rk4'.*runge_kutta"),
         (lambda: AdaptiveUniPC(order=0), "order=0"),
@@ -408,8 +413,9 @@ def test_trailing_grid_is_diffusers_trailing_spacing():
         UniPC(steps=6, corrector=False),
         DEIS(steps=6, final_step="zero"),
         LMS(steps=6, order=1),
+        DPMSolverSinglestep(steps=6),
     ],
-    ids=["ddim", "dpm3", "unipc3", "unip2", "deis3", "lms1"],
+    ids=["ddim", "dpm3", "unipc3", "unip2", "deis3", "lms1", "dpm_singlestep3"],
 )
 def test_final_step_zero_returns_x0_of_the_last_evaluation_for_free(solver):
     """final_step='zero' (the default): the grid ends at 0, the last step returns Tweedie's x̂0 of
@@ -499,6 +505,7 @@ def test_fixed_step_configs_keep_their_default_grid(name):
         "deis": LogSNRGrid,
         "ipndm": KarrasGrid,
         "lms": KarrasGrid,
+        "dpm_solver_singlestep": LogSNRGrid,
         "heun": KarrasGrid,
         "analytic_dpm": OptimalTrajectory,
     }

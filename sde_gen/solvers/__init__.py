@@ -7,6 +7,7 @@ from sde_gen.solvers.ancestral import Ancestral, Variance
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, SampleResult, Solver
 from sde_gen.solvers.ddim import DDIM
 from sde_gen.solvers.deis import DEIS
+from sde_gen.solvers.dpm_singlestep import DPMSolverSinglestep
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
 from sde_gen.solvers.fit_grid import FittedGrid, fit_grid
@@ -60,6 +61,7 @@ __all__ = [
     "DEIS",
     "PNDM",
     "LMS",
+    "DPMSolverSinglestep",
     "Start",
     "UniPC",
     "Variant",
