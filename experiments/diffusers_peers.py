@@ -154,13 +154,15 @@ def scheduler_on_grid(
     times: Tensor,
     generator: torch.Generator | None = None,
     scaled: bool = False,
+    noises: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """The states of a diffusers scheduler stepping in float64 on sde_gen's grid ``times``
     (T = t_0 > … > t_N): after ``set_timesteps(N)`` its σ_EDM are replaced by σ_t/γ_t at
     ``times`` and its ``alphas_cumprod`` by the SDE's ᾱ, so both sides take the same steps and
     only the update formulas differ. ε is exact at t_i, taken at ``scale_model_input`` as in the
     pipeline. ``scaled``: the scheduler's sample is x̃ = x/γ_t (k-diffusion's form: LMS, Euler,
-    KDPM2), started at x_T/γ_T and returned as γ_t x̃. Returns [x_T, x_1, …, x_N]."""
+    KDPM2), started at x_T/γ_T and returned as γ_t x̃. ``noises``: the N(0, I) draw of each
+    step, given to ``step(variance_noise=…)`` (stochastic DPM-Solver). Returns [x_T, …, x_N]."""
     steps = len(times) - 1
     scheduler.set_timesteps(steps)
     if len(scheduler.timesteps) != steps:
@@ -178,6 +180,8 @@ def scheduler_on_grid(
     states = [x_T.to(torch.float64)]
     for i, (tau, t) in enumerate(zip(scheduler.timesteps, times[:-1].tolist(), strict=True)):
         x_in = scheduler.scale_model_input(x, tau)
+        if noises is not None:
+            kwargs["variance_noise"] = noises[i]
         x = scheduler.step(eps(x_in, tau, t), tau, x, **kwargs).prev_sample
         states.append(gamma[i + 1] * x)
     return states

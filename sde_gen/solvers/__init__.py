@@ -32,6 +32,7 @@ from sde_gen.solvers.pf_ode import (
     TorchsdeODE,
 )
 from sde_gen.solvers.pndm import PNDM, Start
+from sde_gen.solvers.sde_dpm_solver import SDEDPMSolver, SecondOrder
 from sde_gen.solvers.torchsde_solver import TorchsdeSolver
 from sde_gen.solvers.unipc import UniPC, Variant
 
@@ -62,6 +63,8 @@ __all__ = [
     "PNDM",
     "LMS",
     "DPMSolverSinglestep",
+    "SDEDPMSolver",
+    "SecondOrder",
     "Start",
     "UniPC",
     "Variant",
