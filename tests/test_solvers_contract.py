@@ -20,6 +20,7 @@ from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
 from sde_gen.solvers import (
     DDIM,
     DEIS,
+    DPM2,
     LMS,
     PFODE,
     PNDM,
@@ -171,6 +172,8 @@ def test_seed_and_record(name):
         (LMS(steps=10), 10),
         (DPMSolverSinglestep(steps=10), 10),
         (SDEDPMSolver(steps=10, order=3), 10),
+        (DPM2(steps=10), 19),
+        (DPM2(steps=10, eta=1.0, final_step="t_min", denoise_final=True), 21),
         (SDEDPMSolver(steps=10, final_step="t_min", denoise_final=True), 11),
         (DPMSolverSinglestep(steps=10, order=2, final_step="t_min", denoise_final=True), 11),
         (LMS(steps=10, order=2, final_step="t_min", denoise_final=True), 11),
@@ -334,6 +337,7 @@ def test_bad_score_stops_with_a_clear_error(name):
         (lambda: LMS(order=0), "order=0"),
         (lambda: DPMSolverSinglestep(order=4), "order=4"),
         (lambda: SDEDPMSolver(order=0), "order=0"),
+        (lambda: DPM2(eta=1.5), "eta=1.5"),
         (lambda: SDEDPMSolver(variant="heun"), "variant='heun'.*midpoint"),
         (lambda: DPMSolverSinglestep(lower_order_final=1), "lower_order_final=1"),
         (lambda: LMS(denoise_final=True), "denoise_final=True needs final_step='t_min'"),
@@ -512,6 +516,8 @@ def test_fixed_step_configs_keep_their_default_grid(name):
         "lms": KarrasGrid,
         "dpm_solver_singlestep": LogSNRGrid,
         "sde_dpm_solver": LogSNRGrid,
+        "dpm2": KarrasGrid,
+        "dpm2_ancestral": KarrasGrid,
         "heun": KarrasGrid,
         "analytic_dpm": OptimalTrajectory,
     }

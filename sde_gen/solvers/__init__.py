@@ -7,6 +7,7 @@ from sde_gen.solvers.ancestral import Ancestral, Variance
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, SampleResult, Solver
 from sde_gen.solvers.ddim import DDIM
 from sde_gen.solvers.deis import DEIS
+from sde_gen.solvers.dpm2 import DPM2
 from sde_gen.solvers.dpm_singlestep import DPMSolverSinglestep
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
@@ -64,6 +65,7 @@ __all__ = [
     "LMS",
     "DPMSolverSinglestep",
     "SDEDPMSolver",
+    "DPM2",
     "SecondOrder",
     "Start",
     "UniPC",
