@@ -10,6 +10,7 @@ from sde_gen.solvers.deis import DEIS
 from sde_gen.solvers.dpm2 import DPM2
 from sde_gen.solvers.dpm_singlestep import DPMSolverSinglestep
 from sde_gen.solvers.dpm_solver import DPMSolver
+from sde_gen.solvers.edm_stochastic import EDMStochastic
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
 from sde_gen.solvers.fit_grid import FittedGrid, fit_grid
 from sde_gen.solvers.grids import (
@@ -66,6 +67,7 @@ __all__ = [
     "DPMSolverSinglestep",
     "SDEDPMSolver",
     "DPM2",
+    "EDMStochastic",
     "SecondOrder",
     "Start",
     "UniPC",
