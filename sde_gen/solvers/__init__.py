@@ -34,6 +34,7 @@ from sde_gen.solvers.pf_ode import (
     TorchsdeODE,
 )
 from sde_gen.solvers.pndm import PNDM, Start
+from sde_gen.solvers.sa_solver import SASolver
 from sde_gen.solvers.sde_dpm_solver import SDEDPMSolver, SecondOrder
 from sde_gen.solvers.torchsde_solver import TorchsdeSolver
 from sde_gen.solvers.unipc import UniPC, Variant
@@ -68,6 +69,7 @@ __all__ = [
     "SDEDPMSolver",
     "DPM2",
     "EDMStochastic",
+    "SASolver",
     "SecondOrder",
     "Start",
     "UniPC",
