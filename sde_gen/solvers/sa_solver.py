@@ -93,7 +93,16 @@ class SASolver(FixedStepSolver):
         """τ(t): ``tau`` inside [tau_from, tau_to], else 0."""
         return self.tau if self.tau_from <= t <= self.tau_to else 0.0
 
-    def update(self, ctx, x, t, s, points, tau, z) -> Tensor:
+    def update(
+        self,
+        ctx: StepContext,
+        x: Tensor,
+        t: float,
+        s: float,
+        points: list[tuple[float, Tensor]],
+        tau: float,
+        z: Tensor,
+    ) -> Tensor:
         """The SA step t → s from x with the x̂0 ``points`` [(λ_j, m_j)] (eq. 14)."""
         lam_t = half_log_snr(ctx.gamma(t), ctx.sigma(t))
         gamma_s, sigma_s = ctx.gamma(s), ctx.sigma(s)
