@@ -144,3 +144,44 @@ class DiffusersSampler:
             if record:
                 trajectory.append(x.clone())
         return PeerResult(x0=x, nfe=eps.nfe, times=times, trajectory=trajectory)
+
+
+def scheduler_on_grid(
+    scheduler,
+    sde: SDE,
+    score_fn: Callable[[Tensor, Tensor], Tensor],
+    x_T: Tensor,
+    times: Tensor,
+    generator: torch.Generator | None = None,
+    scaled: bool = False,
+    noises: list[Tensor] | None = None,
+) -> list[Tensor]:
+    """The states of a diffusers scheduler stepping in float64 on sde_gen's grid ``times``
+    (T = t_0 > … > t_N): after ``set_timesteps(N)`` its σ_EDM are replaced by σ_t/γ_t at
+    ``times`` and its ``alphas_cumprod`` by the SDE's ᾱ, so both sides take the same steps and
+    only the update formulas differ. ε is exact at t_i, taken at ``scale_model_input`` as in the
+    pipeline. ``scaled``: the scheduler's sample is x̃ = x/γ_t (k-diffusion's form: LMS, Euler,
+    KDPM2), started at x_T/γ_T and returned as γ_t x̃. ``noises``: the N(0, I) draw of each
+    step, given to ``step(variance_noise=…)`` (stochastic DPM-Solver). Returns [x_T, …, x_N]."""
+    steps = len(times) - 1
+    scheduler.set_timesteps(steps)
+    if len(scheduler.timesteps) != steps:
+        raise ValueError(f"the scheduler takes {len(scheduler.timesteps)} steps, not {steps}")
+    ratio = (sde.sigma(times) / sde.gamma(times)).to(torch.float64)
+    if hasattr(scheduler, "sigmas"):
+        scheduler.sigmas = ratio
+    if isinstance(sde, DiscreteVPSDE):
+        scheduler.alphas_cumprod = torch.exp(sde._log_alpha_bar[1:]).to(torch.float64)
+    eps = ExactEps(sde, score_fn, scheduler.alphas_cumprod.double().numpy())
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    kwargs = {"generator": generator} if takes_generator else {}
+    gamma = sde.gamma(times).tolist() if scaled else [1.0] * len(times)
+    x = x_T.to(torch.float64) / gamma[0]
+    states = [x_T.to(torch.float64)]
+    for i, (tau, t) in enumerate(zip(scheduler.timesteps, times[:-1].tolist(), strict=True)):
+        x_in = scheduler.scale_model_input(x, tau)
+        if noises is not None:
+            kwargs["variance_noise"] = noises[i]
+        x = scheduler.step(eps(x_in, tau, t), tau, x, **kwargs).prev_sample
+        states.append(gamma[i + 1] * x)
+    return states
