@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 import sde_gen.solvers as solvers
 from sde_gen.data import GaussianMixture
+from sde_gen.runtime.instantiate import group_objects
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
 from sde_gen.solvers import (
     DDIM,
@@ -42,16 +43,10 @@ F64 = torch.float64
 
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf" / "solver"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
-# fitted needs a file; optimal_trajectory is chosen by Analytic-DPM (tests/test_optimal_trajectory)
-ONE_SOLVER = ("fitted", "optimal_trajectory")
-GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml") if p.stem not in ONE_SOLVER)
-GRID_CLASSES = {
-    "uniform": UniformGrid,
-    "quadratic": QuadraticGrid,
-    "logsnr": LogSNRGrid,
-    "karras": KarrasGrid,
-    "trailing": TrailingGrid,
-}
+# the grids any fixed-step solver takes, found from the config group itself (fitted needs a
+# file; optimal_trajectory is chosen by Analytic-DPM, tests/test_optimal_trajectory)
+GRID_OBJECTS = {k: g for k, g in group_objects("solver/grid").items() if g.standalone}
+GRIDS = sorted(GRID_OBJECTS)
 MU = torch.tensor([[1.0, -0.5]], dtype=F64)
 S = 0.5
 # few steps: enough to keep every solver within 0.25 of the data mean on N(μ, 0.5² I)
@@ -214,11 +209,18 @@ def test_stochastic_solvers_depend_on_the_seed_and_only_they(name):
         assert torch.equal(a, b)
 
 
-SOLVER_CLASSES = [
-    c
-    for c in vars(solvers).values()
-    if inspect.isclass(c) and issubclass(c, Solver) and not inspect.isabstract(c)
-]
+def _solver_classes() -> list[type]:
+    """Every concrete solver class the package exports or a config of ``solver/`` names."""
+    exported = {
+        c
+        for c in vars(solvers).values()
+        if inspect.isclass(c) and issubclass(c, Solver) and not inspect.isabstract(c)
+    }
+    configured = {type(load(name)) for name in CONFIGS}
+    return sorted(exported | configured, key=lambda c: c.__name__)
+
+
+SOLVER_CLASSES = _solver_classes()
 
 
 @pytest.mark.parametrize("cls", SOLVER_CLASSES, ids=lambda c: c.__name__)
@@ -336,14 +338,23 @@ def test_t_min_beyond_T_and_bad_x_T_raise():
 
 
 # -- grids -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "grid", [UniformGrid(), QuadraticGrid(), LogSNRGrid(), KarrasGrid(), TrailingGrid()]
-)
+def test_every_standalone_grid_class_has_a_config():
+    """The five grids of ``grids.py`` are in the config group, so the tests below check them."""
+    assert {type(g) for g in GRID_OBJECTS.values()} >= {
+        UniformGrid,
+        QuadraticGrid,
+        LogSNRGrid,
+        KarrasGrid,
+        TrailingGrid,
+    }
+
+
+@pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize(
     "sde", [VPSDE(), VESDE(), DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000))], ids=str
 )
 def test_grids_are_decreasing_from_T_to_t_min(grid, sde):
-    times = grid(sde, 12, 1e-3)
+    times = GRID_OBJECTS[grid](sde, 12, 1e-3)
     assert times.dtype == F64 and times.shape == (13,)
     assert times[0] == sde.T and times[-1] == 1e-3
     assert (times[1:] < times[:-1]).all()
@@ -455,13 +466,14 @@ def test_grid_is_a_config_group_of_the_solver():
 @pytest.mark.parametrize("name", ["ddim", "heun", "euler_maruyama"])
 def test_a_sweep_over_the_grid_group_composes_for_every_grid(name):
     """`-m solver/grid=uniform,quadratic,logsnr,karras`: each job gets its grid object."""
-    assert GRIDS == sorted(GRID_CLASSES)
+    assert GRIDS == sorted(GRID_OBJECTS) and len(GRIDS) >= 5
     (sweep,) = OverridesParser.create().parse_overrides([f"solver/grid={','.join(GRIDS)}"])
     assert sweep.is_sweep_override()
     for grid in sweep.sweep_string_iterator():
         cfg = compose_sample(f"solver={name}", f"solver/grid={grid}")
         solver = hydra.utils.instantiate(cfg.solver)
-        assert type(solver.grid) is GRID_CLASSES[grid]
+        assert type(solver.grid) is type(GRID_OBJECTS[grid])
+        assert repr(solver.grid) == repr(GRID_OBJECTS[grid])
         assert solver.time_grid(VPSDE()).shape == (solver.steps + 1,)
 
 
