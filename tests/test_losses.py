@@ -460,3 +460,33 @@ def test_discrete_losses_reject_empty_or_integer_batches_and_cast_floats(loss_cl
     x0 = torch.rand(8, 3, generator=gen(1), dtype=torch.float64) * 2 - 1
     as32 = loss_cls(SCHED, num_bins=256)(model.float(), x0, gen(2))
     assert as32.dtype == torch.float32 and torch.isfinite(as32)
+
+
+# ---------------------------------------------------------------- the shared protocol
+@pytest.mark.parametrize("kind", ["dsm", "simple", "vdm"])
+def test_every_loss_is_the_mean_of_its_evaluated_slices_through_the_base(kind):
+    """``losses.base.Loss`` holds the protocol once: loss(model, x0, g) = mean of evaluate(draw)
+    with the same generator, exactly; per_sample gives the same draws and values; slices of the
+    draws evaluated apart concatenate to the whole (the trainer's DDP/accumulation path)."""
+    from sde_gen.losses import Loss, VDMLoss
+    from sde_gen.losses.base import take
+    from sde_gen.models import SinusoidalEmbedding
+    from sde_gen.sde import VDMSDE, DiscreteVPSDE, LearnedNegLogSNR
+
+    sde, loss = {
+        "dsm": (VPSDE(), DSMLoss(LikelihoodWeighting())),
+        "simple": (DiscreteVPSDE(torch.linspace(1e-4, 0.02, 100)), SimpleLoss()),
+        "vdm": (VDMSDE(LearnedNegLogSNR(hidden=8, seed=1)), VDMLoss()),
+    }[kind]
+    assert isinstance(loss, Loss) and loss.needs_feedback is False
+    torch.manual_seed(0)
+    net = MLP((2,), hidden=16, num_layers=1, embedding=SinusoidalEmbedding(8))
+    model = ScoreModel(net, sde).double()
+    x0 = ring_mixture().sample64(12, gen(3))
+    whole = loss(model, x0, gen(4))
+    draws, per = loss.per_sample(model, x0, gen(4))
+    assert torch.equal(per.mean(), whole)
+    parts = [loss.evaluate(model, x0[s], take(draws, s)).loss for s in (slice(0, 5), slice(5, 12))]
+    torch.testing.assert_close(torch.cat(parts), per, rtol=1e-12, atol=0)
+    # DSM and VDM learn nothing (the base's empty state); the DDPM loss keeps its step sampler's
+    assert loss.state_dict() == ({"step_sampler": {}} if kind == "simple" else {})
