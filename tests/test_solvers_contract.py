@@ -232,6 +232,45 @@ def test_every_solver_class_declares_what_it_is(cls):
     assert solver.adaptive == (solver.evals_per_step is None) == (solver.expected_nfe() is None)
 
 
+FIXED_STEP_CLASSES = [c for c in SOLVER_CLASSES if issubclass(c, FixedStepSolver)]
+
+
+@pytest.mark.parametrize("cls", FIXED_STEP_CLASSES, ids=lambda c: c.__name__)
+def test_fixed_step_solvers_take_the_shared_options_from_the_base(cls):
+    """steps, t_min, grid, denoise_final, progress are the base's, positional or by name; left
+    out, each takes the class's declared default; a bad value is named by the base."""
+    a = cls(7, 0.01, KarrasGrid(rho=5.0), False)
+    b = cls(steps=7, t_min=0.01, grid=KarrasGrid(rho=5.0), denoise_final=False, progress=False)
+    assert repr(a) == repr(b)
+    assert (a.steps, a.t_min, a.grid.rho, a.denoise_final, a.progress) == (
+        7,
+        0.01,
+        5.0,
+        False,
+        False,
+    )
+    d = cls()
+    assert (d.steps, d.grid, d.denoise_final) == (
+        cls.default_steps,
+        cls.default_grid,
+        cls.default_denoise_final,
+    )
+    with pytest.raises(ValueError, match="steps=0 must be an integer >= 1"):
+        cls(0)
+
+
+def test_declared_defaults():
+    """The defaults each solver had as constructor arguments, now declared on the class."""
+    steps = {DDIM: 50, DPMSolver: 20, UniPC: 20, Heun: 18, PredictorCorrector: 500}
+    steps |= {Ancestral: 1000, solvers.AnalyticDPM: 100, EulerMaruyama: 50}
+    assert {c: c().steps for c in steps} == steps
+    assert [c().denoise_final for c in (PredictorCorrector, Ancestral, solvers.AnalyticDPM)] == [
+        True
+    ] * 3
+    assert not any(c().denoise_final for c in (DDIM, DPMSolver, UniPC, Heun, EulerMaruyama))
+    assert isinstance(solvers.AnalyticDPM().grid, OptimalTrajectory)
+
+
 def test_declared_values():
     assert (EulerMaruyama.order, Heun.order, DDIM.order) == (1, 2, 1)
     assert DPMSolver(order=3).order == 3 and DPMSolver.order == 2
