@@ -256,7 +256,7 @@ def test_loss_draw_evaluate_is_the_loss():
     from test_train_helpers import tiny_model
 
     from sde_gen.losses import DSMLoss
-    from sde_gen.losses.dsm import take
+    from sde_gen.losses.base import take
 
     model, loss = tiny_model(), DSMLoss()
     x0 = torch.randn(10, 2, generator=torch.Generator().manual_seed(1))

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from sde_gen.sde import DiscreteVPSDE
+from sde_gen.models.parametrisation import X0
+from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import (
     CosineSchedule,
     DiscreteSchedule,
@@ -54,7 +55,7 @@ def test_linear_chain_matches_vpsde():
     """
     for T, scale in ((1000, 1.0), (10000, 0.1)):
         sched = LinearSchedule(T, 1e-4 * scale, 0.02 * scale)
-        vp = sched.to_vpsde()
+        vp = VPSDE(beta_min=T * sched.beta_start, beta_max=T * sched.beta_end)  # the T → ∞ limit
         assert math.isclose(vp.beta_min, 0.1) and math.isclose(vp.beta_max, 20.0)
         t = torch.arange(1, T + 1, dtype=torch.float64) / T
         delta = sched.log_alpha_bar - 2 * torch.log(vp.gamma(t))
@@ -70,7 +71,7 @@ def test_linear_chain_matches_vpsde():
 
 def test_discrete_vpsde_reproduces_the_chain():
     sched = CosineSchedule(T=100)
-    sde = sched.to_sde()
+    sde = DiscreteVPSDE(sched.betas)
     t = sched.continuous_time(torch.arange(1, 101))
     assert torch.allclose(sde.gamma(t) ** 2, sched.alpha_bar, rtol=1e-12)
     assert torch.allclose(sde.sigma(t) ** 2, 1 - sched.alpha_bar, rtol=1e-10)
@@ -100,7 +101,11 @@ def test_eps_and_x0_round_trip():
     t = torch.tensor([1, 2, 10, 100, 999, 1000])
     xt = sched.q_sample(x0, t, eps)
     assert torch.allclose(sched.predict_x0_from_eps(xt, t, eps), x0, rtol=1e-8, atol=1e-8)
-    assert torch.allclose(sched.predict_eps_from_x0(xt, t, x0), eps, rtol=1e-8, atol=1e-8)
+    # ε from x0 as an x0-predicting model gives it: (x_t − √ᾱ_t x0)/√(1−ᾱ_t)
+    sde = DiscreteVPSDE(sched.betas)
+    tt = sched.continuous_time(t)
+    gamma, sigma = sde.gamma(tt)[:, None], sde.sigma(tt)[:, None]
+    assert torch.allclose(X0().eps(x0, xt, gamma, sigma), eps, rtol=1e-8, atol=1e-8)
     mean, var = sched.q_mean_variance(x0, t)
     assert torch.allclose(xt, mean + var.sqrt() * eps)
 

@@ -165,10 +165,11 @@ def test_vlb_bits_per_dim_closed_form_for_exact_point_mass():
     """With the exact ε of point-mass data every KL term vanishes (x̂0 = x0, μ_θ = μ̃), so
     L_vlb = L_T + L_0: KL(N(√ᾱ_T c, 1−ᾱ_T) ‖ N(0, 1)) + −log ∫_bin N(c, β̃_2), per dimension."""
     from sde_gen.evaluate import vlb_bits_per_dim
+    from sde_gen.sde import DiscreteVPSDE
     from sde_gen.sde.ddpm import LinearSchedule
 
     schedule, num_bins = LinearSchedule(T=8, beta_start=0.01, beta_end=0.5), 17
-    sde = schedule.to_sde()
+    sde = DiscreteVPSDE(schedule.betas)
     width = 2.0 / (num_bins - 1)
     c = torch.tensor([[-0.5, 0.5, 0.0], [0.25, -0.75, 0.125]], dtype=torch.float64)
     model = ScoreModel(_PointMassEps(c, sde), sde)

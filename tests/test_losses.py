@@ -32,7 +32,7 @@ from sde_gen.losses import (
     vlb_terms,
 )
 from sde_gen.models import MLP, ScoreModel
-from sde_gen.sde import VESDE, VPSDE, SubVPSDE
+from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from sde_gen.sde.ddpm import LinearSchedule
 
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf"
@@ -226,7 +226,7 @@ def test_bad_config_values_raise():
     with pytest.raises(ValueError, match="DiscreteVPSDE"):
         SimpleLoss(small)(ScoreModel(ZeroEps(), VPSDE()), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="does not match"):
-        other = LinearSchedule(T=10, beta_end=0.1).to_sde()
+        other = DiscreteVPSDE(LinearSchedule(T=10, beta_end=0.1).betas)
         SimpleLoss(small)(ScoreModel(ZeroEps(), other), torch.zeros(2, 2))
 
 
@@ -243,13 +243,14 @@ class OracleEps(nn.Module):
 
     def forward(self, x, t):
         i = torch.round(t.double() * self.schedule.T).long()
-        return self.schedule.predict_eps_from_x0(x, i, self.x_star.expand_as(x))
+        alpha_bar = self.schedule.alpha_bar[i - 1][:, None]
+        return (x - alpha_bar.sqrt() * self.x_star) / (1 - alpha_bar).sqrt()
 
 
 def test_vlb_kl_terms_vanish_for_the_true_posterior():
     """μ_θ = μ̃_t and Σ = β̃_t: every KL term L_{t−1}, t ≥ 2, is zero (float64 round-off)."""
     x_star = torch.tensor([[0.3, -0.7, 1.0]], dtype=torch.float64)
-    model = ScoreModel(OracleEps(x_star, SCHED), SCHED.to_sde())
+    model = ScoreModel(OracleEps(x_star, SCHED), DiscreteVPSDE(SCHED.betas))
     terms, prior = vlb_terms(model, SCHED, x_star.expand(4, 3), num_bins=256, generator=gen(0))
     assert terms.shape == (4, 20)
     assert terms[:, 1:].abs().max() < 1e-10
@@ -267,7 +268,7 @@ def test_vlb_terms_match_numeric_integration(learned):
     torch.manual_seed(0)
     net = MLP((1,), hidden=16, num_layers=1, learn_variance=learned).double()
     nn.init.normal_(net.out.weight, std=0.5)
-    model = ScoreModel(net, SCHED.to_sde())
+    model = ScoreModel(net, DiscreteVPSDE(SCHED.betas))
     beta = SCHED.betas.numpy()
     abar = np.cumprod(1 - beta)
     abar_prev = np.concatenate([[1.0], abar[:-1]])
@@ -324,7 +325,7 @@ class ConstEps(nn.Module):
 def test_hybrid_vlb_part_is_in_bits_by_default_as_the_reference():
     """improved-diffusion's vb term is in bits/dim: L_hybrid(bits) − L_simple is exactly
     1/ln 2 times L_hybrid(nats) − L_simple for the same draws."""
-    model = ScoreModel(ConstEps(3), SCHED.to_sde())
+    model = ScoreModel(ConstEps(3), DiscreteVPSDE(SCHED.betas))
     x0 = torch.rand(64, 3, generator=gen(0), dtype=torch.float64) * 2 - 1
     with torch.no_grad():
         simple = float(SimpleLoss(SCHED)(model, x0, gen(5)))
@@ -339,7 +340,7 @@ def test_hybrid_vlb_part_is_in_bits_by_default_as_the_reference():
 def test_hybrid_scale_is_pinned_to_the_full_bound():
     """L_hybrid = mean_b[L_simple + 0.001 (T L_{t−1} + L_T)/D]: 0.001 multiplies the full
     L_vlb ≈ T·E_t[L_{t−1}] (here in nats/dim), not a single sampled term; vb equals vlb_term."""
-    model = ScoreModel(ConstEps(3), SCHED.to_sde())
+    model = ScoreModel(ConstEps(3), DiscreteVPSDE(SCHED.betas))
     x0 = torch.rand(64, 3, generator=gen(0), dtype=torch.float64) * 2 - 1
     loss = HybridLoss(SCHED, num_bins=256, vlb_units="nats")
     with torch.no_grad():  # values only
@@ -366,7 +367,7 @@ def test_hybrid_mean_gradient_comes_only_from_simple():
         ("vlb", VLBLoss(SCHED)),
     ):
         net = ConstEps(3)
-        loss(ScoreModel(net, SCHED.to_sde()), x0, gen(9)).backward()
+        loss(ScoreModel(net, DiscreteVPSDE(SCHED.betas)), x0, gen(9)).backward()
         grads[name] = (net.a.grad.clone(), net.b.grad.clone() if net.b.grad is not None else None)
     torch.testing.assert_close(grads["hybrid"][0], grads["simple"][0], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(grads["hybrid"][1], 0.001 * grads["vlb"][1], rtol=1e-9, atol=1e-15)
@@ -451,7 +452,7 @@ def test_ddpm_configs_run(loss_name):
 
 @pytest.mark.parametrize("loss_cls", [SimpleLoss, VLBLoss, HybridLoss])
 def test_discrete_losses_reject_empty_or_integer_batches_and_cast_floats(loss_cls):
-    model = ScoreModel(ConstEps(3), SCHED.to_sde())
+    model = ScoreModel(ConstEps(3), DiscreteVPSDE(SCHED.betas))
     loss = loss_cls(SCHED, num_bins=256)
     with pytest.raises(ValueError, match="batch size 0"):
         loss(model, torch.zeros(0, 3, dtype=torch.float64), gen(0))
@@ -460,3 +461,33 @@ def test_discrete_losses_reject_empty_or_integer_batches_and_cast_floats(loss_cl
     x0 = torch.rand(8, 3, generator=gen(1), dtype=torch.float64) * 2 - 1
     as32 = loss_cls(SCHED, num_bins=256)(model.float(), x0, gen(2))
     assert as32.dtype == torch.float32 and torch.isfinite(as32)
+
+
+# ---------------------------------------------------------------- the shared protocol
+@pytest.mark.parametrize("kind", ["dsm", "simple", "vdm"])
+def test_every_loss_is_the_mean_of_its_evaluated_slices_through_the_base(kind):
+    """``losses.base.Loss`` holds the protocol once: loss(model, x0, g) = mean of evaluate(draw)
+    with the same generator, exactly; per_sample gives the same draws and values; slices of the
+    draws evaluated apart concatenate to the whole (the trainer's DDP/accumulation path)."""
+    from sde_gen.losses import Loss, VDMLoss
+    from sde_gen.losses.base import take
+    from sde_gen.models import SinusoidalEmbedding
+    from sde_gen.sde import VDMSDE, DiscreteVPSDE, LearnedNegLogSNR
+
+    sde, loss = {
+        "dsm": (VPSDE(), DSMLoss(LikelihoodWeighting())),
+        "simple": (DiscreteVPSDE(torch.linspace(1e-4, 0.02, 100)), SimpleLoss()),
+        "vdm": (VDMSDE(LearnedNegLogSNR(hidden=8, seed=1)), VDMLoss()),
+    }[kind]
+    assert isinstance(loss, Loss) and loss.needs_feedback is False
+    torch.manual_seed(0)
+    net = MLP((2,), hidden=16, num_layers=1, embedding=SinusoidalEmbedding(8))
+    model = ScoreModel(net, sde).double()
+    x0 = ring_mixture().sample64(12, gen(3))
+    whole = loss(model, x0, gen(4))
+    draws, per = loss.per_sample(model, x0, gen(4))
+    assert torch.equal(per.mean(), whole)
+    parts = [loss.evaluate(model, x0[s], take(draws, s)).loss for s in (slice(0, 5), slice(5, 12))]
+    torch.testing.assert_close(torch.cat(parts), per, rtol=1e-12, atol=0)
+    # DSM and VDM learn nothing (the base's empty state); the DDPM loss keeps its step sampler's
+    assert loss.state_dict() == ({"step_sampler": {}} if kind == "simple" else {})

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torchsde
+from torch import Tensor
 
 from sde_gen.sde import (
     SDE,
@@ -16,9 +17,35 @@ from sde_gen.sde import (
     SubVPSDE,
     drift,
     eps_from_score,
+    expand_as,
     score_from_eps,
     x0_from_score,
 )
+from sde_gen.sde.coordinates import TimeCoordinates
+from sde_gen.sde.score_fn import ScoreFn
+from sde_gen.solvers.base import StepContext
+from sde_gen.solvers.euler_maruyama import euler_maruyama_step
+
+
+class TorchsdeForward(torch.nn.Module):
+    """The forward SDE with the ``f(t, y)``, ``g(t, y)`` interface of ``torchsde.sdeint`` (Itô,
+    diagonal noise) on (batch, channels) tensors."""
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, sde: SDE):
+        super().__init__()
+        self.sde = sde
+
+    def _t(self, t: Tensor, y: Tensor) -> Tensor:
+        return t.to(y.dtype).reshape(1).expand(y.shape[0])
+
+    def f(self, t: Tensor, y: Tensor) -> Tensor:
+        return expand_as(self.sde.f(self._t(t, y)), y) * y
+
+    def g(self, t: Tensor, y: Tensor) -> Tensor:
+        return expand_as(self.sde.g(self._t(t, y)), y).expand_as(y)
 
 
 def custom_linear_sde() -> LinearSDE:
@@ -50,7 +77,7 @@ def test_forward_simulation_matches_marginal(name):
         0.0, 1.0, size=(n, 2), dtype=torch.float64, entropy=1, levy_area_approximation="space-time"
     )
     with torch.no_grad():
-        ys = torchsde.sdeint(sde.torchsde_forward(), y0, ts, method="srk", dt=2e-3, bm=bm)
+        ys = torchsde.sdeint(TorchsdeForward(sde), y0, ts, method="srk", dt=2e-3, bm=bm)
     for k, t in enumerate(ts[1:], start=1):
         tt = t.reshape(1)
         mean, var = sde.gamma(tt) * x0, sde.sigma(tt) ** 2
@@ -109,9 +136,12 @@ def test_ode_drift_is_the_derivative_of_the_gaussian_flow(name):
         tt = torch.full((2,), t, dtype=torch.float64)
         var = sde.gamma(tt) ** 2 * s**2 + sde.sigma(tt) ** 2
         score = -(x - sde.gamma(tt)[:, None] * mu) / var[:, None]
-        assert torch.allclose(sde.ode_drift(x, tt, score), fd, rtol=1e-6, atol=1e-6)
+        # the PF-ODE right-hand side the likelihood and the ODE solvers integrate
+        ode = TimeCoordinates().rhs(sde, lambda y, u, sc=score: sc, x, t)
+        assert torch.allclose(ode, fd, rtol=1e-6, atol=1e-6)
         # the reverse-SDE drift differs from the ODE drift by exactly ½ g² score
-        diff = sde.reverse_drift(x, tt, score) - sde.ode_drift(x, tt, score)
+        f, g2 = sde.f(tt)[:, None], sde.g2(tt)[:, None]
+        diff = drift(x, score, f, g2, 1.0) - ode
         assert torch.allclose(diff, -0.5 * sde.g2(tt)[:, None] * score, rtol=1e-12)
 
 
@@ -186,8 +216,24 @@ def test_conversions_tweedie_and_noise(name):
     assert torch.allclose(sde.score_from_eps(x, t, eps), score, rtol=1e-12)
     assert torch.allclose(score_from_eps(eps, sigma), score, rtol=1e-12)
     f, g2 = sde.f(t)[:, None], sde.g2(t)[:, None]
-    assert torch.equal(sde.reverse_drift(x, t, score), drift(x, score, f, g2, 1.0))
-    assert torch.equal(sde.ode_drift(x, t, score), drift(x, score, f, g2, 0.5))
+    # the drifts as the solvers reach them: Euler–Maruyama's noiseless step and the PF-ODE rhs
+    h = 0.01
+
+    def score_fn(y: torch.Tensor, tv: torch.Tensor) -> torch.Tensor:
+        gam, sig = expand_as(sde.gamma(tv), y), expand_as(sde.sigma(tv), y)
+        return -(y - gam * mu) / (gam**2 * s**2 + sig**2)
+
+    for i, ti in enumerate(t.tolist()):
+        xi, rev, ode = x[i : i + 1], drift(x, score, f, g2, 1.0)[i], drift(x, score, f, g2, 0.5)[i]
+        ctx = StepContext(
+            sde, ScoreFn(score_fn, sde), None, torch.tensor([ti, ti - h], dtype=torch.float64), 0
+        )
+        step = euler_maruyama_step(ctx, xi, ti, ti - h, noise=False)
+        assert torch.allclose(step[0], x[i] - h * rev, rtol=1e-12, atol=1e-12)
+        rhs = TimeCoordinates().rhs(
+            sde, lambda y, u: score_fn(y, torch.full((1,), u, dtype=torch.float64)), xi, ti
+        )
+        assert torch.allclose(rhs[0], ode, rtol=1e-12, atol=1e-12)
 
 
 def test_coefficients_are_the_schedule_functions():

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 import sde_gen.solvers as solvers
 from sde_gen.data import GaussianMixture
+from sde_gen.runtime.instantiate import group_objects
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE
 from sde_gen.solvers import (
     DDIM,
@@ -50,16 +51,10 @@ F64 = torch.float64
 
 CONF = Path(__file__).resolve().parents[1] / "sde_gen" / "conf" / "solver"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
-# fitted needs a file; optimal_trajectory is chosen by Analytic-DPM (tests/test_optimal_trajectory)
-ONE_SOLVER = ("fitted", "optimal_trajectory")
-GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml") if p.stem not in ONE_SOLVER)
-GRID_CLASSES = {
-    "uniform": UniformGrid,
-    "quadratic": QuadraticGrid,
-    "logsnr": LogSNRGrid,
-    "karras": KarrasGrid,
-    "trailing": TrailingGrid,
-}
+# the grids any fixed-step solver takes, found from the config group itself (fitted needs a
+# file; optimal_trajectory is chosen by Analytic-DPM, tests/test_optimal_trajectory)
+GRID_OBJECTS = {k: g for k, g in group_objects("solver/grid").items() if g.standalone}
+GRIDS = sorted(GRID_OBJECTS)
 MU = torch.tensor([[1.0, -0.5]], dtype=F64)
 S = 0.5
 # few steps: enough to keep every solver within 0.25 of the data mean on N(μ, 0.5² I)
@@ -242,11 +237,18 @@ def test_stochastic_solvers_depend_on_the_seed_and_only_they(name):
         assert torch.equal(a, b)
 
 
-SOLVER_CLASSES = [
-    c
-    for c in vars(solvers).values()
-    if inspect.isclass(c) and issubclass(c, Solver) and not inspect.isabstract(c)
-]
+def _solver_classes() -> list[type]:
+    """Every concrete solver class the package exports or a config of ``solver/`` names."""
+    exported = {
+        c
+        for c in vars(solvers).values()
+        if inspect.isclass(c) and issubclass(c, Solver) and not inspect.isabstract(c)
+    }
+    configured = {type(load(name)) for name in CONFIGS}
+    return sorted(exported | configured, key=lambda c: c.__name__)
+
+
+SOLVER_CLASSES = _solver_classes()
 
 
 @pytest.mark.parametrize("cls", SOLVER_CLASSES, ids=lambda c: c.__name__)
@@ -256,6 +258,45 @@ def test_every_solver_class_declares_what_it_is(cls):
     assert cls.evals_per_step is None or cls.evals_per_step >= 1
     solver = cls()
     assert solver.adaptive == (solver.evals_per_step is None) == (solver.expected_nfe() is None)
+
+
+FIXED_STEP_CLASSES = [c for c in SOLVER_CLASSES if issubclass(c, FixedStepSolver)]
+
+
+@pytest.mark.parametrize("cls", FIXED_STEP_CLASSES, ids=lambda c: c.__name__)
+def test_fixed_step_solvers_take_the_shared_options_from_the_base(cls):
+    """steps, t_min, grid, denoise_final, progress are the base's, positional or by name; left
+    out, each takes the class's declared default; a bad value is named by the base."""
+    a = cls(7, 0.01, KarrasGrid(rho=5.0), False)
+    b = cls(steps=7, t_min=0.01, grid=KarrasGrid(rho=5.0), denoise_final=False, progress=False)
+    assert repr(a) == repr(b)
+    assert (a.steps, a.t_min, a.grid.rho, a.denoise_final, a.progress) == (
+        7,
+        0.01,
+        5.0,
+        False,
+        False,
+    )
+    d = cls()
+    assert (d.steps, d.grid, d.denoise_final) == (
+        cls.default_steps,
+        cls.default_grid,
+        cls.default_denoise_final,
+    )
+    with pytest.raises(ValueError, match="steps=0 must be an integer >= 1"):
+        cls(0)
+
+
+def test_declared_defaults():
+    """The defaults each solver had as constructor arguments, now declared on the class."""
+    steps = {DDIM: 50, DPMSolver: 20, UniPC: 20, Heun: 18, PredictorCorrector: 500}
+    steps |= {Ancestral: 1000, solvers.AnalyticDPM: 100, EulerMaruyama: 50}
+    assert {c: c().steps for c in steps} == steps
+    assert [c().denoise_final for c in (PredictorCorrector, Ancestral, solvers.AnalyticDPM)] == [
+        True
+    ] * 3
+    assert not any(c().denoise_final for c in (DDIM, DPMSolver, UniPC, Heun, EulerMaruyama))
+    assert isinstance(solvers.AnalyticDPM().grid, OptimalTrajectory)
 
 
 def test_declared_values():
@@ -384,14 +425,23 @@ def test_t_min_beyond_T_and_bad_x_T_raise():
 
 
 # -- grids -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "grid", [UniformGrid(), QuadraticGrid(), LogSNRGrid(), KarrasGrid(), TrailingGrid()]
-)
+def test_every_standalone_grid_class_has_a_config():
+    """The five grids of ``grids.py`` are in the config group, so the tests below check them."""
+    assert {type(g) for g in GRID_OBJECTS.values()} >= {
+        UniformGrid,
+        QuadraticGrid,
+        LogSNRGrid,
+        KarrasGrid,
+        TrailingGrid,
+    }
+
+
+@pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize(
     "sde", [VPSDE(), VESDE(), DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000))], ids=str
 )
 def test_grids_are_decreasing_from_T_to_t_min(grid, sde):
-    times = grid(sde, 12, 1e-3)
+    times = GRID_OBJECTS[grid](sde, 12, 1e-3)
     assert times.dtype == F64 and times.shape == (13,)
     assert times[0] == sde.T and times[-1] == 1e-3
     assert (times[1:] < times[:-1]).all()
@@ -506,13 +556,14 @@ def test_grid_is_a_config_group_of_the_solver():
 @pytest.mark.parametrize("name", ["ddim", "heun", "euler_maruyama"])
 def test_a_sweep_over_the_grid_group_composes_for_every_grid(name):
     """`-m solver/grid=uniform,quadratic,logsnr,karras`: each job gets its grid object."""
-    assert GRIDS == sorted(GRID_CLASSES)
+    assert GRIDS == sorted(GRID_OBJECTS) and len(GRIDS) >= 5
     (sweep,) = OverridesParser.create().parse_overrides([f"solver/grid={','.join(GRIDS)}"])
     assert sweep.is_sweep_override()
     for grid in sweep.sweep_string_iterator():
         cfg = compose_sample(f"solver={name}", f"solver/grid={grid}")
         solver = hydra.utils.instantiate(cfg.solver)
-        assert type(solver.grid) is GRID_CLASSES[grid]
+        assert type(solver.grid) is type(GRID_OBJECTS[grid])
+        assert repr(solver.grid) == repr(GRID_OBJECTS[grid])
         assert solver.time_grid(VPSDE()).shape == (solver.steps + 1,)
 
 

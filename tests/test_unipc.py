@@ -24,7 +24,15 @@ SDES = [VPSDE(), VESDE(), SubVPSDE()]
 
 def make(order: int, variant: str, corrector: bool = True):
     """UniPC measured to t_min (the x̂0 jump to 0 has an error that does not shrink with h)."""
-    return lambda n: UniPC(n, T_MIN, LogSNRGrid(), order, variant, corrector, final_step="t_min")
+    return lambda n: UniPC(
+        n,
+        T_MIN,
+        LogSNRGrid(),
+        order=order,
+        variant=variant,
+        corrector=corrector,
+        final_step="t_min",
+    )
 
 
 # (order p, variant, corrector, steps, below, above): declared order p + corrector

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sde_gen.data import ring_mixture
 from sde_gen.losses import DSMLoss, LikelihoodWeighting, UniformTimeSampler, VDMLoss, vdm_vlb
-from sde_gen.losses.dsm import take
+from sde_gen.losses.base import take
 from sde_gen.models import MLP, ScoreModel, SinusoidalEmbedding
 from sde_gen.sde import VDMSDE, VPSDE, LearnedNegLogSNR, NegLogSNR
 

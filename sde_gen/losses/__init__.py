@@ -1,14 +1,15 @@
 """Training objectives: continuous DSM with weighting λ(t) and time sampler r(t) (survey §4.3),
 and the discrete DDPM losses L_simple, L_vlb, L_hybrid (survey §3.1).
 
-Contract: ``loss.draw(model, x0, generator) -> draws`` (the batch's times and noise, from x0's
-shape only) and ``loss.evaluate(model, x0, draws) -> SampleLosses`` (per-sample losses), so the
-trainer can draw a global batch once and evaluate slices of it (DDP ranks, accumulation);
-``loss(model, x0, generator)`` is the mean of the two in one call. A loss that adapts to what it
-sees (loss-aware step sampling) takes the feedback in ``update`` and exposes
-``state_dict()``/``load_state_dict()``.
+Contract (held once in ``base.Loss``): ``loss.draw(model, x0, generator) -> draws`` (the batch's
+times and noise, from x0's shape only) and ``loss.evaluate(model, x0, draws) -> SampleLosses``
+(per-sample losses), so the trainer can draw a global batch once and evaluate slices of it (DDP
+ranks, accumulation); ``loss(model, x0, generator)`` is the mean of the two in one call. A loss
+that adapts to what it sees (loss-aware step sampling) takes the feedback in ``update`` and
+exposes ``state_dict()``/``load_state_dict()``.
 """
 
+from sde_gen.losses.base import Loss, SampleLosses
 from sde_gen.losses.discrete import (
     HybridLoss,
     SimpleLoss,
@@ -32,6 +33,8 @@ from sde_gen.losses.weighting import (
 )
 
 __all__ = [
+    "Loss",
+    "SampleLosses",
     "DSMLoss",
     "VDMLoss",
     "vdm_vlb",

@@ -19,7 +19,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
+from sde_gen.losses.base import Draws, Loss, SampleLosses, model_batch, randn_like
 from sde_gen.losses.step_samplers import StepSampler, UniformStepSampler
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
@@ -175,7 +175,7 @@ def vlb(
     return terms.sum(1) + prior
 
 
-class _DiscreteLoss:
+class _DiscreteLoss(Loss):
     """Shared draw: t ~ p_t (``step_sampler``), ε ~ N(0, I), x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε.
 
     ``schedule`` is the chain (from the config); it must equal ``model.sde``'s DiscreteVPSDE
@@ -251,7 +251,7 @@ class _DiscreteLoss:
         """w_t · (per-sample loss) with w_t = 1/(T p_t); feedback L_{t−1} (or L_simple without a
         VLB part) for the step sampler."""
         terms = self._terms(model, x0, draws)
-        per = self.per_sample(terms, model_batch(model, x0), terms["T"])
+        per = self.combine(terms, model_batch(model, x0), terms["T"])
         feedback = terms["vb"] if "vb" in terms else terms["simple"]
         return SampleLosses(terms["weights"].to(per.dtype) * per, feedback.detach())
 
@@ -261,7 +261,7 @@ class _DiscreteLoss:
             T = schedule_of(model, self.schedule).T
             self.step_sampler.update(draws["steps"], feedback.detach(), T)
 
-    def per_sample(self, terms: dict[str, Tensor], x0: Tensor, T: int) -> Tensor:
+    def combine(self, terms: dict[str, Tensor], x0: Tensor, T: int) -> Tensor:
         """simple_weight · L_simple + vlb_weight · (T L_{t−1} + L_T)/D per dimension, the VLB
         part in nats times ``vlb_per_nat`` (1/ln 2 when it is counted in bits)."""
         loss = self.simple_weight * terms["simple"]
@@ -270,14 +270,6 @@ class _DiscreteLoss:
             vlb = (T * terms["vb"] + terms["prior"]) / D * self.vlb_per_nat
             loss = loss + self.vlb_weight * vlb
         return loss
-
-    def __call__(
-        self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:
-        draws = self.draw(model, x0, generator)
-        out = self.evaluate(model, x0, draws)
-        self.update(model, draws, out.feedback)
-        return out.loss.mean()
 
     def state_dict(self) -> dict:
         return {"step_sampler": self.step_sampler.state_dict()}

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.likelihood.ode import dequantize, nats_to_bits_per_dim
-from sde_gen.losses.dsm import Draws, SampleLosses, model_batch, randn_like
+from sde_gen.losses.base import Draws, Loss, SampleLosses, model_batch, randn_like
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde.base import expand_as
 from sde_gen.sde.ddpm import normal_kl
@@ -84,13 +84,11 @@ def reconstruction(x: Tensor, neg_log_snr_0: Tensor) -> Tensor:
     return value.to(x.dtype).expand(x.shape[0])
 
 
-class VDMLoss:
+class VDMLoss(Loss):
     """VDM's continuous-time VLB (module docstring) in bits/dim per sample; ``model.sde`` must be
     a ``VDMSDE``. ``antithetic``: low-discrepancy times over the batch; ``num_bins``: levels of
     discrete data (None: continuous; the trainer sets it from the data); ``variance_gradient``:
     the interior of the schedule descends the variance of L_∞ (VDM) instead of the bound."""
-
-    needs_feedback = False
 
     def __init__(
         self, antithetic: bool = True, num_bins: int | None = None, variance_gradient: bool = True
@@ -156,27 +154,6 @@ class VDMLoss:
         """The bound per sample in bits/dim of the data's units (module docstring)."""
         vlb = self.terms(model, x0, draws).total()
         return SampleLosses(nats_to_bits_per_dim(-vlb, x0[0].numel(), self.num_bins))
-
-    def update(self, model: ScoreModel, draws: Draws, feedback: Tensor | None) -> None:
-        """Nothing to learn from the losses."""
-
-    def per_sample(
-        self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """(t, bound in bits/dim) per sample; the loss is the mean of the second."""
-        draws = self.draw(model, x0, generator)
-        return draws["t"], self.evaluate(model, x0, draws).loss
-
-    def __call__(
-        self, model: ScoreModel, x0: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:
-        return self.per_sample(model, x0, generator)[1].mean()
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 @torch.no_grad()

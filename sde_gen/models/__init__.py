@@ -2,7 +2,7 @@
 
 from sde_gen.models.embeddings import FourierEmbedding, SinusoidalEmbedding
 from sde_gen.models.mlp import MLP
-from sde_gen.models.score_model import ScoreModel, eps_from_score
+from sde_gen.models.score_model import ScoreModel
 from sde_gen.models.unet import UNet
 
-__all__ = ["ScoreModel", "eps_from_score", "MLP", "SinusoidalEmbedding", "FourierEmbedding", "UNet"]
+__all__ = ["ScoreModel", "MLP", "SinusoidalEmbedding", "FourierEmbedding", "UNet"]

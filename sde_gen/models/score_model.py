@@ -3,8 +3,6 @@ function s_θ(x, t) = −ε̂(x, t)/σ_t that every solver, loss and the likelih
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -89,11 +87,4 @@ def _split(out: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
     )
 
 
-def eps_from_score(
-    score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, x: Tensor, t: Tensor
-) -> Tensor:
-    """ε = −σ_t s(x, t) for any score function (``SDE.eps_from_score``)."""
-    return sde.eps_from_score(x, t, score_fn(x, t))
-
-
-__all__ = ["ScoreModel", "eps_from_score"]
+__all__ = ["ScoreModel"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,7 +30,6 @@ __all__ = [
     "all_reduce_sum",
     "gather_rows",
     "run_on_main",
-    "main_first",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,17 +163,6 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-@contextmanager
-def main_first():
-    """Rank 0 runs the block before the others enter it (e.g. to create a folder once)."""
-    w = world(torch.device("cpu"))
-    if not w.is_main:
-        barrier()
-    yield
-    if w.is_main:
-        barrier()
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

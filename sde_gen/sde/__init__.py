@@ -5,7 +5,7 @@ One family a module: ``base`` (the contract ``SDE``), ``vp`` (VP and sub-VP on `
 score/noise/data/drift identities live once in ``conversions``.
 """
 
-from sde_gen.sde.base import SDE, Coefficients, TorchsdeForward, expand_as
+from sde_gen.sde.base import SDE, Coefficients, expand_as
 from sde_gen.sde.conversions import drift, eps_from_score, score_from_eps, x0_from_score
 from sde_gen.sde.discrete import DiscreteVPSDE
 from sde_gen.sde.linear import LinearSDE, Polynomial
@@ -26,7 +26,6 @@ __all__ = [
     "NegLogSNR",
     "LearnedNegLogSNR",
     "Polynomial",
-    "TorchsdeForward",
     "expand_as",
     "x0_from_score",
     "eps_from_score",

@@ -22,7 +22,6 @@ from sde_gen.sde import conversions
 __all__ = [
     "SDE",
     "Coefficients",
-    "TorchsdeForward",
     "expand_as",
     "finite_float",
     "check_horizon",
@@ -225,16 +224,6 @@ class SDE(ABC):
         sq = z.flatten(1).pow(2).sum(1)
         return -0.5 * d * math.log(2 * math.pi * s2) - sq / (2 * s2)
 
-    def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Drift of the reverse-time SDE: f(t) x − g(t)² ∇log q_t(x)  (survey §4.3)."""
-        c = self.coefficients(t)
-        return conversions.drift(x, score, expand_as(c.f, x), expand_as(c.g2, x), 1.0)
-
-    def ode_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Probability-flow ODE drift: f(t) x − ½ g(t)² ∇log q_t(x)."""
-        c = self.coefficients(t)
-        return conversions.drift(x, score, expand_as(c.f, x), expand_as(c.g2, x), 0.5)
-
     def x0_from_score(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
         """Tweedie's x̂0 = (x + σ_t² ∇log q_t(x)) / γ_t at times t of shape (B,)."""
         c = self.coefficients(t)
@@ -266,27 +255,3 @@ class SDE(ABC):
         var_s, var_t = self._sigma2(s64).to(t.dtype), self._sigma2(t64).to(t.dtype)
         gamma_s = torch.exp(self._log_gamma(s64)).to(t.dtype)
         return gamma_ts * var_s / var_t, gamma_s * var_ts / var_t, var_ts * var_s / var_t
-
-    def torchsde_forward(self) -> TorchsdeForward:
-        """This SDE as a ``torchsde`` object (Itô, diagonal noise) on (batch, channels) tensors."""
-        return TorchsdeForward(self)
-
-
-class TorchsdeForward(torch.nn.Module):
-    """Forward SDE with the ``f(t, y)``, ``g(t, y)`` interface of ``torchsde.sdeint``."""
-
-    noise_type = "diagonal"
-    sde_type = "ito"
-
-    def __init__(self, sde: SDE):
-        super().__init__()
-        self.sde = sde
-
-    def _t(self, t: Tensor, y: Tensor) -> Tensor:
-        return t.to(y.dtype).reshape(1).expand(y.shape[0])
-
-    def f(self, t: Tensor, y: Tensor) -> Tensor:
-        return expand_as(self.sde.f(self._t(t, y)), y) * y
-
-    def g(self, t: Tensor, y: Tensor) -> Tensor:
-        return expand_as(self.sde.g(self._t(t, y)), y).expand_as(y)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde_gen.sde import VPSDE, DiscreteVPSDE, expand_as
+from sde_gen.sde import expand_as
 
 __all__ = [
     "DiscreteSchedule",
@@ -96,26 +96,16 @@ class DiscreteSchedule:
             self.alpha_bar.sqrt(), t, xt
         )
 
-    def predict_eps_from_x0(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        """ε = (x_t − √ᾱ_t x0) / √(1−ᾱ_t)."""
-        return (xt - self._at(self.alpha_bar.sqrt(), t, xt) * x0) / self._at(
-            (1 - self.alpha_bar).sqrt(), t, xt
-        )
-
     def continuous_time(self, t: Tensor) -> Tensor:
-        """Continuous time t/T ∈ (0, 1] of discrete step t (the grid of ``to_sde``)."""
+        """Continuous time t/T ∈ (0, 1] of discrete step t (``DiscreteVPSDE``'s grid)."""
         return t.to(torch.float64) / self.T
-
-    def to_sde(self) -> DiscreteVPSDE:
-        """This chain as an SDE that reproduces ᾱ exactly at t_i = i/T."""
-        return DiscreteVPSDE(self.betas)
 
 
 class LinearSchedule(DiscreteSchedule):
     """β_t linear from ``beta_start`` to ``beta_end`` (Ho et al. 2020: 1e-4 → 0.02, T = 1000).
 
     As T → ∞ with T β_t → β(t/T) this chain is the VP SDE with β_min = T·beta_start and
-    β_max = T·beta_end (survey §4.2); ``to_vpsde`` returns it. ᾱ_t of the chain and γ² of the SDE
+    β_max = T·beta_end (survey §4.2). ᾱ_t of the chain and γ² of the SDE
     differ by O(Σβ_t²) = O(β_max²/T) in log, since log(1−β) = −β − β²/2 − ….
     """
 
@@ -128,10 +118,6 @@ class LinearSchedule(DiscreteSchedule):
             )
         self.beta_start, self.beta_end = beta_start, beta_end
         super().__init__(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
-
-    def to_vpsde(self) -> VPSDE:
-        """The VP SDE limit: β(t) = T β_{tT}, i.e. β_min = T β_1 ... β_max = T β_T."""
-        return VPSDE(beta_min=self.T * self.beta_start, beta_max=self.T * self.beta_end)
 
 
 class CosineSchedule(DiscreteSchedule):

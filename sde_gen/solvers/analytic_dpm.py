@@ -53,11 +53,12 @@ class AnalyticDPM(Ancestral):
 
     needs_data: ClassVar[bool] = True
 
+    default_steps = 100
+    default_grid: ClassVar[Grid] = OptimalTrajectory()
+
     def __init__(
         self,
-        steps: int = 100,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         mc_samples: int = 10000,
         mc_batch: int = 1000,
         mc_seed: int = 0,
@@ -65,13 +66,11 @@ class AnalyticDPM(Ancestral):
         data_range: tuple[float, float] = (-1.0, 1.0),
         final_std_max: float | None = None,
         cache_dir: str | None = None,
-        denoise_final: bool = True,
-        progress: bool = False,
         estimator: cal.Estimator | str = cal.Estimator.RESIDUAL,
+        **options: Any,
     ):
-        grid = OptimalTrajectory() if grid is None else grid
-        super().__init__(steps, t_min, grid, Variance.BETA_TILDE, denoise_final, progress)
-        if isinstance(self.grid, OptimalTrajectory) and not denoise_final:
+        super().__init__(*shared, variance=Variance.BETA_TILDE, **options)
+        if isinstance(self.grid, OptimalTrajectory) and not self.denoise_final:
             raise ValueError(
                 "solver/grid=optimal_trajectory needs denoise_final=true (its steps end at "
                 "t_min, then x̂0)"

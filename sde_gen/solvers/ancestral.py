@@ -29,7 +29,6 @@ from sde_gen.sde.base import finite_float
 from sde_gen.sde.conversions import score_from_eps, x0_from_score
 from sde_gen.sde.reverse_variance import learned_log_variance
 from sde_gen.solvers.base import FixedStepSolver, StepContext
-from sde_gen.solvers.grids import Grid
 
 __all__ = ["Ancestral", "Variance", "check_range"]
 
@@ -72,19 +71,17 @@ class Ancestral(FixedStepSolver):
     evals_per_step = 1
     ends_at_zero = True
 
+    default_steps = 1000
+    default_denoise_final = True
+
     def __init__(
         self,
-        steps: int = 1000,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         variance: Variance | str = Variance.BETA,
-        denoise_final: bool = True,
-        progress: bool = False,
         clip_x0: tuple[float, float] | None = None,
+        **options: Any,
     ):
-        super().__init__(
-            steps=steps, t_min=t_min, grid=grid, denoise_final=denoise_final, progress=progress
-        )
+        super().__init__(*shared, **options)
         self.clip_x0 = None if clip_x0 is None else check_range("clip_x0", clip_x0)
         try:
             self.variance = Variance(variance)

@@ -244,14 +244,19 @@ class StepContext:
 
 
 class FixedStepSolver(Solver):
-    """A solver that steps along a ``grid`` of ``steps + 1`` times from T to ``t_min``
-    (``None``: the class's ``default_grid``).
+    """A solver that steps along a ``grid`` of ``steps + 1`` times from T to ``t_min``.
 
-    Subclasses implement ``step(ctx, x, t, s)`` carrying x_t to x_s (s < t).
+    The shared options live here, once: ``steps``, ``t_min``, ``grid``, ``denoise_final`` and
+    ``progress`` (positional in that order); ``None`` takes the class's declared
+    ``default_steps``, ``default_grid``, ``default_denoise_final``. A subclass declares its own
+    options as keyword-only, passes the rest on (``*shared, **options``) and implements
+    ``step(ctx, x, t, s)`` carrying x_t to x_s (s < t).
     """
 
     adaptive = False
+    default_steps: ClassVar[int] = 50
     default_grid: ClassVar[Grid] = UniformGrid()
+    default_denoise_final: ClassVar[bool] = False
     #: solvers with a ``final_step`` option set it per instance (``_check_final_step``)
     final_step: FinalStep = FinalStep.T_MIN
     #: constructor options kept under another attribute name (for ``repr``)
@@ -259,14 +264,16 @@ class FixedStepSolver(Solver):
 
     def __init__(
         self,
-        steps: int = 50,
+        steps: int | None = None,
         t_min: float = 1e-3,
         grid: Grid | None = None,
-        denoise_final: bool = False,
+        denoise_final: bool | None = None,
         progress: bool = False,
     ):
+        if denoise_final is None:
+            denoise_final = self.default_denoise_final
         super().__init__(t_min=t_min, denoise_final=denoise_final, progress=progress)
-        self.steps = check_int("steps", steps, 1)
+        self.steps = check_int("steps", self.default_steps if steps is None else steps, 1)
         self.grid = self.default_grid if grid is None else grid
         if not isinstance(self.grid, Grid):
             kinds = ", ".join(sorted(f"{k.__name__}()" for k in Grid.__subclasses__()))
@@ -275,8 +282,7 @@ class FixedStepSolver(Solver):
             )
 
     def __repr__(self) -> str:
-        options = inspect.signature(type(self).__init__).parameters
-        names = {k: self.option_attributes.get(k, k) for k in options if k != "self"}
+        names = {k: self.option_attributes.get(k, k) for k in _option_names(type(self))}
         opts = ", ".join(f"{k}={getattr(self, a)!r}" for k, a in names.items())
         return f"{type(self).__name__}({opts})"
 
@@ -324,3 +330,16 @@ class FixedStepSolver(Solver):
     @abstractmethod
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
         """Carry x from time t to the earlier time s."""
+
+
+def _option_names(cls: type) -> list[str]:
+    """The constructor options of a fixed-step solver class: ``steps``, ``t_min``, ``grid``, each
+    subclass's own (its ``__init__``'s named parameters, base class first), then
+    ``denoise_final`` and ``progress``."""
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    names: list[str] = []
+    for klass in reversed(cls.__mro__[: cls.__mro__.index(FixedStepSolver) + 1]):
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters.values()
+            names += [p.name for p in params if p.name != "self" and p.kind not in kinds]
+    return [*names[:3], *names[5:], *names[3:5]]

@@ -10,12 +10,12 @@ it returns x̂0 of the last evaluation; ``'t_min'`` ends at t_min.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import Tensor
 
 from sde_gen.sde.conversions import eps_from_score, x0_from_score
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
-from sde_gen.solvers.grids import Grid
 
 __all__ = ["DDIM"]
 
@@ -29,15 +29,12 @@ class DDIM(FixedStepSolver):
 
     def __init__(
         self,
-        steps: int = 50,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         eta: float = 0.0,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
             raise ValueError(f"eta={eta} must be a finite number >= 0")
         self.eta = float(eta)

@@ -18,7 +18,7 @@ global order 2.0 with φ₃ against ≈ 4 with 2φ₃ on Gaussian data (tests/te
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -37,19 +37,17 @@ class DPMSolver(FixedStepSolver):
     order: float = 2
     stochastic = False
     evals_per_step = 1
+    default_steps = 20
     default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         order: int = 2,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order={order!r} is not one of {ORDERS}")
         self.order = order

@@ -4,10 +4,11 @@ of LD3, Tong et al. 2024, and of optimised time steps, Xue et al. 2024).
 
 Parametrisation: the log-SNR λ_i = log(γ²/σ²) of the grid rises from λ(T) to λ(t_min) by N
 positive increments Δ_i = (λ(t_min) − λ(T)) softmax(θ)_i, θ_N = 0 (N − 1 free parameters), and
-t_i = t(λ_i) (``sde.t_from_log_snr``). The search starts from the best of the candidate fixed grids
-on the pilot set and runs derivative-free (Nelder–Mead or Powell, ``maxiter`` solver runs), so
-every evaluation is one ordinary solver call: the fitted grid, passed back as ``grid=``,
-reproduces the fitted run exactly. The result is a ``FittedGrid``, saved to and loaded from YAML.
+t_i = t(λ_i) (``sde.t_from_log_snr``). The search starts from the best on the pilot set of the
+standalone grids of the config group ``solver/grid`` (``starting_grids``) and runs
+derivative-free (Nelder–Mead or Powell, ``maxiter`` solver runs), so every evaluation is one
+ordinary solver call: the fitted grid, passed back as ``grid=``, reproduces the fitted run
+exactly. The result is a ``FittedGrid``, saved to and loaded from YAML.
 """
 
 from __future__ import annotations
@@ -25,30 +26,17 @@ from omegaconf import OmegaConf
 from scipy.optimize import minimize
 from torch import Tensor
 
+from sde_gen.runtime.instantiate import group_objects
 from sde_gen.sde import SDE
 from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 from sde_gen.solvers.base import FixedStepSolver, check_int
-from sde_gen.solvers.grids import (
-    Grid,
-    KarrasGrid,
-    LogSNRGrid,
-    QuadraticGrid,
-    TrailingGrid,
-    UniformGrid,
-)
+from sde_gen.solvers.grids import Grid
 from sde_gen.solvers.pf_ode import PFODE, ScaledCoordinates, ScipyODE
 
-__all__ = ["FittedGrid", "fit_grid", "pf_ode_teacher", "end_time", "rms_error"]
+__all__ = ["FittedGrid", "fit_grid", "starting_grids", "pf_ode_teacher", "end_time", "rms_error"]
 
 Teacher = Callable[[Tensor], Tensor]
 
-FIXED_GRIDS: tuple[Grid, ...] = (
-    UniformGrid(),
-    QuadraticGrid(),
-    LogSNRGrid(),
-    KarrasGrid(),
-    TrailingGrid(),
-)
 #: σ̃ = σ/γ at which the teacher stands in for t = 0 (the rest of the flow moves x by O(σ̃²))
 ZERO_SIGMA_TILDE = 1e-5
 METHODS = ("Nelder-Mead", "Powell")
@@ -62,6 +50,8 @@ class FittedGrid(Grid):
     """A grid of given times T = t_0 > t_1 > … > t_N (``times``); ``info`` records how it was
     fitted (solver, steps, sde, pilot and held-out errors, cost). Called for a solver of ``steps``
     = N on an SDE whose T is t_0; the last time becomes the solver's t_min."""
+
+    standalone = False  # fitted for one solver and step count
 
     def __init__(self, times: Sequence[float], info: dict[str, Any] | None = None):
         values = [float(t) for t in times]
@@ -114,6 +104,14 @@ class FittedGrid(Grid):
             raise ValueError(f"grid path={str(path)!r} has no 'times' list")
         info = {k: v for k, v in data.items() if k != "times"}
         return cls(data["times"], info)
+
+
+def starting_grids() -> list[Grid]:
+    """The standalone grids of the config group ``solver/grid`` (``Grid.standalone``), each with
+    its config's options: a grid added there is a starting grid without any other edit."""
+    return [
+        g for g in group_objects("solver/grid").values() if isinstance(g, Grid) and g.standalone
+    ]
 
 
 def end_time(solver: FixedStepSolver, sde: SDE) -> float:
@@ -229,8 +227,8 @@ def fit_grid(
     score at rtol = atol = 1e-7 to the solver's end time; a teacher that does not call score_fn
     may report its evaluations in an attribute ``nfe``).
 
-    Starts from the best on the pilot of ``starts`` (default: the solver's own grid and the five
-    fixed grids); ``maxiter`` bounds the solver runs of the search (``method`` Nelder-Mead |
+    Starts from the best on the pilot of ``starts`` (default: the solver's own grid and the
+    ``starting_grids``); ``maxiter`` bounds the solver runs of the search (``method`` Nelder-Mead |
     Powell). ``x_held_out``: x_T it is not fitted on, where the fitted and the starting grids'
     errors are reported too (``info``: pilot_error, held_out_error, start_*, cost in score
     evaluations and seconds).
@@ -248,7 +246,7 @@ def fit_grid(
     x_ref = teach(x_T)
     teacher_nfe = counted.nfe + getattr(teach, "nfe", 0)
     obj = _Objective(solver, sde, counted, x_T, x_ref)
-    candidates = _unique([solver.grid, *FIXED_GRIDS] if starts is None else list(starts))
+    candidates = _unique([solver.grid, *starting_grids()] if starts is None else list(starts))
     start_errors = {repr(g): _try(obj.error, g) for g in candidates}
     start = min(candidates, key=lambda g: start_errors[repr(g)])
     if not math.isfinite(start_errors[repr(start)]):

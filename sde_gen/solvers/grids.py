@@ -8,6 +8,7 @@ float64, strictly decreasing. Configs pick one from the group ``solver/grid`` (`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -23,7 +24,13 @@ def _t(value: float) -> Tensor:
 
 class Grid(ABC):
     """Base: a decreasing grid of ``steps + 1`` times from sde.T to t_min (0 < t_min < T, checked
-    by the solver that calls it)."""
+    by the solver that calls it).
+
+    ``standalone``: the grid needs nothing but (sde, steps, t_min), so any fixed-step solver can
+    take it (it is then checked for monotonicity and is a starting grid of ``fit_grid``).
+    """
+
+    standalone: ClassVar[bool] = True
 
     def __call__(self, sde: SDE, steps: int, t_min: float) -> Tensor:
         if steps < 1:

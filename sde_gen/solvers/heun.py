@@ -7,7 +7,7 @@ x̃_s = x̃_t + (σ̃_s − σ̃_t)(ε̂_t + ε̂_s)/2; the last step is Euler w
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -23,18 +23,11 @@ class Heun(FixedStepSolver):
     order = 2.0
     stochastic = False
     evals_per_step = 2
+    default_steps = 18
     default_grid: ClassVar[Grid] = KarrasGrid()
 
-    def __init__(
-        self,
-        steps: int = 18,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
-        euler_last: bool = True,
-        denoise_final: bool = False,
-        progress: bool = False,
-    ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+    def __init__(self, *shared: Any, euler_last: bool = True, **options: Any):
+        super().__init__(*shared, **options)
         self.euler_last = bool(euler_last)
 
     def expected_nfe(self) -> int:

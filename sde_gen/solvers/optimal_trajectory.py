@@ -30,6 +30,8 @@ class OptimalTrajectory(Grid):
     """The grid ``AnalyticDPM`` resolves from its calibration (``solver/grid=optimal_trajectory``):
     the cheapest path in J over ``candidates`` + 1 times uniform in t from T to t_min."""
 
+    standalone = False  # its times come from Analytic-DPM's calibration
+
     def __init__(self, candidates: int = 200):
         self.candidates = check_int("candidates", candidates, 2)
 

@@ -9,6 +9,7 @@ SDE) and ``EulerMaruyamaPredictor``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,7 +17,6 @@ from torch import Tensor
 from sde_gen.sde.conversions import drift
 from sde_gen.solvers.base import FixedStepSolver, StepContext, check_int
 from sde_gen.solvers.euler_maruyama import euler_maruyama_step
-from sde_gen.solvers.grids import Grid
 
 __all__ = ["PredictorCorrector", "ReverseDiffusionPredictor", "EulerMaruyamaPredictor"]
 
@@ -59,18 +59,18 @@ class PredictorCorrector(FixedStepSolver):
     stochastic = True
     evals_per_step = 2
 
+    default_steps = 500
+    default_denoise_final = True
+
     def __init__(
         self,
-        steps: int = 500,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
-        denoise_final: bool = True,
+        *shared: Any,
         predictor: object | None = None,
         corrector_steps: int = 1,
         snr: float = 0.16,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         self.predictor = ReverseDiffusionPredictor() if predictor is None else predictor
         if not callable(self.predictor):
             raise ValueError(f"predictor={predictor!r} must be a predictor object")

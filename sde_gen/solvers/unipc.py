@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -55,22 +55,20 @@ class UniPC(FixedStepSolver):
     order: float = 3
     stochastic = False
     evals_per_step = 1
+    default_steps = 20
     default_grid: ClassVar[Grid] = LogSNRGrid()
     option_attributes: ClassVar[dict[str, str]] = {"order": "predictor_order"}
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         order: int = 2,
         variant: Variant | str = Variant.BH2,
         corrector: bool = True,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order={order!r} is not one of {ORDERS}")
         try:

@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sde_gen.data.base import DataSource
 from sde_gen.data.batches import batches_for
-from sde_gen.losses.dsm import take
+from sde_gen.losses.base import take
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.runtime.distributed import World, all_reduce_sum, gather_objects, gather_rows
 from sde_gen.training import checkpoint as ckpt

@@ -50,7 +50,6 @@ __all__ = [
     "warmup_factor",
     "mixture_sample_metrics",
     "plot_loss_curve",
-    "count_parameters",
     "METRICS_FILE",
     "RUN_FILES",
     "check_run_folder",
@@ -347,8 +346,3 @@ class Trainer:
         if evaluate and self.data.exact is not None:
             out.update(mixture_sample_metrics(self.data.exact, x, self.data.split("test", n)))
         return out
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
