@@ -51,7 +51,9 @@ def _slope(flow, grid, order, steps):
     sde, x_T, exact = flow
     errs = []
     for n in steps:
-        solver = DPMSolverSinglestep(n, T_MIN, grid, order, False, "t_min")
+        solver = DPMSolverSinglestep(
+            n, T_MIN, grid, order=order, lower_order_final=False, final_step="t_min"
+        )
         errs.append((solver(sde, MIXTURE.score_fn(sde), x_T).x0 - exact).abs().max().item())
     return -float(np.polyfit(np.log(steps), np.log(errs), 1)[0]), errs
 

@@ -58,7 +58,12 @@ def test_convergence_order_on_the_mixture_flow(flow, order, tol):
     sde, x_T, exact = flow
     steps = [64, 128, 256]
     errs = [
-        (LMS(n, T_MIN, LogSNRGrid(), order, "t_min")(sde, MIXTURE.score_fn(sde), x_T).x0 - exact)
+        (
+            LMS(n, T_MIN, LogSNRGrid(), order=order, final_step="t_min")(
+                sde, MIXTURE.score_fn(sde), x_T
+            ).x0
+            - exact
+        )
         .abs()
         .max()
         .item()

@@ -71,7 +71,14 @@ def test_order_of_the_deterministic_predictor_corrector(p, c, steps):
     errs = []
     for n in steps:
         solver = SASolver(
-            n, T_MIN, None, p, c, tau=0.0, lower_order_final=False, final_step="t_min"
+            n,
+            T_MIN,
+            None,
+            predictor_order=p,
+            corrector_order=c,
+            tau=0.0,
+            lower_order_final=False,
+            final_step="t_min",
         )
         errs.append((solver(sde, MIXTURE.score_fn(sde), x_T).x0 - exact).abs().max().item())
     measured = -float(np.polyfit(np.log(steps), np.log(errs), 1)[0])

@@ -15,7 +15,7 @@ posterior noise of q(x̃_s | x̃_t, x0) at η = 1 (Ho et al. 2020 in EDM variabl
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -39,19 +39,17 @@ class DPM2(FixedStepSolver):
     order = 2.0
     stochastic = False
     evals_per_step = 2
+    default_steps = 20
     default_grid: ClassVar[Grid] = KarrasGrid()
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         eta: float = 0.0,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if not (isinstance(eta, int | float) and 0 <= eta <= 1):
             raise ValueError(f"eta={eta} must be a number in [0, 1]")
         self.eta = float(eta)

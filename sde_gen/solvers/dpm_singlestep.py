@@ -19,7 +19,7 @@ into k − 1 and 1; ``final_step='zero'`` makes the last step a stage-1 group la
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -51,20 +51,18 @@ class DPMSolverSinglestep(FixedStepSolver):
     order: float = 3
     stochastic = False
     evals_per_step = 1
+    default_steps = 20
     default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         order: int = 3,
         lower_order_final: bool = True,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order={order!r} is not one of {ORDERS}")
         if not isinstance(lower_order_final, bool):

@@ -10,12 +10,12 @@ S_churn = 0 is Heun.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sde_gen.solvers.base import StepContext
-from sde_gen.solvers.grids import Grid
 from sde_gen.solvers.heun import Heun
 
 __all__ = ["EDMStochastic"]
@@ -31,20 +31,19 @@ class EDMStochastic(Heun):
     """Heun with churn (``s_churn``, ``s_tmin``, ``s_tmax``, ``s_noise``; stochastic when
     S_churn > 0): nfe as Heun, one N(0, I) draw a churned step."""
 
+    default_steps = 18
+
     def __init__(
         self,
-        steps: int = 18,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         s_churn: float = 40.0,
         s_tmin: float = 0.05,
         s_tmax: float = 50.0,
         s_noise: float = 1.003,
         euler_last: bool = True,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, euler_last, denoise_final, progress)
+        super().__init__(*shared, euler_last=euler_last, **options)
         self.s_churn = _non_negative("s_churn", s_churn)
         self.s_tmin = _non_negative("s_tmin", s_tmin)
         self.s_tmax = _non_negative("s_tmax", s_tmax)

@@ -11,7 +11,7 @@ lower orders; ρ_s = 0 (``final_step='zero'``) needs no special case.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
@@ -39,19 +39,17 @@ class LMS(FixedStepSolver):
     order: float = 4
     stochastic = False
     evals_per_step = 1
+    default_steps = 20
     default_grid: ClassVar[Grid] = KarrasGrid()
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         order: int = 4,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order={order!r} is not one of {ORDERS}")
         self.order = order

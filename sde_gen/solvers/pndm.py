@@ -20,12 +20,11 @@ a local O(h³) error, so the declared convergence order is min(``order``, 2).
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
-from sde_gen.solvers.grids import Grid
 
 __all__ = ["PNDM", "Start", "ADAMS_BASHFORTH"]
 
@@ -66,20 +65,18 @@ class PNDM(FixedStepSolver):
     order: float = 2
     stochastic = False
     evals_per_step = 1
+    default_steps = 20
     option_attributes: ClassVar[dict[str, str]] = {"order": "ab_order"}
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         order: int = 4,
         start: Start | str = Start.EULER,
         final_step: FinalStep | str = FinalStep.T_MIN,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order={order!r} is not one of {ORDERS}")
         try:

@@ -19,7 +19,7 @@ of its exact (ah − 1 + e^{−ah})/a; ``crude_order_two`` (default, as the peer
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
@@ -50,13 +50,12 @@ class SASolver(FixedStepSolver):
     order: float = 3
     stochastic = True
     evals_per_step = 1
+    default_steps = 20
     default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         predictor_order: int = 2,
         corrector_order: int = 2,
         tau: float = 1.0,
@@ -65,10 +64,9 @@ class SASolver(FixedStepSolver):
         crude_order_two: bool = True,
         lower_order_final: bool = True,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         self.predictor_order = check_int("predictor_order", predictor_order, 1)
         self.corrector_order = check_int("corrector_order", corrector_order, 0)
         if predictor_order > 4 or corrector_order > 4:

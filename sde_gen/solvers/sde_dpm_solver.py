@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -56,21 +56,19 @@ class SDEDPMSolver(FixedStepSolver):
     order: float = 2
     stochastic = True
     evals_per_step = 1
+    default_steps = 20
     default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
-        steps: int = 20,
-        t_min: float = 1e-3,
-        grid: Grid | None = None,
+        *shared: Any,
         order: int = 2,
         variant: SecondOrder | str = SecondOrder.MIDPOINT,
         lower_order_final: bool = True,
         final_step: FinalStep | str = FinalStep.ZERO,
-        denoise_final: bool = False,
-        progress: bool = False,
+        **options: Any,
     ):
-        super().__init__(steps, t_min, grid, denoise_final, progress)
+        super().__init__(*shared, **options)
         if isinstance(order, bool) or order not in ORDERS:
             raise ValueError(f"order={order!r} is not one of {ORDERS}")
         try:
