@@ -19,7 +19,11 @@ import pytest
 diffusers = pytest.importorskip("diffusers")
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
-BIN = Path(sys.executable).parent
+MODULES = {
+    "sde-gen-sample": "sde_gen.sample",
+    "sde-gen-fit-grid": "sde_gen.fit_grid",
+    "sde-gen-eval": "sde_gen.evaluate",
+}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
 ENV.pop("HYDRA_FULL_ERROR", None)
 SHORT = {
@@ -35,7 +39,8 @@ def section_commands() -> list[str]:
 
 
 def shortened(line: str) -> list[str]:
-    """The command's arguments with the SHORT values in place of its own (multirun lists too)."""
+    """The command (as ``python -m``, the entry point's module) with the SHORT values in place of
+    its own (multirun lists too)."""
     words = shlex.split(line)
     name = Path(words[0]).name
     short = dict(SHORT[name])
@@ -45,7 +50,8 @@ def shortened(line: str) -> list[str]:
     for word in words[1:]:
         key = word.split("=", 1)[0]
         args.append(f"{key}={short.pop(key)}" if key in short else word)
-    return [str(BIN / name), *args, *(f"{k}={v}" for k, v in short.items())]
+    extra = [f"{k}={v}" for k, v in short.items()]
+    return [sys.executable, "-m", MODULES[name], *args, *extra]
 
 
 def _fake_cifar(folder: Path) -> None:
