@@ -267,3 +267,27 @@ def test_score_sde_ve_pc_equals_the_predictor_corrector_loop(tmp_path, steps):
     )
     ours = _our_states(solver, model, x_T)
     _assert_states_equal(ours, theirs, rtol=1e-4)
+
+
+def test_learned_range_is_sde_gens_sigmoid_through_the_adapter():
+    """diffusers' learned_range log Σ = f log β + (1 − f) log β̃, f = (v + 1)/2 (DDPMScheduler's
+    _get_variance) equals sde_gen's learned_log_variance of the adapter's logit(f)."""
+    from sde_gen.networks.diffusers_folder import DiffusersNet
+    from sde_gen.sde.reverse_variance import learned_log_variance
+
+    sched = diffusers.DDPMScheduler(variance_type="learned_range")
+    sched.set_timesteps(1000)
+    v = torch.linspace(-0.99, 0.99, 9, dtype=F64).view(1, 1, 3, 3).expand(1, 2, 3, 3)
+
+    class Echo(torch.nn.Module):
+        def forward(self, x, t, return_dict=False):
+            return (torch.cat([x, v], dim=1),)
+
+    raw = DiffusersNet(Echo(), (2, 3, 3), learned_range=True)(torch.zeros(1, 2, 3, 3), None)
+    ours_v = raw[:, 2:]
+    for k in (1, 10, 500, 999):
+        theirs = sched._get_variance(k, predicted_variance=v)
+        beta = 1 - sched.alphas_cumprod[k] / sched.alphas_cumprod[k - 1]
+        beta_tilde = beta * (1 - sched.alphas_cumprod[k - 1]) / (1 - sched.alphas_cumprod[k])
+        ours = learned_log_variance(ours_v, float(beta.log()), float(beta_tilde.log()))
+        assert torch.allclose(ours, theirs.to(F64), rtol=1e-5, atol=0)
