@@ -111,6 +111,12 @@ def test_shape_against_data(pipeline):
     assert load_diffusers(str(pipeline), shape=(3, 8, 8)) is not None
 
 
+@pytest.mark.parametrize("bad", [[1.0], [1.0, -1.0], ["a", 1], 3.0])
+def test_bad_clip_x0_names_the_key(pipeline, bad):
+    with pytest.raises(ValueError, match=r"model\.clip_x0="):
+        load_diffusers(str(pipeline), clip_x0=bad)
+
+
 def test_pickled_weights_are_refused(tmp_path):
     folder = save_model_folder(tmp_path / "m", tiny_unet(), diffusers.DDPMScheduler())
     (folder / "diffusion_pytorch_model.safetensors").unlink()

@@ -11,6 +11,7 @@ that is not a folder (a hub id) is an error saying to download it first.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -183,6 +184,17 @@ def _unet(cfg: dict[str, Any], net_dir: Path, where: str) -> nn.Module:
     return unet
 
 
+def _interval(key: str, value: Any) -> tuple[float, float]:
+    """[a, b] of finite numbers, a < b, or a ValueError naming ``key``."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r} must be two numbers [a, b] or null") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{key}={[low, high]} must be finite with a < b")
+    return low, high
+
+
 def load_diffusers(
     path: str,
     clip_x0: Sequence[float] | None = None,
@@ -206,8 +218,7 @@ def load_diffusers(
         )
     sde, param, time = scheduler_parts(sched, s_where)
     if clip_x0 is not None:
-        low, high = (float(v) for v in clip_x0)
-        param = ClippedX0(param, low, high)
+        param = ClippedX0(param, *_interval("model.clip_x0", clip_x0))
     net = DiffusersNet(_unet(cfg, net_dir, where), sample, learned)
     model = ScoreModel(net, sde, param, time)
     return model.eval()
