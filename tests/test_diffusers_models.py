@@ -291,3 +291,14 @@ def test_learned_range_is_sde_gens_sigmoid_through_the_adapter():
         beta_tilde = beta * (1 - sched.alphas_cumprod[k - 1]) / (1 - sched.alphas_cumprod[k])
         ours = learned_log_variance(ours_v, float(beta.log()), float(beta_tilde.log()))
         assert torch.allclose(ours, theirs.to(F64), rtol=1e-5, atol=0)
+
+
+def test_clip_x0_ddim_equals_ddim_with_the_clipped_model_output(tmp_path):
+    """With model.clip_x0=[-1, 1], sde_gen's DDIM is DDIMScheduler(clip_sample=True) stepped with
+    use_clipped_model_output=True (ε recomputed from the clamped x̂0, as the score implies)."""
+    sched = diffusers.DDIMScheduler(clip_sample=True, timestep_spacing="trailing")
+    model, unet = _loaded(tmp_path, sched, clip_x0=[-1, 1])
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, 10, eta=0.0, use_clipped_model_output=True)
+    solver = DDIM(10, grid=TrailingGrid(), eta=0.0, final_step="zero")
+    _assert_states_equal(_our_states(solver, model, x_T), theirs)
