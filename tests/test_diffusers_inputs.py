@@ -239,3 +239,19 @@ def test_fine_tuned_checkpoint_loads_through_the_allow_list(pipeline, tmp_path):
         assert torch.equal(loaded.eps(x, t), model.eps(x, t))
         assert not torch.equal(loaded.eps(x, t), load_diffusers(str(pipeline)).eps(x, t))
     assert type(loaded.sde).__name__ == "DiscreteVPSDE" and tuple(data.shape) == (3, 8, 8)
+
+
+def test_model_and_checkpoint_together_is_an_error(pipeline):
+    from hydra import compose, initialize_config_module
+
+    from sde_gen.networks.source import load_score_source
+
+    overrides = ["model=diffusers", f"model.path={pipeline}", "checkpoint=x.pt"]
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=overrides)
+    with pytest.raises(ValueError, match="checkpoint=<path> or model=<name>, not both"):
+        load_score_source(cfg, torch.device("cpu"))
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=["model=mlp"])
+    with pytest.raises(ValueError, match="model=sde_gen.models.MLP is a network to train"):
+        load_score_source(cfg, torch.device("cpu"))

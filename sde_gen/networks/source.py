@@ -79,21 +79,27 @@ def load_score_source(
 
 
 def load_model_node(cfg: DictConfig, device: torch.device, data_chosen: bool) -> ScoreSource:
-    """The score model a ``cfg.model`` node builds (with its SDE; ``cfg.sde`` is ignored).
+    """The score model a ``cfg.model`` node with a ``path`` builds (with its SDE; ``cfg.sde`` is
+    ignored).
 
     ``cfg.data`` is used only when ``data_chosen`` and must have the model's sample shape (the
     node gets it as ``shape=``); otherwise the data are shape-only (sampling needs no more)."""
     if cfg.get("checkpoint"):
         raise ValueError("give checkpoint=<path> or model=<name>, not both")
     target = cfg.model.get("_target_")
+    if "path" not in cfg.model:
+        raise ValueError(
+            f"model={target} is a network to train, not a saved model: the sampling and "
+            "evaluation commands take model=diffusers model.path=<folder> (or "
+            "checkpoint=<step_*.pt> of a trained network)"
+        )
     data = instantiate_group("data", cfg.data) if data_chosen else None
     shape = None if data is None else data_shape(data)
     model = instantiate_group("model", cfg.model, shape=shape)
     if not isinstance(model, ScoreModel):
         raise ValueError(
             f"model={target} builds a {type(model).__name__}, not a score model: the sampling "
-            "and evaluation commands take model=diffusers (a network trained by sde-gen-train "
-            "is loaded with checkpoint=<step_*.pt>)"
+            "and evaluation commands take model=diffusers model.path=<folder>"
         )
     if data is None:
         why = (
