@@ -258,6 +258,7 @@ def evaluation_summary(
         "batch_size": settings.batch_size,
         "world_size": world.size,
         **report,
+        **src.facts,
     }
     if src.origin == "exact":
         t = torch.full((len(x),), likelihood.t_min, dtype=torch.float64, device=x.device)

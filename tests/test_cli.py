@@ -32,8 +32,8 @@ COMMANDS = {
 }
 GROUPS = {
     "train": {"sde", "loss", "model", "data", "trainer", "solver", "experiment"},
-    "sample": {"data", "sde", "solver", "features"},
-    "eval": {"data", "sde", "likelihood"},
+    "sample": {"model", "data", "sde", "solver", "features"},
+    "eval": {"model", "data", "sde", "likelihood"},
 }
 
 

@@ -51,18 +51,26 @@ def build_training(cfg: Any) -> Parts:
     """Instantiate the groups of a training config (``sde``, ``data``, ``model``, ``loss`` and
     ``solver``) and probe that the network takes the data and the loss takes the network.
 
-    Called after seeding, so the network's initial weights follow the seed.
+    Called after seeding, so the network's initial weights follow the seed. A model node that
+    builds a whole score model (``model=diffusers model.path=<folder>``: fine-tuning) brings its
+    own SDE, which replaces ``cfg.sde``.
     """
     sde = instantiate_group("sde", cfg.sde)
     data = instantiate_group("data", cfg.data)
-    eps_net = instantiate_group("model", cfg.model, shape=tuple(data.shape))
-    model = ScoreModel(eps_net, sde)
+    model = network_model(instantiate_group("model", cfg.model, shape=tuple(data.shape)), sde)
+    sde = model.sde
     _probe_model(model, data)
     loss_fn = instantiate_group("loss", cfg.loss)
     match_bins(loss_fn, data)
     _probe_loss(loss_fn, model, data)
     solver = instantiate_group("solver", cfg.solver) if cfg.solver is not None else None
     return Parts(sde=sde, data=data, model=model, loss_fn=loss_fn, solver=solver)
+
+
+def network_model(built: Any, sde: Any) -> ScoreModel:
+    """The score model of what the ``model`` group built: a network around ``sde``'s time, or a
+    whole ``ScoreModel`` (with its own SDE) as it is."""
+    return built if isinstance(built, ScoreModel) else ScoreModel(built, sde)
 
 
 @torch.no_grad()

@@ -64,7 +64,7 @@ def load_score_model(
         eps_net = instantiate_group("model", cfg.model, shape=tuple(source.shape))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
-    model = ScoreModel(eps_net, sde)
+    model = eps_net if isinstance(eps_net, ScoreModel) else ScoreModel(eps_net, sde)
     weights = ema_weights(state["ema"]) if ema else state["model"]
     load_weights(model, weights, path, what="EMA model" if ema else "model")
     model.to(device).eval()
