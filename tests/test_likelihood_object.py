@@ -25,7 +25,7 @@ from sde_gen.losses.bounds import DDPMBound, VDMBound
 from sde_gen.models import MLP
 from sde_gen.models.embeddings import SinusoidalEmbedding
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.sde import VDMSDE, VPSDE, LearnedNegLogSNR
+from sde_gen.sde import VDMSDE, VPSDE, DiscreteVPSDE, LearnedNegLogSNR
 from sde_gen.sde.coordinates import AngleCoordinates, ScaledCoordinates, TimeCoordinates
 from sde_gen.sde.ddpm import LinearSchedule
 
@@ -129,7 +129,7 @@ def _vdm_model() -> ScoreModel:
 
 
 def _ddpm_model() -> ScoreModel:
-    sde = LinearSchedule(T=8, beta_start=0.01, beta_end=0.5).to_sde()
+    sde = DiscreteVPSDE(LinearSchedule(T=8, beta_start=0.01, beta_end=0.5).betas)
     torch.manual_seed(1)
     net = MLP((2,), hidden=16, num_layers=1, embedding=SinusoidalEmbedding(16))
     return ScoreModel(net, sde).double()
