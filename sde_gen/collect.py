@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, check_writable
+from sde_gen.runtime.files import (
+    LOCK_FILE,
+    SUMMARY_FILE,
+    FolderLockedError,
+    atomic_write,
+    check_writable,
+    lock_folder,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -166,12 +173,36 @@ def collect(
     metric: str | None = None,
     group: str = "solver",
     all_columns: bool = False,
+    lock: bool = True,
 ) -> dict[str, Path]:
     """Read the summaries below ``directory``; write the CSV (every column), the Markdown
-    (compact unless ``all_columns``) and, when runs have an NFE and a metric, the plot."""
+    (compact unless ``all_columns``) and, when runs have an NFE and a metric, the plot. With
+    ``lock`` it holds the folder's lock meanwhile: a sweep still running there is refused
+    (``FolderLockedError`` naming the folder); a caller that owns the folder passes False."""
     root = Path(directory)
     rows = read_summaries(root)
     check_writable(root, "folder")  # a read-only folder: one line naming it, before any write
+    held = _lock(root) if lock else None
+    try:
+        return _write_tables(root, rows, metric, group, all_columns)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _lock(root: Path) -> Any:
+    try:
+        return lock_folder(root)
+    except FolderLockedError:
+        raise FolderLockedError(
+            f"folder {str(root)!r} is in use by a running sweep (lock "
+            f"{str(root / LOCK_FILE)!r} is held): collect it once the sweep has ended"
+        ) from None
+
+
+def _write_tables(
+    root: Path, rows: list[dict[str, Any]], metric: str | None, group: str, all_columns: bool
+) -> dict[str, Path]:
     cols = columns_of(rows)
     md_cols = cols if all_columns else compact_columns(rows, cols)
     out = {

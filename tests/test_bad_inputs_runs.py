@@ -476,7 +476,7 @@ def collect_into_a_read_only_folder(run, tmp, monkeypatch, **_):
             raise PermissionError(errno.EACCES, "Permission denied", dir)
         raise AssertionError("unexpected probe")
 
-    monkeypatch.setattr(runtime.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(runtime.files.tempfile, "mkstemp", refuse)
     return lambda: collect(tmp / "sweep")
 
 

@@ -147,9 +147,10 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
 LOCK_FILE = ".run.lock"
 
 
-def lock_folder(folder: str | os.PathLike):  # -> filelock.FileLock
+def lock_folder(folder: str | os.PathLike, key: str = "hydra.run.dir"):  # -> filelock.FileLock
     """Hold ``folder``'s lock (``<folder>/.run.lock``, an OS lock freed when the process dies);
-    held by another process, a :class:`FolderLockedError` naming folder and lock file."""
+    held by another process, a :class:`FolderLockedError` naming folder, lock file and ``key``
+    (the setting that picks another folder)."""
     from filelock import FileLock, Timeout
 
     path = Path(folder) / LOCK_FILE
@@ -159,7 +160,7 @@ def lock_folder(folder: str | os.PathLike):  # -> filelock.FileLock
     except Timeout:
         raise FolderLockedError(
             f"run folder {str(folder)!r} is in use by another run (lock {str(path)!r} is held); "
-            "wait for it to end or pick another folder (hydra.run.dir=...)"
+            f"wait for it to end or pick another folder ({key}=...)"
         ) from None
     except OSError as e:
         raise UnwritableError(f"cannot create the lock {str(path)!r}: {e.strerror or e}") from e

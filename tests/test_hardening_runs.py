@@ -1,0 +1,133 @@
+"""Bad inputs and faults of the second hardening round (issue 23), around a run's folders: each
+is refused with an error of the stated type whose message names the folder, file or key, and
+nothing already on disk is lost (bytes and mtimes compared before and after)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from test_bad_inputs_runs import _assert_nothing_lost, _fit, _snapshot
+
+from sde_gen import runtime
+from sde_gen.collect import collect
+from sde_gen.runtime.files import FolderLockedError
+from sde_gen.training import checkpoint as ckpt
+
+CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
+HOLD_LOCK = (
+    "import sys, time; from filelock import FileLock; "
+    "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)"
+)
+
+
+def _hydra_cfg(name: str, *overrides: str):
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=True)
+
+
+def _hold_lock(folder: Path, request) -> None:
+    """Another process holds ``folder``'s lock until the test ends (a run in progress)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder / ".run.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    request.addfinalizer(lambda: (holder.kill(), holder.wait()))
+    assert holder.stdout.readline().strip() == "held"
+
+
+def _refused(call, capsys) -> str:
+    """The one-line message with which a callback stopped the process (status 2)."""
+    with pytest.raises(SystemExit) as stop:
+        call()
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+# -- 1. one owner for the run folders of sampling, evaluation and fit-grid, and for sweeps -------
+RESULTS = {"sample": "samples.npz", "eval": "summary.json", "fit_grid": "grid.yaml"}
+
+
+@pytest.mark.parametrize("command", sorted(RESULTS))
+def test_a_fresh_run_into_a_folder_with_results_is_refused(command, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RESULTS[command]).write_bytes(b"an earlier run's result")
+    before = _snapshot(tmp_path)
+    cfg = _hydra_cfg(command, f"hydra.run.dir={run}")
+    owner = instantiate(cfg.hydra.callbacks.own_run)
+    err = _refused(lambda: owner.on_run_start(cfg), capsys)
+    assert "RunFolderError" in err and f"run folder '{run}'" in err, err
+    assert RESULTS[command] in err and "hydra.run.dir=<new folder>" in err, err
+    _assert_nothing_lost(tmp_path, before)
+    runtime.lock_folder(run).release()  # a refused run gives the lock back
+
+
+@pytest.mark.parametrize("command", sorted(RESULTS))
+def test_a_second_run_into_a_folder_in_use_is_refused(command, tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = _hydra_cfg(command, f"hydra.run.dir={run}")
+    first = instantiate(cfg.hydra.callbacks.own_run)
+    first.on_run_start(cfg)
+    second = instantiate(cfg.hydra.callbacks.own_run)
+    err = _refused(lambda: second.on_run_start(cfg), capsys)
+    assert "FolderLockedError" in err and f"run folder '{run}'" in err, err
+    assert f"{run / '.run.lock'}" in err and "in use" in err, err
+    first.on_run_end(cfg)
+    runtime.lock_folder(run).release()  # free once the first run has ended
+
+
+def test_a_sweep_into_a_finished_sweep_folder_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    runtime.write_summary(sweep / "0", {"nfe": 2, "mmd2": 0.5})
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    before = _snapshot(tmp_path)
+    cfg = _hydra_cfg("train", f"hydra.sweep.dir={sweep}")
+    owner = instantiate(cfg.hydra.callbacks.own_sweep)
+    err = _refused(lambda: owner.on_multirun_start(cfg), capsys)
+    assert f"sweep folder '{sweep}'" in err and "0/summary.json" in err, err
+    assert "multirun.yaml" in err and "hydra.sweep.dir=<new folder>" in err, err
+    _assert_nothing_lost(tmp_path, before)
+
+
+def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused(tmp_path, request):
+    """``sde-gen-sample -m ... hydra.sweep.dir=S`` while another sweep holds S: exit status 2 with
+    one line naming S and its lock; S gets no job folder, log or summary of the second sweep."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    _hold_lock(sweep, request)
+    before = _snapshot(tmp_path)
+    cmd = [CLI, "-m", "data=ring", "solver=ddim", "solver.steps=2", "n=8", "plot=false",
+           "progress=false", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: sweep folder") and f"'{sweep}'" in line, line
+    assert f"{sweep / '.run.lock'}" in line and "hydra.sweep.dir=" in line, line
+    assert sorted(p.name for p in sweep.iterdir()) == [".run.lock"]
+    _assert_nothing_lost(tmp_path, before)
+
+
+def test_collect_refuses_a_sweep_folder_in_use(tmp_path, request):
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    runtime.write_summary(sweep / "0", {"nfe": 2, "mmd2": 0.5})
+    held = runtime.lock_folder(sweep)
+    request.addfinalizer(held.release)
+    before = _snapshot(tmp_path)
+    with pytest.raises(FolderLockedError) as err:
+        collect(sweep)
+    assert f"'{sweep}'" in str(err.value) and "running sweep" in str(err.value)
+    assert not (sweep / "summaries.csv").exists()
+    _assert_nothing_lost(tmp_path, before)
+    held.release()
+    assert collect(sweep)["csv"].is_file()  # once the sweep has ended
