@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from test_bad_inputs_runs import _assert_nothing_lost, _fit, _snapshot
 
 from sde_gen import runtime
 from sde_gen.collect import collect
 from sde_gen.runtime.files import FolderLockedError
-from sde_gen.training import checkpoint as ckpt
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
 HOLD_LOCK = (
@@ -131,3 +129,22 @@ def test_collect_refuses_a_sweep_folder_in_use(tmp_path, request):
     _assert_nothing_lost(tmp_path, before)
     held.release()
     assert collect(sweep)["csv"].is_file()  # once the sweep has ended
+
+
+# -- 2. keep_checkpoints bounds the checkpoint folder across resumes -----------------------------
+def test_keep_checkpoints_bounds_the_folder_across_kill_and_resume_cycles(tmp_path):
+    """Three runs of 4 steps (a start, two resumes), a checkpoint every 2 steps, keep 2: the
+    folder holds steps 10 and 12 only (issue 9's rule left 2 a run: 6); a symlinked step file and
+    a checkpoint of another folder that the first run started from are not touched."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    _fit(elsewhere, steps=2, keep_checkpoints=None)()
+    foreign = elsewhere / "checkpoints" / "step_00000002.pt"
+    before = _snapshot(elsewhere)
+    _fit(run, steps=4, resume=str(foreign), keep_checkpoints=2)()
+    (run / "checkpoints" / "step_00000001.pt").symlink_to(foreign)
+    for steps in (8, 12):
+        _fit(run, steps=steps, resume="latest", keep_checkpoints=2)()
+    names = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.is_symlink())
+    assert names == ["step_00000010.pt", "step_00000012.pt"]
+    assert (run / "checkpoints" / "step_00000001.pt").resolve() == foreign.resolve()
+    _assert_nothing_lost(elsewhere, before)

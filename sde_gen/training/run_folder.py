@@ -70,6 +70,18 @@ class RunFolder:
             names = ", ".join(p.name for p in removed[:3]) + (" …" if len(removed) > 3 else "")
             log.warning("removed %d unfinished file(s) of killed writes: %s", len(removed), names)
 
+    def earlier_checkpoints(self, resume: Path | None) -> list[Path]:
+        """The checkpoints of the earlier runs a resume continues in place, oldest first: the
+        regular ``step_*.pt`` files of the checkpoint folder up to ``resume`` when ``resume`` lies
+        there (:meth:`claim` checked that it is the newest); none for a fresh run or a resume
+        from elsewhere. Pruning counts them, so ``keep_checkpoints`` bounds the folder."""
+        if resume is None or resume.resolve().parent != self.checkpoint_dir.resolve():
+            return []
+        saved = ckpt.list_checkpoints(self.checkpoint_dir)
+        same = [k for k, p in enumerate(saved) if p.resolve() == resume.resolve()]
+        upto = saved[: same[0] + 1] if same else []
+        return [p for p in upto if p.is_file() and not p.is_symlink()]
+
     def release(self) -> None:
         """Give every held lock back."""
         for held in self._locks.values():
@@ -119,7 +131,7 @@ def own_output_folder(folder: Path, results: tuple[str, ...], what: str, key: st
         held = lock_folder(folder, key)
     except FolderLockedError as e:
         raise FolderLockedError(str(e).replace("run folder", what, 1)) from None
-    found = sorted({str(p.relative_to(folder)) for pattern in results for p in folder.glob(pattern)})
+    found = sorted({str(p.relative_to(folder)) for pat in results for p in folder.glob(pat)})
     if found:
         held.release()
         listed = ", ".join(found[:4]) + (" …" if len(found) > 4 else "")
