@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,30 @@ def lock_folder(folder: str | os.PathLike, key: str = "hydra.run.dir"):  # -> fi
     return lock
 
 
+def read_regular_text(path: str | os.PathLike, what: str, limit: int) -> str:
+    """The UTF-8 text of ``path``, a regular file (a link to one is fine) of at most ``limit``
+    bytes; a device, FIFO or folder (a ``summary.json`` linked to ``/dev/zero`` must not hang),
+    a larger file or one that is not UTF-8 text is a ValueError naming ``what`` and the file."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {str(path)!r} is not a regular file (a device, FIFO or link)")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} {str(path)!r} is larger than {limit} bytes: not one written here")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at {e.start})"
+        ) from None
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
@@ -197,6 +222,7 @@ __all__ = [
     "remove_orphans",
     "lock_folder",
     "write_summary",
+    "read_regular_text",
     "SUMMARY_FILE",
     "TMP_PATTERN",
     "LOCK_FILE",

@@ -1,0 +1,133 @@
+"""Bad input files of the second hardening round (issue 23), through the real calls: a fitted
+grid file given to ``sde-gen-sample``, the summaries ``sde-gen-collect`` reads. Each is refused
+fast with a ValueError naming the file (and key), or, in a sweep's table, left out with a warning
+naming it; nothing on disk is lost."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from test_bad_inputs_runs import _assert_nothing_lost, _snapshot
+
+from sde_gen import runtime
+from sde_gen.collect import collect
+from sde_gen.sample import run_sampling
+
+GRID_TIMES = "times: [1.0, 0.5, 0.001]\n"
+
+
+def _sample_with_grid(path: Path, out: Path):
+    overrides = ["data=ring", "sde=vp", "solver=ddim", "solver.steps=2", "solver/grid=fitted",
+                 f"solver.grid.path={path}", "n=8", "plot=false", "progress=false"]  # fmt: skip
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=overrides)
+    return run_sampling(cfg, out)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """The billion laughs: 9 levels of 9 aliases each, 9**9 strings once expanded."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, levels)]
+    return "\n".join(lines) + "\n" + GRID_TIMES
+
+
+GRID_FILES: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "alias_bomb": (_alias_bomb().encode(), ("anchors or aliases",)),
+    "a_string": (b"just a string\n", ("holds a str", "times")),
+    "binary_bytes": (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", ("not UTF-8 text", "byte 0x89 at 0")),
+    "a_time_that_is_text": (b"times: [1.0, abc, 0.001]\n", ("times[1]='abc'", "not a number")),
+    "ending_below_zero": (b"times: [1.0, 0.5, -0.1]\n", ("-0.1 < 0", "t_min")),
+    "broken_yaml": (b"times: [1.0, 0.5\n", ("not valid YAML",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRID_FILES))
+def test_a_bad_fitted_grid_file_is_named_fast(name, tmp_path):
+    data, named = GRID_FILES[name]
+    path = tmp_path / "grid.yaml"
+    path.write_bytes(data)
+    before = _snapshot(tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as err:
+        _sample_with_grid(path, tmp_path / "out")
+    assert time.perf_counter() - start < 5.0  # the config dominates; the bomb took minutes
+    message = str(err.value)
+    assert "\n" not in message and f"'{path}'" in message, message
+    for text in named:
+        assert text in message, message
+    assert not (tmp_path / "out" / "summary.json").exists()
+    _assert_nothing_lost(tmp_path, before)
+
+
+def test_a_plain_fitted_grid_file_still_samples(tmp_path):
+    """The same call with a good file: the solver runs on exactly its times (NFE = steps)."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID_TIMES + "solver: DDIM\n")
+    summary = _sample_with_grid(path, tmp_path / "out")
+    assert summary["nfe"] == 2 and summary["finite"]
+
+
+# -- sde-gen-collect: every bad summary is left out with a warning naming it ---------------------
+BAD_SUMMARIES: dict[str, tuple[object, str]] = {
+    "truncated_json": (b'{"nfe": 3, "mmd2": ', "not valid JSON"),
+    "nan_metric": (b'{"solver": "ddim", "nfe": 3, "mmd2": NaN}', "mmd2=NaN"),
+    "nan_nfe": (b'{"solver": "ddim", "nfe": NaN, "mmd2": 0.1}', "nfe=NaN"),
+    "inf_in_a_list": (b'{"nfe": 3, "grid_times": [1.0, Infinity]}', "grid_times[1]=NaN/inf"),
+    "a_list": (b"[1, 2, 3]", "holds a list"),
+    "binary_bytes": (b"\xff\xfe\x00{", "not UTF-8 text"),
+    "an_endless_device": ("/dev/zero", "not a regular file"),
+    "a_fifo": ("fifo", "not a regular file"),
+    "too_large": (b'{"nfe": 3, "pad": "' + b"x" * 2**21 + b'"}', "larger than"),
+}
+
+
+def _bad_summary(run: Path, content: object) -> Path:
+    path = run / "summary.json"
+    if content == "fifo":
+        os.mkfifo(path)
+    elif isinstance(content, str):
+        path.symlink_to(content)
+    else:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SUMMARIES))
+def test_collect_leaves_out_a_bad_summary_with_a_warning_naming_it(name, tmp_path, caplog):
+    content, reason = BAD_SUMMARIES[name]
+    sweep = tmp_path / "sweep"
+    for job, (nfe, mmd2) in enumerate([(2, 0.4), (4, 0.1)]):
+        (sweep / str(job)).mkdir(parents=True)
+        runtime.write_summary(sweep / str(job), {"solver": "ddim", "nfe": nfe, "mmd2": mmd2})
+    (sweep / "2").mkdir()
+    bad = _bad_summary(sweep / "2", content)
+    before = _snapshot(sweep / "0")
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="sde_gen.collect"):
+        written = collect(sweep)
+    assert time.perf_counter() - start < 10.0  # a link to /dev/zero used to hang
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and f"'{bad}'" in warned[0] and reason in warned[0], warned
+    with open(written["csv"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["run"], int(r["nfe"]), float(r["mmd2"])) for r in rows] == [
+        ("0", 2, 0.4),
+        ("1", 4, 0.1),
+    ]
+    _assert_nothing_lost(sweep / "0", before)
+
+
+def test_collect_with_only_bad_summaries_names_how_many_were_left_out(tmp_path):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "summary.json").write_text('{"nfe": NaN}')
+    with pytest.raises(
+        ValueError, match=r"no summary\.json below .* \(1 unreadable, left out: .*nfe=NaN"
+    ):
+        collect(tmp_path)
+    assert not (tmp_path / "summaries.csv").exists()
