@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,64 @@ def test_keep_checkpoints_bounds_the_folder_across_kill_and_resume_cycles(tmp_pa
     assert names == ["step_00000010.pt", "step_00000012.pt"]
     assert (run / "checkpoints" / "step_00000001.pt").resolve() == foreign.resolve()
     _assert_nothing_lost(elsewhere, before)
+
+
+# -- 3. a rendezvous whose peers never come ends within dist_timeout, naming them ----------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_rank(monkeypatch, rank: int, size: int) -> int:
+    port = _free_port()
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+           "WORLD_SIZE": str(size), "LOCAL_RANK": "0"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return port
+
+
+def test_rank_zero_names_the_ranks_that_never_joined(tmp_path, monkeypatch):
+    """``sde-gen-sample`` as rank 0 of 3 whose peers never start: a RendezvousError after
+    dist_timeout=1 s (torch waited 30 min in silence) naming MASTER_ADDR/PORT and ranks 1, 2."""
+    from sde_gen.runtime.distributed import RendezvousError
+    from sde_gen.sample import run_sampling
+
+    port = _as_rank(monkeypatch, 0, 3)
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=["data=ring", "n=8", "dist_timeout=1", "progress=false"])
+    start = time.perf_counter()
+    with pytest.raises(RendezvousError) as err:
+        run_sampling(cfg, tmp_path / "run")
+    assert time.perf_counter() - start < 10.0
+    message = str(err.value)
+    assert f"MASTER_ADDR=127.0.0.1 MASTER_PORT={port}" in message, message
+    assert "rank(s) [1, 2] did not join" in message and "dist_timeout=1 s" in message, message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rank_without_rank_zero_names_it(monkeypatch):
+    from sde_gen.runtime.distributed import RendezvousError, init_world
+
+    port = _as_rank(monkeypatch, 1, 2)
+    start = time.perf_counter()
+    with pytest.raises(RendezvousError) as err:
+        init_world("cpu", timeout_s=1.0)
+    assert time.perf_counter() - start < 10.0
+    message = str(err.value)
+    assert f"MASTER_ADDR=127.0.0.1 MASTER_PORT={port}" in message, message
+    assert "rank 1 of 2" in message and "missing: rank 0" in message, message
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval"])
+def test_dist_timeout_must_be_positive(command):
+    from sde_gen.cli.settings import EvalConfig, SampleConfig, TrainConfig, settings_from
+
+    schema = {"train": TrainConfig, "sample": SampleConfig, "eval": EvalConfig}[command]
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose(command, overrides=["dist_timeout=0"])
+    with pytest.raises(ValueError, match="dist_timeout"):
+        settings_from(cfg, schema)
