@@ -8,9 +8,12 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from test_bad_inputs_runs import _assert_nothing_lost, _snapshot
@@ -131,3 +134,84 @@ def test_collect_with_only_bad_summaries_names_how_many_were_left_out(tmp_path):
     ):
         collect(tmp_path)
     assert not (tmp_path / "summaries.csv").exists()
+
+
+# -- image folders: a decompression bomb and a PNG cut short are named -------------------------
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(width: int, height: int, rows: list[bytes], interlace: int = 0) -> bytes:
+    """An 8-bit grey PNG of ``width`` × ``height`` whose filtered image data are ``rows``."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, interlace)
+    deflate = zlib.compressobj(9)
+    data = b"".join(deflate.compress(row) for row in rows) + deflate.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", data)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _image_folder(tmp_path: Path, bad: bytes) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((16, 16), 40 * k, np.uint8)).save(folder / f"good_{k}.png")
+    (folder / "bad.png").write_bytes(bad)
+    return folder
+
+
+def test_a_png_holding_4_of_its_16_rows_is_named(tmp_path):
+    """Pillow fills the missing 12 rows with black without a word; ImageFolder refuses it."""
+    from sde_gen.data import ImageFolder
+
+    rows = [b"\x00" + bytes([200] * 16) for _ in range(4)]
+    folder = _image_folder(tmp_path, _png(16, 16, rows))
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError) as err:
+        ImageFolder(str(folder), size=16, channels=1, test_fraction=0.25)
+    message = str(err.value)
+    assert f"'{folder / 'bad.png'}'" in message and "truncated" in message, message
+    assert "204 bytes of its rows are missing" in message, message  # 12 rows of 1 + 16 bytes
+    _assert_nothing_lost(tmp_path, before)
+
+
+def test_a_20000_by_20000_png_is_refused_by_the_bomb_check_naming_it(tmp_path):
+    from sde_gen.data import ImageFolder
+
+    row = b"\x00" * 20001  # the header's size is what Pillow checks, before any row
+    folder = _image_folder(tmp_path, _png(20000, 20000, [row]))
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as err:
+        ImageFolder(str(folder), size=16, channels=1, test_fraction=0.25)
+    assert time.perf_counter() - start < 5.0
+    message = str(err.value)
+    assert f"'{folder / 'bad.png'}'" in message and "400000000 pixels" in message, message
+    assert "decompression bomb" in message, message
+
+
+def test_the_row_count_agrees_with_pillow_on_whole_pngs(tmp_path):
+    """Whole PNGs lack nothing: Pillow's own RGBA and palette files, and an Adam7-interlaced file
+    built by hand (seven passes of a 7 × 5 image) that Pillow decodes to the original pixels."""
+    from PIL import Image
+
+    from sde_gen.data.png_rows import ADAM7, png_missing_bytes
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (9, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[..., 0], "L").convert("P").save(tmp_path / "p.png")
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    rows = [b"\x00" + grey[y0::dy, x0::dx][r].tobytes()
+            for x0, y0, dx, dy in ADAM7 if grey[y0::dy, x0::dx].size
+            for r in range(grey[y0::dy, x0::dx].shape[0])]  # fmt: skip
+    (tmp_path / "adam7.png").write_bytes(_png(7, 5, rows, interlace=1))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "adam7.png")), grey)
+    for name in ("rgba.png", "p.png", "adam7.png"):
+        assert png_missing_bytes(tmp_path / name) == 0, name
+    (tmp_path / "adam7_cut.png").write_bytes(_png(7, 5, rows[:-1], interlace=1))
+    assert png_missing_bytes(tmp_path / "adam7_cut.png") == 1 + 7  # pass 7's last row
