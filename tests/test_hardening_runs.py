@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from test_bad_inputs_runs import _assert_nothing_lost, _fit, _snapshot
+from test_train_helpers import tiny_trainer
 
 from sde_gen import runtime
 from sde_gen.collect import collect
@@ -210,3 +211,70 @@ def test_dist_timeout_must_be_positive(command):
         cfg = compose(command, overrides=["dist_timeout=0"])
     with pytest.raises(ValueError, match="dist_timeout"):
         settings_from(cfg, schema)
+
+
+# -- 4, 5. checkpoints: a step that is not a count, weights that are NaN ---------------------------
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished 6-step run (checkpoints at 2, 4, 6)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    tiny_trainer(out, steps=6, checkpoint_every=2, keep_checkpoints=None, log_every=2).fit()
+    return out
+
+
+def _crafted(finished: Path, tmp: Path, **changes) -> Path:
+    """The finished run's step-6 checkpoint with ``changes``, as an attacker would save it."""
+    import torch
+
+    state = torch.load(finished / "checkpoints" / "step_00000006.pt", weights_only=True)
+    for key, change in changes.items():
+        state[key] = change(state[key]) if callable(change) else change
+    path = tmp / "crafted" / "step_00000006.pt"
+    path.parent.mkdir(exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def _nan_weights(weights: dict) -> dict:
+    return {k: v.new_full(v.shape, float("nan")) if v.is_floating_point() else v
+            for k, v in weights.items()}  # fmt: skip
+
+
+CHECKPOINTS = {
+    "step_abc": ({"step": "abc"}, ("step='abc'", "not an integer >= 0")),
+    "step_minus_5": ({"step": -5}, ("step=-5", "not an integer >= 0")),
+    "all_nan_weights": (
+        {"model": _nan_weights, "ema": _nan_weights},
+        ("NaN/inf weights", "all 'model' tensors", "use an earlier one"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+@pytest.mark.parametrize("use", ["resume", "sample"])
+def test_a_crafted_checkpoint_is_named_before_use(name, use, finished, tmp_path):
+    """Resuming from it (into a new folder) or sampling from it: a ValueError naming the file
+    and what is wrong; a step of −5 once wrote step_00000000.pt, NaN weights were reported as a
+    score returning NaN and, after a resume, as "the last good checkpoint"."""
+    from sde_gen.sample import run_sampling
+
+    changes, named = CHECKPOINTS[name]
+    path = _crafted(finished, tmp_path, **changes)
+    before = _snapshot(path.parent)  # (not _assert_nothing_lost: it loads every checkpoint)
+    if use == "resume":
+        call = _fit(tmp_path / "new", resume=str(path))
+    else:
+        with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+            over = [f"checkpoint={path}", "n=8", "solver.steps=2", "progress=false"]
+            cfg = compose("sample", overrides=over)
+        call = lambda: run_sampling(cfg, tmp_path / "new")  # noqa: E731
+    with pytest.raises(ValueError) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message and f"'{path}'" in message, message
+    for text in named:
+        assert text in message, message
+    assert "last good checkpoint" not in message
+    assert not list((tmp_path / "new").rglob("step_*.pt"))
+    assert not (tmp_path / "new" / "summary.json").exists()
+    assert _snapshot(path.parent) == before
