@@ -215,3 +215,22 @@ def test_the_row_count_agrees_with_pillow_on_whole_pngs(tmp_path):
         assert png_missing_bytes(tmp_path / name) == 0, name
     (tmp_path / "adam7_cut.png").write_bytes(_png(7, 5, rows[:-1], interlace=1))
     assert png_missing_bytes(tmp_path / "adam7_cut.png") == 1 + 7  # pass 7's last row
+
+
+# -- sde-gen-fit-grid: a stochastic solver has no grid error to fit ------------------------------
+@pytest.mark.parametrize("solver", ["euler_maruyama", "ancestral"])
+def test_fit_grid_refuses_a_stochastic_solver_naming_it(solver, tmp_path):
+    """Its end points differ from the deterministic teacher's by its noise: a grid fitted to
+    that is meaningless, and none is written."""
+    from sde_gen.cli.settings import register_fit_grid_config
+    from sde_gen.fit_grid import run_fit
+
+    register_fit_grid_config()
+    over = ["data=ring", f"solver={solver}", "solver.steps=3", "n=8", "maxiter=2"]
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("fit_grid", overrides=over)
+    with pytest.raises(ValueError) as err:
+        run_fit(cfg, tmp_path / "run")
+    message = str(err.value)
+    assert message.startswith("solver=") and "is stochastic" in message, message
+    assert not (tmp_path / "run").exists()

@@ -273,6 +273,12 @@ def fit_grid(
     """
     if not isinstance(solver, FixedStepSolver):
         raise ValueError(f"solver={solver!r} must be a fixed-step solver (it has a grid)")
+    if solver.stochastic:
+        raise ValueError(
+            f"solver={type(solver).__name__} is stochastic: its end points differ from the "
+            "deterministic PF-ODE teacher's by its noise, not by its grid; fit a deterministic "
+            "solver (ddim, heun, dpm_solver, unipc)"
+        )
     if solver.steps < 2:
         raise ValueError(f"solver.steps={solver.steps} must be >= 2 (no interior time to fit)")
     check_int("maxiter", maxiter, 1)
