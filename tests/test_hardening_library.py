@@ -234,3 +234,27 @@ def test_fit_grid_refuses_a_stochastic_solver_naming_it(solver, tmp_path):
     message = str(err.value)
     assert message.startswith("solver=") and "is stochastic" in message, message
     assert not (tmp_path / "run").exists()
+
+
+def test_a_solver_cache_dir_that_is_a_file_is_named_before_the_calibration(tmp_path, monkeypatch):
+    """``solver.cache_dir=<a file>``: an UnwritableError naming the key and the file before the
+    Monte Carlo estimate (which the failed save used to throw away); the file is untouched."""
+    from sde_gen.runtime.files import UnwritableError
+    from sde_gen.solvers import calibration
+
+    def no_estimate(*args, **kwargs):
+        raise AssertionError("estimated before the cache folder was checked")
+
+    monkeypatch.setattr(calibration, "estimate_ms_eps", no_estimate)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    before = _snapshot(tmp_path)
+    over = ["data=ring", "solver=analytic_dpm", "solver.steps=3", f"solver.cache_dir={afile}",
+            "n=8", "plot=false", "progress=false"]  # fmt: skip
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=over)
+    with pytest.raises(UnwritableError) as err:
+        run_sampling(cfg, tmp_path / "out")
+    assert f"solver.cache_dir '{afile}' is a file" in str(err.value), str(err.value)
+    assert not (tmp_path / "out").exists()
+    _assert_nothing_lost(tmp_path, before)
