@@ -258,3 +258,28 @@ def test_a_solver_cache_dir_that_is_a_file_is_named_before_the_calibration(tmp_p
     assert f"solver.cache_dir '{afile}' is a file" in str(err.value), str(err.value)
     assert not (tmp_path / "out").exists()
     _assert_nothing_lost(tmp_path, before)
+
+
+# -- a moved data set: the hint names the run's own data option ----------------------------------
+@pytest.mark.parametrize(
+    ("target", "option"),
+    [("sde_gen.data.ImageFolder", "image_folder"), ("sde_gen.data.NpzImages", "npz")],
+)
+def test_the_missing_data_hint_names_the_runs_own_data_option(target, option, tmp_path):
+    """An image-folder run whose folder moved was told ``data=npz``; now its own option."""
+    from test_bad_inputs_library import MLP_CFG, VP, _craft
+
+    from sde_gen.evaluate import run_evaluation
+
+    gone = tmp_path / "gone"
+    data = {"_target_": target, "path": str(gone)}
+    config = {"sde": VP, "data": data, "model": MLP_CFG}
+    ckpt = _craft(tmp_path / "step_00000001.pt", config, shape=(1, 6, 6))
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("eval", overrides=[f"checkpoint={ckpt}", "n=4", "progress=false"])
+    with pytest.raises(ValueError) as err:
+        run_evaluation(cfg, tmp_path / "out")
+    message = str(err.value)
+    assert f"'{gone}' does not exist" in message, message
+    assert f"data={option} data.path=<its new location>" in message, message
+    assert not (tmp_path / "out").exists()
