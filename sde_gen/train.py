@@ -81,7 +81,7 @@ def run(
     out_dir = gather_objects(str(out_dir))[0]  # rank 0's folder (Hydra's clocks may differ)
     device = world.device
     seed_everything(settings.seed)
-    parts = build_training(cfg)
+    parts = build_training(cfg, device)
     threads = choose_threads(settings.threads, device, parts.model)
     trainer_settings = settings.trainer
     trainer_settings.progress = trainer_settings.progress and progress

@@ -332,7 +332,7 @@ def evaluation_set_larger_than_memory(run, tmp, **_):
 def evaluation_batch_larger_than_device_memory(run, tmp, monkeypatch, **_):
     from sde_gen.evaluate import run_evaluation
 
-    monkeypatch.setattr(runtime, "memory_bytes", lambda device: 40_000)  # a 40 kB device
+    monkeypatch.setattr(runtime.resources, "memory_bytes", lambda device: 40_000)  # a 40 kB device
     cfg = _cfg("eval", "data=ring", "n=64", "batch_size=64", "progress=false")
     return lambda: run_evaluation(cfg, tmp / "new")
 

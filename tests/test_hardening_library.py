@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from test_bad_inputs_runs import _assert_nothing_lost, _snapshot
 
@@ -282,4 +283,52 @@ def test_the_missing_data_hint_names_the_runs_own_data_option(target, option, tm
     message = str(err.value)
     assert f"'{gone}' does not exist" in message, message
     assert f"data={option} data.path=<its new location>" in message, message
+    assert not (tmp_path / "out").exists()
+
+
+# -- unbounded sizes: the parameters are counted before any allocation ---------------------------
+def test_a_huge_model_is_refused_before_allocation_naming_the_key(tmp_path):
+    """``model.hidden=1000000``: 7·10¹² parameters counted on the meta device, refused in
+    seconds naming the key (torch's allocator failed on 4 TB before); no run folder."""
+    from test_bad_inputs_runs import TINY_TRAIN
+
+    from sde_gen.train import run as train_run
+
+    over = [*TINY_TRAIN, "model.hidden=1000000", "model.num_layers=3", "device=cpu"]
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("train", overrides=over)
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as err:
+        train_run(cfg, tmp_path / "new", progress=False)
+    assert time.perf_counter() - start < 10.0
+    message = str(err.value)
+    assert "model has 7,000,0" in message and "parameters" in message, message  # ≈ 7 h²
+    assert "model.hidden=1000000" in message and "of cpu" in message, message
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_meta_count_is_the_built_networks_count():
+    """What the preflight counts without memory is exactly what the built network holds."""
+    from omegaconf import OmegaConf
+
+    from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
+
+    node = OmegaConf.create({"_target_": "sde_gen.models.MLP", "hidden": 24, "num_layers": 3})
+    built = instantiate_group("model", node, shape=(2,))
+    counted = check_parameter_memory("model", node, torch.device("cpu"), 5, shape=(2,))
+    assert counted == sum(p.numel() for p in built.parameters()) > 24 * 24 * 2
+
+
+def test_a_checkpoint_storing_a_huge_model_is_refused_before_allocation(tmp_path):
+    from test_bad_inputs_library import RING, VP, _craft
+
+    model = {"_target_": "sde_gen.models.MLP", "hidden": 1000000, "num_layers": 1}
+    ckpt = _craft(tmp_path / "step_00000001.pt", {"sde": VP, "data": RING, "model": model})
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=[f"checkpoint={ckpt}", "n=4", "progress=false"])
+    with pytest.raises(ValueError) as err:
+        run_sampling(cfg, tmp_path / "out")
+    message = str(err.value)
+    assert f"checkpoint '{ckpt}'" in message and "model.hidden=1000000" in message, message
+    assert "parameters" in message and "of cpu" in message, message
     assert not (tmp_path / "out").exists()

@@ -155,7 +155,7 @@ def test_stop_signals_record_the_first_and_restore_the_handlers():
 
 
 def test_memory_check_names_the_key_and_sizes(monkeypatch):
-    monkeypatch.setattr(runtime, "memory_bytes", lambda device: 2**30)
+    monkeypatch.setattr(runtime.resources, "memory_bytes", lambda device: 2**30)
     check_memory("n", 1000, 1e3, torch.device("cpu"))
     with pytest.raises(ValueError, match=r"n=2000000 needs about 1.86 GiB .* 1 GiB of cpu"):
         check_memory("n", 2_000_000, 1e3, torch.device("cpu"))

@@ -12,7 +12,7 @@ import torch
 from sde_gen.data.base import DataSource
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.networks.guard import stored_config, trained_data, trained_shape
-from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
 from sde_gen.training.checkpoint import (
     ema_weights,
     latest_checkpoint,
@@ -61,7 +61,9 @@ def load_score_model(
             )
         source = chosen
     try:
-        eps_net = instantiate_group("model", cfg.model, shape=tuple(source.shape))
+        shape = tuple(source.shape)
+        check_parameter_memory("model", cfg.model, torch.device("cpu"), 1, shape=shape)
+        eps_net = instantiate_group("model", cfg.model, shape=shape)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     model = ScoreModel(eps_net, sde)
