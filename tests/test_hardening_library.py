@@ -332,3 +332,29 @@ def test_a_checkpoint_storing_a_huge_model_is_refused_before_allocation(tmp_path
     assert f"checkpoint '{ckpt}'" in message and "model.hidden=1000000" in message, message
     assert "parameters" in message and "of cpu" in message, message
     assert not (tmp_path / "out").exists()
+
+
+def test_sampling_a_checkpoint_never_reads_its_training_data(tmp_path, monkeypatch):
+    """A stored ``data.path=/usr`` image folder made sde-gen-sample walk /usr decoding images;
+    the shape is in the checkpoint, so sampling reads no data, and a draw (a calibration) does."""
+    from test_bad_inputs_library import MLP_CFG, VP, _craft
+
+    from sde_gen.data import ImageFolder
+
+    def read(self, *args, **kwargs):
+        raise AssertionError("the training data were read")
+
+    monkeypatch.setattr(ImageFolder, "__init__", read)
+    data = {"_target_": "sde_gen.data.ImageFolder", "path": "/usr", "size": 6, "channels": 1}
+    info = {"shape": [1, 6, 6], "num_bins": 256}
+    config = {"sde": VP, "data": data, "model": MLP_CFG}
+    ckpt = _craft(tmp_path / "step_00000001.pt", config, shape=(1, 6, 6), data_info=info)
+    common = [f"checkpoint={ckpt}", "n=4", "solver.steps=2", "progress=false"]
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=common)
+        calibrated = compose("sample", overrides=[*common, "solver=analytic_dpm"])
+    summary = run_sampling(cfg, tmp_path / "out", data_chosen=False)
+    assert summary["data_shape"] == [1, 6, 6] and summary["finite"]
+    assert np.load(tmp_path / "out" / "samples.npz")["x0"].shape == (4, 1, 6, 6)
+    with pytest.raises(ValueError, match="the training data were read"):  # Hydra wraps it
+        run_sampling(calibrated, tmp_path / "calibrated", data_chosen=False)

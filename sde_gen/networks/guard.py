@@ -33,6 +33,7 @@ __all__ = [
     "check_group",
     "check_target",
     "trained_data",
+    "deferred_trained_data",
     "trained_shape",
     "data_override",
 ]
@@ -188,6 +189,18 @@ def data_override(node: DictConfig) -> str:
         if option.name.endswith(".yaml") and OmegaConf.load(option).get("_target_") == target:
             return f"give the data with data={option.name[:-5]} data.path=<its new location>"
     return f"give the data with data=<the option of {target}> data.path=<its new location>"
+
+
+def deferred_trained_data(node: DictConfig, info: Any = None) -> DataSource:
+    """:func:`trained_data`, but a data set that names a ``path`` and whose shape the checkpoint
+    records (``data_info``) is read only when drawn from (``DeferredData``): sampling needs
+    only the shape. Data without a path (a Gaussian mixture, its exact score) are built now."""
+    from sde_gen.data.deferred import DeferredData
+
+    known = _data_info(info)
+    if known is None or "path" not in node:
+        return trained_data(node, info)
+    return DeferredData(known[0], known[1], lambda: trained_data(node, info))
 
 
 def trained_data(node: DictConfig, info: Any = None) -> DataSource:
