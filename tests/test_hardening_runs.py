@@ -278,3 +278,46 @@ def test_a_crafted_checkpoint_is_named_before_use(name, use, finished, tmp_path)
     assert not list((tmp_path / "new").rglob("step_*.pt"))
     assert not (tmp_path / "new" / "summary.json").exists()
     assert _snapshot(path.parent) == before
+
+
+# -- 7. a full disk during the PNG export ----------------------------------------------------------
+def test_disk_full_during_the_png_export_is_named_and_leaves_no_partial_export(
+    tmp_path, monkeypatch
+):
+    """``export_png=true`` on a disk that fills at the 4th of 6 PNGs: the DiskFullError of
+    checkpoints, naming that file; the 3 written before are removed (no png/ folder that looks
+    whole), and no summary claims the run finished."""
+    import errno
+
+    from PIL import Image
+
+    from sde_gen.runtime.files import DiskFullError
+    from sde_gen.sample import run_sampling
+
+    save = Image.Image.save
+
+    def fill_at_the_fourth(self, fp, *args, **kwargs):
+        if Path(fp).name == "000003.png":
+            Path(fp).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", fill_at_the_fourth)
+    from test_bad_inputs_library import MLP_CFG, VP, _craft
+
+    data = {"_target_": "sde_gen.data.NpzImages", "path": str(tmp_path / "gone.npz")}
+    info = {"shape": [1, 6, 6], "num_bins": 256}
+    config = {"sde": VP, "data": data, "model": MLP_CFG}
+    ckpt = _craft(tmp_path / "step_00000001.pt", config, shape=(1, 6, 6), data_info=info)
+    over = [f"checkpoint={ckpt}", "n=6", "solver.steps=2", "export_png=true", "plot=false",
+            "progress=false"]  # fmt: skip
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=over)
+    out = tmp_path / "out"
+    with pytest.raises(DiskFullError) as err:
+        run_sampling(cfg, out, data_chosen=False)
+    message = str(err.value)
+    assert "disk full" in message and f"'{out / 'png' / '000003.png'}'" in message, message
+    assert "PNG 4 of 6" in message and "the 3 written before were removed" in message, message
+    assert not (out / "png").exists() and not (out / "summary.json").exists()
+    assert (out / "samples.npz").is_file()  # what was saved before stays
