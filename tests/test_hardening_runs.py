@@ -321,3 +321,27 @@ def test_disk_full_during_the_png_export_is_named_and_leaves_no_partial_export(
     assert "PNG 4 of 6" in message and "the 3 written before were removed" in message, message
     assert not (out / "png").exists() and not (out / "summary.json").exists()
     assert (out / "samples.npz").is_file()  # what was saved before stays
+
+
+# -- 8. misleading messages: the latest link, TensorBoard at a resume, fp16 skips ------------------
+def test_the_latest_link_moves_only_when_the_run_succeeds(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from sde_gen.cli.callbacks import LinkLatest
+
+    link = tmp_path / "outputs" / "latest"
+    good, bad = tmp_path / "outputs" / "good", tmp_path / "outputs" / "bad"
+    for folder in (good, bad):
+        folder.mkdir(parents=True)
+    latest = LinkLatest(run_link=str(link), sweep_link=str(tmp_path / "multirun" / "latest"))
+
+    def end(folder: Path, status: JobStatus) -> None:
+        config = OmegaConf.create({"hydra": {"run": {"dir": str(folder)}}})
+        latest.on_run_start(config)
+        latest.on_run_end(config, job_return=JobReturn(status=status))
+
+    end(good, JobStatus.COMPLETED)
+    assert link.resolve() == good.resolve()
+    end(bad, JobStatus.FAILED)
+    assert link.resolve() == good.resolve()  # a failed run leaves it on the last good one

@@ -48,17 +48,26 @@ class CollectOnMultirunEnd(Callback):
 
 class LinkLatest(Callback):
     """Point ``run_link`` (``sweep_link`` for ``-m``) at the run's folder when that folder lies
-    beside the link, e.g. ``outputs/train/latest -> 2026-11-29/08-00-00``. A run started with
-    ``hydra.run.dir=outputs/train/latest`` (a resume) keeps the link on the same folder."""
+    beside the link, e.g. ``outputs/train/latest -> 2026-11-29/08-00-00``, once the run (every
+    job of the sweep) has succeeded: a failed or refused run leaves the link on the last good
+    one. A run started with ``hydra.run.dir=outputs/train/latest`` (a resume) keeps the link on
+    the same folder."""
 
     def __init__(self, run_link: str, sweep_link: str):
         self.run_link, self.sweep_link = Path(run_link), Path(sweep_link)
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _link(self.run_link, Path(config.hydra.run.dir))
+    def on_run_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if _succeeded(job_return):
+            _link(self.run_link, Path(config.hydra.run.dir))
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _link(self.sweep_link, Path(config.hydra.sweep.dir))
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _link(self.sweep_link, Path(config.hydra.sweep.dir))  # reached only when every job ran
+
+
+def _succeeded(job_return: Any) -> bool:
+    from hydra.core.utils import JobStatus
+
+    return job_return is not None and job_return.status == JobStatus.COMPLETED
 
 
 class GuardRunFolder(Callback):
