@@ -345,3 +345,34 @@ def test_the_latest_link_moves_only_when_the_run_succeeds(tmp_path):
     assert link.resolve() == good.resolve()
     end(bad, JobStatus.FAILED)
     assert link.resolve() == good.resolve()  # a failed run leaves it on the last good one
+
+
+def test_tensorboard_keeps_the_resumed_checkpoints_own_step(tmp_path):
+    """6 steps (events at 2, 4, 6; checkpoint at 6), then a resume to 8: the event of step 6
+    stays (purging at the resume step dropped it), the steps are 2, 4, 6, 8 once each."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    _fit(run, steps=6)()
+    _fit(run, steps=8, resume="latest")()
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8]
+
+
+def test_fp16_does_not_blame_the_caller_when_the_scaler_skips_a_step(tmp_path):
+    """An infinite loss scale overflows every gradient: the scaler skips the optimizer steps and
+    torch would warn "lr_scheduler.step() before optimizer.step()"; no warning, weights kept."""
+    import warnings
+
+    import torch
+
+    trainer = tiny_trainer(tmp_path, precision="fp16", steps=2, checkpoint_every=None)
+    trainer.loop.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit()
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
