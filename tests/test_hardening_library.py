@@ -18,6 +18,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from test_bad_inputs_runs import _assert_nothing_lost, _snapshot
+from test_solvers_contract import CONFIGS as SOLVER_CONFIGS
 
 from sde_gen import runtime
 from sde_gen.collect import collect
@@ -358,3 +359,23 @@ def test_sampling_a_checkpoint_never_reads_its_training_data(tmp_path, monkeypat
     assert np.load(tmp_path / "out" / "samples.npz")["x0"].shape == (4, 1, 6, 6)
     with pytest.raises(ValueError, match="the training data were read"):  # Hydra wraps it
         run_sampling(calibrated, tmp_path / "calibrated", data_chosen=False)
+
+
+# -- a meta tensor into a solver ------------------------------------------------------------------
+@pytest.mark.parametrize("name", SOLVER_CONFIGS)
+def test_a_meta_tensor_into_any_solver_is_named(name):
+    """Every solver config: x_T on device='meta' is a ValueError naming it (it died inside torch,
+    ``Tensor.item()`` on a meta tensor), before any score evaluation."""
+    from test_solvers_contract import data, load
+
+    from sde_gen.sde import VPSDE
+
+    def score_fn(x, t):
+        raise AssertionError("the score was evaluated")
+
+    solver = load(name, steps=3)
+    if getattr(solver, "needs_data", False):
+        solver.calibrate(VPSDE(), data().score_fn(VPSDE()), data().sample)
+    x_T = torch.empty((4, 2), device="meta")
+    with pytest.raises(ValueError, match=r"x_T is on device='meta'"):
+        solver(VPSDE(), score_fn, x_T, generator=torch.Generator().manual_seed(0))
