@@ -90,12 +90,31 @@ def test_a_sweep_into_a_finished_sweep_folder_is_refused(tmp_path, capsys):
     runtime.write_summary(sweep / "0", {"nfe": 2, "mmd2": 0.5})
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     before = _snapshot(tmp_path)
-    cfg = _hydra_cfg("train", f"hydra.sweep.dir={sweep}")
+    cfg = _hydra_cfg("sample", f"hydra.sweep.dir={sweep}")
     owner = instantiate(cfg.hydra.callbacks.own_sweep)
     err = _refused(lambda: owner.on_multirun_start(cfg), capsys)
     assert f"sweep folder '{sweep}'" in err and "0/summary.json" in err, err
     assert "multirun.yaml" in err and "hydra.sweep.dir=<new folder>" in err, err
     _assert_nothing_lost(tmp_path, before)
+
+
+def test_a_resubmitted_training_sweep_continues_in_its_folder_but_not_beside_a_live_one(
+    tmp_path, capsys
+):
+    """The documented SLURM pattern (``-m ... trainer.resume=auto hydra.sweep.dir=S`` submitted
+    again) takes S's lock and goes on, each trainer guarding its job folder; while that sweep
+    lives, a second one into S is refused."""
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    cfg = _hydra_cfg("train", f"hydra.sweep.dir={sweep}")
+    first = instantiate(cfg.hydra.callbacks.own_sweep)
+    first.on_multirun_start(cfg)
+    second = instantiate(cfg.hydra.callbacks.own_sweep)
+    err = _refused(lambda: second.on_multirun_start(cfg), capsys)
+    assert f"sweep folder '{sweep}'" in err and "in use" in err, err
+    first.on_multirun_end(cfg)
+    runtime.lock_folder(sweep).release()  # free once the sweep has ended
 
 
 def test_a_second_sweep_into_a_sweep_folder_in_use_is_refused(tmp_path, request):

@@ -152,12 +152,19 @@ class OwnRunFolder(_OwnFolder):
 
 class OwnSweepFolder(_OwnFolder):
     """A ``-m`` sweep folder has one owner: the lock for the sweep (two sweeps into one
-    ``hydra.sweep.dir`` never mix their jobs' files), and no sweep into a folder that holds an
-    earlier sweep (``SWEEP_RESULTS``). List it before ``collect`` and ``latest``."""
+    ``hydra.sweep.dir`` never mix their jobs' files), and, when ``fresh``, no sweep into a folder
+    that holds an earlier sweep (``SWEEP_RESULTS``). Training sweeps pass ``fresh=false``: a
+    resubmitted sweep continues its jobs (``trainer.resume=auto``), each trainer guarding its own
+    folder. List it before ``collect`` and ``latest``."""
+
+    def __init__(self, fresh: bool = True) -> None:
+        super().__init__()
+        self.fresh = fresh
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.sweep.dir)
-        self._claim(folder, SWEEP_RESULTS, "sweep folder", "hydra.sweep.dir")
+        results = SWEEP_RESULTS if self.fresh else ()
+        self._claim(folder, results, "sweep folder", "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._release()
