@@ -12,13 +12,22 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, check_writable
+from sde_gen.runtime.files import (
+    LOCK_FILE,
+    SUMMARY_FILE,
+    FolderLockedError,
+    atomic_write,
+    check_writable,
+    lock_folder,
+    read_regular_text,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,6 +36,10 @@ DEFAULT_METRICS = ("nll_gap", "mmd2", "endpoint_error", "nll", "bpd", "loss", "f
 RESULT_KEYS = ("solver", "steps", "nfe", "time_s", "wall_s", "mode_fraction", *DEFAULT_METRICS)
 """Columns the compact Markdown table always keeps (when present) beside the varying ones."""
 OUTPUT_STEM = "summaries"
+MAX_SUMMARY_BYTES = 2**20
+"""A summary.json is one line of a few kB; a larger file is not one a run wrote."""
+
+log = logging.getLogger(__name__)
 
 
 def _run_key(rel: str) -> tuple:
@@ -38,26 +51,63 @@ def _overrides(run_dir: Path) -> str | None:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    lines = [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- ")]
+    try:
+        text = read_regular_text(path, "overrides", MAX_SUMMARY_BYTES)
+    except ValueError as e:
+        log.warning("sde-gen-collect: overrides left out: %s", e)
+        return None
+    lines = [ln[2:].strip() for ln in text.splitlines() if ln.startswith("- ")]
     return " ".join(lines)
+
+
+def _non_finite(value: Any, key: str) -> str | None:
+    """The first key (``a.b[2]``) below ``key`` holding NaN or ±inf, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key
+    items = value.items() if isinstance(value, dict) else []
+    items = enumerate(value) if isinstance(value, list) else items
+    for k, v in items:
+        found = _non_finite(v, f"{key}[{k}]" if isinstance(value, list) else f"{key}.{k}")
+        if found:
+            return found
+    return None
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """One run's summary: a JSON object of finite numbers in a small regular file; else a
+    ValueError naming the file (and the key holding NaN or inf)."""
+    text = read_regular_text(path, "summary", MAX_SUMMARY_BYTES)
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"summary {str(path)!r} is not valid JSON: {e}") from None
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"summary {str(path)!r} holds a {type(record).__name__}, not a JSON object"
+        )
+    bad = next((k for k, v in record.items() if _non_finite(v, k)), None)
+    if bad is not None:
+        raise ValueError(f"summary {str(path)!r} holds {_non_finite(record[bad], bad)}=NaN/inf")
+    return record
 
 
 def read_summaries(directory: str | os.PathLike) -> list[dict[str, Any]]:
     """One dict a run, sorted by run directory, with ``run`` (the path relative to
-    ``directory``) and ``overrides`` added."""
+    ``directory``) and ``overrides`` added; a run whose summary cannot be read (not a small
+    regular file, not a JSON object, NaN or inf) is left out with a warning naming the file."""
     root = Path(directory)
     if root.exists() and not root.is_dir():
         raise ValueError(f"{str(root)!r} is a file: give the folder of a sweep")
     if not root.is_dir():
         raise ValueError(f"directory {str(root)!r} does not exist")
-    rows = []
+    rows, skipped = [], []
     for path in root.rglob(SUMMARY_FILE):
         try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(record, dict):
-            raise ValueError(f"{path} holds a {type(record).__name__}, not a JSON object")
+            record = read_summary(path)
+        except ValueError as e:
+            log.warning("sde-gen-collect: left out a run: %s", e)
+            skipped.append(str(e))
+            continue
         rel = str(path.parent.relative_to(root)) or "."
         row = {"run": rel, **record}
         over = _overrides(path.parent)
@@ -65,7 +115,8 @@ def read_summaries(directory: str | os.PathLike) -> list[dict[str, Any]]:
             row["overrides"] = over
         rows.append(row)
     if not rows:
-        raise ValueError(f"no {SUMMARY_FILE} below {str(root)!r}")
+        unread = f" ({len(skipped)} unreadable, left out: {skipped[0]})" if skipped else ""
+        raise ValueError(f"no {SUMMARY_FILE} below {str(root)!r}{unread}")
     return sorted(rows, key=lambda r: _run_key(r["run"]))
 
 
@@ -166,12 +217,36 @@ def collect(
     metric: str | None = None,
     group: str = "solver",
     all_columns: bool = False,
+    lock: bool = True,
 ) -> dict[str, Path]:
     """Read the summaries below ``directory``; write the CSV (every column), the Markdown
-    (compact unless ``all_columns``) and, when runs have an NFE and a metric, the plot."""
+    (compact unless ``all_columns``) and, when runs have an NFE and a metric, the plot. With
+    ``lock`` it holds the folder's lock meanwhile: a sweep still running there is refused
+    (``FolderLockedError`` naming the folder); a caller that owns the folder passes False."""
     root = Path(directory)
     rows = read_summaries(root)
     check_writable(root, "folder")  # a read-only folder: one line naming it, before any write
+    held = _lock(root) if lock else None
+    try:
+        return _write_tables(root, rows, metric, group, all_columns)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _lock(root: Path) -> Any:
+    try:
+        return lock_folder(root)
+    except FolderLockedError:
+        raise FolderLockedError(
+            f"folder {str(root)!r} is in use by a running sweep (lock "
+            f"{str(root / LOCK_FILE)!r} is held): collect it once the sweep has ended"
+        ) from None
+
+
+def _write_tables(
+    root: Path, rows: list[dict[str, Any]], metric: str | None, group: str, all_columns: bool
+) -> dict[str, Path]:
     cols = columns_of(rows)
     md_cols = cols if all_columns else compact_columns(rows, cols)
     out = {
@@ -203,9 +278,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         written = collect(args.directory, args.metric, args.group, args.all)
     except (ValueError, OSError) as e:
         parser.exit(2, f"sde-gen-collect: error: {e}\n")
-    rows = read_summaries(args.directory)
-    print(Path(written["md"]).read_text(), end="")
-    print(f"{len(rows)} runs -> " + ", ".join(str(p) for p in written.values()))
+    markdown = Path(written["md"]).read_text()
+    print(markdown, end="")
+    runs = len(markdown.splitlines()) - 2  # the header and its rule
+    print(f"{runs} runs -> " + ", ".join(str(p) for p in written.values()))
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def run_evaluation(
     of ``batch_size``, chunk c with its dequantization and probes seeded by (seed, c); under
     torchrun rank r takes the chunks c ≡ r (mod W) and rank 0 reports (the others return None)."""
     settings: EvalConfig = settings_from(cfg, EvalConfig)
-    world = init_world(settings.device)
+    world = init_world(settings.device, settings.dist_timeout)
     out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
     src = load_score_source(cfg, world.device, data_chosen)
     threads = choose_threads(settings.threads, world.device, src.model)

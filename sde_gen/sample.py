@@ -327,7 +327,9 @@ def run_sampling(
     settings: SampleConfig = settings_from(cfg, SampleConfig)
     pick_device(settings.device)  # a bad name is an error even for an exact score
     # the exact mixture score is evaluated in float64 on the CPU
-    world = init_world(settings.device if settings.checkpoint or settings.model else "cpu")
+    world = init_world(
+        settings.device if settings.checkpoint or settings.model else "cpu", settings.dist_timeout
+    )
     out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
     src = load_score_source(cfg, world.device, data_chosen)
     chunks = -(-settings.n // settings.batch_size)

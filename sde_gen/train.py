@@ -77,11 +77,11 @@ def run(
     summary as ``choice.<group>`` and name the run in plot titles.
     """
     settings: TrainConfig = settings_from(cfg, TrainConfig)
-    world = init_world(settings.device) if world is None else world
+    world = init_world(settings.device, settings.dist_timeout) if world is None else world
     out_dir = gather_objects(str(out_dir))[0]  # rank 0's folder (Hydra's clocks may differ)
     device = world.device
     seed_everything(settings.seed)
-    parts = build_training(cfg)
+    parts = build_training(cfg, device)
     threads = choose_threads(settings.threads, device, parts.model)
     trainer_settings = settings.trainer
     trainer_settings.progress = trainer_settings.progress and progress

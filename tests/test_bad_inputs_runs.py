@@ -549,13 +549,19 @@ def test_orphaned_temporary_files_are_removed_at_start(finished, tmp_path, caplo
     assert any("removed 2 unfinished" in r.getMessage() for r in caplog.records)
 
 
-def test_pruning_deletes_only_checkpoints_this_run_wrote(finished, tmp_path):
+def test_pruning_deletes_only_checkpoints_of_this_run_and_those_it_resumes(finished, tmp_path):
+    """Issue 23 reversed issue 9's rule "only what this run wrote" (a requeue loop filled the
+    disk): the earlier run's 2, 4, 6 count; files that are not its checkpoints stay."""
     run = tmp_path / "run"
     shutil.copytree(finished, run)
+    others = [run / "checkpoints" / "notes.txt", run / "checkpoints" / "step_00000001.pt.bak"]
+    for p in others:
+        p.write_bytes(b"not a checkpoint of this run")
     _fit(run, steps=14, resume="latest", keep_checkpoints=2)()
     names = [p.name for p in ckpt.list_checkpoints(run / "checkpoints")]
-    # the earlier run's 2, 4, 6 stay; of this run's 8, 10, 12, 14 the newest two
-    assert names == [f"step_{s:08d}.pt" for s in (2, 4, 6, 12, 14)]
+    # of the earlier run's 2, 4, 6 and this run's 8, 10, 12, 14 the newest two
+    assert names == [f"step_{s:08d}.pt" for s in (12, 14)]
+    assert all(p.read_bytes() == b"not a checkpoint of this run" for p in others)
 
 
 def test_resume_of_an_older_checkpoint_into_a_new_folder_leaves_the_old_one(finished, tmp_path):

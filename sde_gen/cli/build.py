@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
 from sde_gen.runtime.resources import activation_bytes
 
 __all__ = ["match_bins", "build_training", "Parts", "bytes_per_sample"]
@@ -47,17 +47,28 @@ def match_bins(loss_fn: Any, data: Any) -> None:
         )
 
 
-def build_training(cfg: Any) -> Parts:
+TRAINING_COPIES = 5
+"""Copies of every parameter training holds: weights, gradients, EMA weights, Adam's two moments."""
+
+
+def build_training(cfg: Any, device: torch.device | None = None) -> Parts:
     """Instantiate the groups of a training config (``sde``, ``data``, ``model``, ``loss`` and
     ``solver``) and probe that the network takes the data and the loss takes the network.
 
-    Called after seeding, so the network's initial weights follow the seed. A model node that
-    builds a whole score model (``model=diffusers model.path=<folder>``: fine-tuning) brings its
-    own SDE, which replaces ``cfg.sde``.
+    Called after seeding, so the network's initial weights follow the seed. The network's
+    parameters are counted before it is built: ``TRAINING_COPIES`` of them must fit ``device``
+    (default the CPU), one the CPU where it is built. A model node that builds a whole score model
+    (``model=diffusers model.path=<folder>``: fine-tuning) brings its own SDE, which replaces
+    ``cfg.sde``.
     """
     sde = instantiate_group("sde", cfg.sde)
     data = instantiate_group("data", cfg.data)
-    model = network_model(instantiate_group("model", cfg.model, shape=tuple(data.shape)), sde)
+    shape, cpu = tuple(data.shape), torch.device("cpu")
+    device = cpu if device is None else device
+    check_parameter_memory("model", cfg.model, device, TRAINING_COPIES, shape=shape)
+    if device != cpu:
+        check_parameter_memory("model", cfg.model, cpu, 1, shape=shape)
+    model = network_model(instantiate_group("model", cfg.model, shape=shape), sde)
     sde = model.sde
     _probe_model(model, data)
     loss_fn = instantiate_group("loss", cfg.loss)

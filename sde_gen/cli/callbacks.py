@@ -1,6 +1,7 @@
 """Hydra callbacks of the command lines: ``sde-gen-collect`` at the end of every ``-m`` sweep, the
-``latest`` link to the newest run folder, and the guard that refuses a training run in a folder
-another run owns before Hydra writes its ``.hydra/`` files there.
+``latest`` link to the newest run folder, the guard that refuses a training run in a folder
+another run owns before Hydra writes its ``.hydra/`` files there, and the owners of the run
+folder of the other commands and of every sweep folder (its lock for the whole run or sweep).
 
 Enabled in a primary config by
 ``hydra.callbacks.collect: {_target_: sde_gen.cli.callbacks.CollectOnMultirunEnd}``.
@@ -16,7 +17,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["CollectOnMultirunEnd", "LinkLatest", "GuardRunFolder"]
+__all__ = ["CollectOnMultirunEnd", "LinkLatest", "GuardRunFolder", "OwnRunFolder", "OwnSweepFolder"]
+
+SWEEP_RESULTS = ("multirun.yaml", "summaries.csv", "*/summary.json")
+"""What an earlier sweep leaves in its sweep folder (Hydra's ``multirun.yaml`` from its start)."""
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,8 @@ class CollectOnMultirunEnd(Callback):
         from sde_gen.collect import collect
 
         sweep_dir = str(config.hydra.sweep.dir)
-        try:
-            written = collect(sweep_dir, self.metric, self.group)
+        try:  # the sweep's OwnSweepFolder (listed before, so ended after) holds the folder's lock
+            written = collect(sweep_dir, self.metric, self.group, lock=False)
         except Exception as e:  # the jobs' results must survive a bad summary
             log.warning("sde-gen-collect %s: not collected: %s", sweep_dir, e)
             return
@@ -44,17 +48,26 @@ class CollectOnMultirunEnd(Callback):
 
 class LinkLatest(Callback):
     """Point ``run_link`` (``sweep_link`` for ``-m``) at the run's folder when that folder lies
-    beside the link, e.g. ``outputs/train/latest -> 2026-11-29/08-00-00``. A run started with
-    ``hydra.run.dir=outputs/train/latest`` (a resume) keeps the link on the same folder."""
+    beside the link, e.g. ``outputs/train/latest -> 2026-11-29/08-00-00``, once the run (every
+    job of the sweep) has succeeded: a failed or refused run leaves the link on the last good
+    one. A run started with ``hydra.run.dir=outputs/train/latest`` (a resume) keeps the link on
+    the same folder."""
 
     def __init__(self, run_link: str, sweep_link: str):
         self.run_link, self.sweep_link = Path(run_link), Path(sweep_link)
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _link(self.run_link, Path(config.hydra.run.dir))
+    def on_run_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if _succeeded(job_return):
+            _link(self.run_link, Path(config.hydra.run.dir))
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _link(self.sweep_link, Path(config.hydra.sweep.dir))
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _link(self.sweep_link, Path(config.hydra.sweep.dir))  # reached only when every job ran
+
+
+def _succeeded(job_return: Any) -> bool:
+    from hydra.core.utils import JobStatus
+
+    return job_return is not None and job_return.status == JobStatus.COMPLETED
 
 
 class GuardRunFolder(Callback):
@@ -98,9 +111,73 @@ class GuardRunFolder(Callback):
         check_run_folder(out_dir, ckpt_dir, resume)
 
 
+class _OwnFolder(Callback):
+    """Hold a folder's lock from the start of a run (sweep) to its end; refuse (one line, exit
+    status 2) a folder in use or one holding the results of an earlier run. Only rank 0 owns."""
+
+    def __init__(self) -> None:
+        self._held: Any = None
+
+    def _claim(self, folder: Path, results: tuple[str, ...], what: str, key: str) -> None:
+        from sde_gen.cli.errors import exit_user_error
+        from sde_gen.training.run_folder import own_output_folder
+
+        if not _is_rank_zero():
+            return
+        try:
+            self._held = own_output_folder(folder, results, what, key)
+        except ValueError as e:  # Hydra would only warn: stop before it writes anything
+            exit_user_error(e)
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.release()
+        self._held = None
+
+
+class OwnRunFolder(_OwnFolder):
+    """The run folder of ``sde-gen-sample``/``-eval``/``-fit-grid`` has one owner: the lock for
+    the run, and no fresh run where a glob pattern of ``results`` matches (e.g. summary.json)."""
+
+    def __init__(self, results: list[str]) -> None:
+        super().__init__()
+        self.results = tuple(results)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._claim(Path(config.hydra.run.dir), self.results, "run folder", "hydra.run.dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._release()
+
+
+class OwnSweepFolder(_OwnFolder):
+    """A ``-m`` sweep folder has one owner: the lock for the sweep (two sweeps into one
+    ``hydra.sweep.dir`` never mix their jobs' files), and, when ``fresh``, no sweep into a folder
+    that holds an earlier sweep (``SWEEP_RESULTS``). Training sweeps pass ``fresh=false``: a
+    resubmitted sweep continues its jobs (``trainer.resume=auto``), each trainer guarding its own
+    folder. List it before ``collect`` and ``latest``."""
+
+    def __init__(self, fresh: bool = True) -> None:
+        super().__init__()
+        self.fresh = fresh
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        results = SWEEP_RESULTS if self.fresh else ()
+        self._claim(folder, results, "sweep folder", "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._release()
+
+
+def _is_rank_zero() -> bool:
+    """Under torchrun/srun only rank 0 owns the run folder and its link."""
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
+
+
 def _link(link: Path, target: Path) -> None:
-    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
-        return  # under torchrun/srun only rank 0 owns the run folder and its link
+    if not _is_rank_zero():
+        return
     target = target.resolve()
     home = link.parent.resolve()
     if home not in target.parents or (link.exists() and not link.is_symlink()):

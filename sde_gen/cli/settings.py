@@ -30,9 +30,10 @@ __all__ = [
 ]
 
 
-def _check_common(seed: int, threads: int | None) -> None:
+def _check_common(seed: int, threads: int | None, dist_timeout: float = 1.0) -> None:
     _need(seed >= 0, "seed", seed, "a non-negative integer")
     _positive("threads", threads)
+    _need(dist_timeout > 0 and _finite(dist_timeout), "dist_timeout", dist_timeout, "seconds > 0")
 
 
 def _check_chunk_seed(seed: int) -> None:
@@ -53,9 +54,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None: 1 thread for small models on a CPU, else torch's
+    dist_timeout: float = 300.0  # seconds every torchrun rank has to join (runtime.distributed)
 
     def __post_init__(self) -> None:
-        _check_common(self.seed, self.threads)
+        _check_common(self.seed, self.threads, self.dist_timeout)
 
 
 @dataclass
@@ -78,11 +80,12 @@ class SampleConfig:
     export_png: bool = False  # <run>/png/000000.png …, for clean-fid / torch-fidelity
     device: str = "auto"
     threads: int | None = None
+    dist_timeout: float = 300.0  # seconds every torchrun rank has to join
     progress: bool = True
     plot: bool = True
 
     def __post_init__(self) -> None:
-        _check_common(self.seed, self.threads)
+        _check_common(self.seed, self.threads, self.dist_timeout)
         _check_chunk_seed(self.seed)
         _need(self.n >= 2, "n", self.n, "an integer >= 2")
         for key in ("batch_size", "kid_subsets"):
@@ -116,10 +119,11 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    dist_timeout: float = 300.0  # seconds every torchrun rank has to join
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _check_common(self.seed, self.threads)
+        _check_common(self.seed, self.threads, self.dist_timeout)
         _check_chunk_seed(self.seed)
         for key in ("n", "batch_size", "num_dequant"):
             _positive(key, getattr(self, key))

@@ -7,12 +7,14 @@ chosen by a seeded permutation of the sorted names, is the test split.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sde_gen.data.base import DataFileMissing
+from sde_gen.data.png_rows import png_missing_bytes
 from sde_gen.data.uint8_images import UInt8Images
 
 __all__ = ["ImageFolder", "load_image", "IMAGE_SUFFIXES"]
@@ -25,7 +27,13 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            missing = png_missing_bytes(path) if img.format == "PNG" else 0
+            if missing:
+                raise ValueError(f"it is truncated: {missing} bytes of its rows are missing")
             img = img.convert("RGB" if channels == 3 else "L")
             w, h = img.size
             scale = size / min(w, h)
@@ -36,6 +44,11 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ValueError(f"could not read image {str(path)!r}: {e}") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(
+            f"could not read image {str(path)!r}: {e} (Pillow's limit against decompression bombs; "
+            "a training image is small)"
+        ) from e
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 

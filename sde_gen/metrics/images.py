@@ -16,6 +16,8 @@ import torch
 from scipy import linalg
 from torch import Tensor, nn
 
+from sde_gen.runtime.files import DiskFullError, disk_full_error
+
 __all__ = ["feature_vectors", "frechet_distance", "kernel_inception_distance", "export_pngs"]
 
 
@@ -78,18 +80,39 @@ def kernel_inception_distance(
 
 def export_pngs(x: Tensor, folder: str | Path, start: int = 0) -> list[Path]:
     """Images x in [−1, 1], shape (N, C, H, W) with C = 1 or 3, as 8-bit PNGs
-    ``folder/{start + i:06d}.png`` (levels round((x + 1)·127.5)); returns the paths."""
+    ``folder/{start + i:06d}.png`` (levels round((x + 1)·127.5)); returns the paths. A failed
+    write removes the PNGs this call wrote (no partial export is left to be taken for a whole
+    one); a full disk is a ``DiskFullError`` naming the file."""
     from PIL import Image
 
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"export_pngs needs (N, 1 or 3, H, W) images, got {tuple(x.shape)}")
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     levels = ((x.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    paths = []
+    paths: list[Path] = []
     for i, img in enumerate(levels):
         path = folder / f"{start + i:06d}.png"
         arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-        Image.fromarray(arr).save(path)
+        try:
+            Image.fromarray(arr).save(path)
+        except BaseException as e:
+            _remove_export([*paths, path], folder if created else None)
+            error = disk_full_error(path, e)
+            if error is e:
+                raise
+            raise DiskFullError(
+                f"{error}; PNG {i + 1} of {len(levels)}: the {len(paths)} written before were "
+                "removed, the export is not partial"
+            ) from e
         paths.append(path)
     return paths
+
+
+def _remove_export(paths: list[Path], folder: Path | None) -> None:
+    """Delete ``paths`` and, when the export created it and it is now empty, ``folder``."""
+    for p in paths:
+        p.unlink(missing_ok=True)
+    if folder is not None and not any(folder.iterdir()):
+        folder.rmdir()

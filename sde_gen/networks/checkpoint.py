@@ -11,8 +11,8 @@ import torch
 
 from sde_gen.data.base import DataSource
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.networks.guard import stored_config, trained_data, trained_shape
-from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.networks.guard import deferred_trained_data, stored_config, trained_shape
+from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
 from sde_gen.training.checkpoint import (
     ema_weights,
     latest_checkpoint,
@@ -35,7 +35,8 @@ def load_score_model(
     config node such as ``data=npz data.path=<file>``) replaces the trained data set and must
     have its shape. If the trained data set's file is gone and no ``data`` is given, sampling
     still works when the checkpoint records ``data_info`` ({shape, num_bins}): the data are then
-    a ``ShapeOnly`` source whose draws name the missing file (``guard.trained_data``).
+    a ``ShapeOnly`` source whose draws name the missing file (``guard.trained_data``). A data set
+    that names a ``path`` is read only when drawn from (``guard.deferred_trained_data``).
     """
 
     where = f"checkpoint {str(path)!r}"
@@ -47,7 +48,7 @@ def load_score_model(
     try:
         cfg = stored_config(state["config"])
         sde = instantiate_group("sde", cfg.sde)
-        source = trained_data(cfg.data, state.get("data_info")) if data is None else None
+        source = deferred_trained_data(cfg.data, state.get("data_info")) if data is None else None
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     if data is not None:
@@ -61,7 +62,9 @@ def load_score_model(
             )
         source = chosen
     try:
-        eps_net = instantiate_group("model", cfg.model, shape=tuple(source.shape))
+        shape = tuple(source.shape)
+        check_parameter_memory("model", cfg.model, torch.device("cpu"), 1, shape=shape)
+        eps_net = instantiate_group("model", cfg.model, shape=shape)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     model = eps_net if isinstance(eps_net, ScoreModel) else ScoreModel(eps_net, sde)

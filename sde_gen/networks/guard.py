@@ -33,7 +33,9 @@ __all__ = [
     "check_group",
     "check_target",
     "trained_data",
+    "deferred_trained_data",
     "trained_shape",
+    "data_override",
 ]
 
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -175,12 +177,38 @@ def _data_info(info: Any) -> tuple[tuple[int, ...], int | None] | None:
     return tuple(shape), bins
 
 
+def data_override(node: DictConfig) -> str:
+    """How to give a moved data set again: ``data=<option> data.path=<new location>`` with the
+    option of ``conf/data/`` whose ``_target_`` the trained ``node`` has (an image folder is not
+    an ``npz`` file)."""
+    from importlib.resources import files
+
+    target = node.get("_target_")
+    options = sorted(p for p in files("sde_gen.conf").joinpath("data").iterdir())
+    for option in options:
+        if option.name.endswith(".yaml") and OmegaConf.load(option).get("_target_") == target:
+            return f"give the data with data={option.name[:-5]} data.path=<its new location>"
+    return f"give the data with data=<the option of {target}> data.path=<its new location>"
+
+
+def deferred_trained_data(node: DictConfig, info: Any = None) -> DataSource:
+    """:func:`trained_data`, but a data set that names a ``path`` and whose shape the checkpoint
+    records (``data_info``) is read only when drawn from (``DeferredData``): sampling needs
+    only the shape. Data without a path (a Gaussian mixture, its exact score) are built now."""
+    from sde_gen.data.deferred import DeferredData
+
+    known = _data_info(info)
+    if known is None or "path" not in node:
+        return trained_data(node, info)
+    return DeferredData(known[0], known[1], lambda: trained_data(node, info))
+
+
 def trained_data(node: DictConfig, info: Any = None) -> DataSource:
     """The data set a checkpoint was trained on, built from its (checked) ``data`` node.
 
     If its file is gone, a ``ShapeOnly`` source from the checkpoint's ``data_info``
     ({shape, num_bins}) when it has one, so that sampling still works; otherwise a ValueError
-    naming the file and the ``data=npz data.path=<file>`` override."""
+    naming the file and the override that gives it again (:func:`data_override`)."""
     from sde_gen.runtime.instantiate import instantiate_group
 
     try:
@@ -189,7 +217,7 @@ def trained_data(node: DictConfig, info: Any = None) -> DataSource:
         missing = _missing_file(e)
         if missing is None:
             raise
-        hint = "give the data with data=npz data.path=<file>"
+        hint = data_override(node)
         known = _data_info(info)
         if known is None:
             raise ValueError(

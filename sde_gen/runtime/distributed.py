@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,8 @@ import torch.distributed as dist
 
 __all__ = [
     "World",
+    "RendezvousError",
+    "DIST_TIMEOUT_S",
     "world",
     "init_world",
     "close_world",
@@ -33,6 +36,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: how long ``init_world`` waits for every rank to join (the ``dist_timeout`` setting, seconds)
+DIST_TIMEOUT_S = 300.0
+
+
+class RendezvousError(ValueError):
+    """A rank of the process group never came within ``dist_timeout``; the message names
+    MASTER_ADDR/MASTER_PORT and the missing ranks."""
+
 
 #: how long ``close_world`` waits for the other ranks at its barrier (gloo)
 CLOSE_TIMEOUT = timedelta(seconds=60)
@@ -115,9 +127,46 @@ def world(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def init_world(device_name: str = "auto") -> World:
+def _rendezvous(timeout_s: float) -> dist.Store:
+    """The env:// store (rank 0's, or torchrun's agent store), once every rank has joined it;
+    a rank that has not come within ``timeout_s`` is a :class:`RendezvousError` naming it."""
+    env = os.environ
+    addr, port = env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", "29500"))
+    rank, size = int(env.get("RANK", "0")), int(env["WORLD_SIZE"])
+    where = f"MASTER_ADDR={addr} MASTER_PORT={port}"
+    timeout = timedelta(seconds=timeout_s)
+    agent = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun hosts the store
+    try:
+        store = dist.TCPStore(
+            addr, port, size, is_master=rank == 0 and not agent, timeout=timeout,
+            wait_for_workers=False,
+        )  # fmt: skip
+    except RuntimeError as e:
+        raise RendezvousError(
+            f"rank {rank} of {size} found no rendezvous at {where} within dist_timeout="
+            f"{timeout_s:g} s (missing: rank 0, which hosts it; {str(e).splitlines()[0]})"
+        ) from None
+    prefix = f"sde_gen/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}/joined/"
+    store.set(f"{prefix}{rank}", "1")
+    deadline = time.monotonic() + timeout_s
+    missing = list(range(size))
+    while True:
+        missing = [r for r in missing if not store.check([f"{prefix}{r}"])]
+        if not missing:
+            return store
+        if time.monotonic() > deadline:
+            raise RendezvousError(
+                f"rank {rank} of {size}: rank(s) {missing} did not join the rendezvous at "
+                f"{where} within dist_timeout={timeout_s:g} s (check that every rank was "
+                "started and can reach that address and port)"
+            )
+        time.sleep(0.05)
+
+
+def init_world(device_name: str = "auto", timeout_s: float = DIST_TIMEOUT_S) -> World:
     """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU) and pick this rank's
-    device: ``cuda:<LOCAL_RANK>`` when CUDA is used, else the CPU. Single process: no group."""
+    device: ``cuda:<LOCAL_RANK>`` when CUDA is used, else the CPU. Single process: no group.
+    A rank missing after ``timeout_s`` seconds is a :class:`RendezvousError` naming it."""
     from sde_gen.runtime.resources import pick_device
 
     device = pick_device(device_name)
@@ -130,7 +179,10 @@ def init_world(device_name: str = "auto") -> World:
         device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        store = _rendezvous(timeout_s)
+        rank, size = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size)
     return world(device)
 
 

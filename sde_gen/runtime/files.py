@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -147,9 +148,10 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
 LOCK_FILE = ".run.lock"
 
 
-def lock_folder(folder: str | os.PathLike):  # -> filelock.FileLock
+def lock_folder(folder: str | os.PathLike, key: str = "hydra.run.dir"):  # -> filelock.FileLock
     """Hold ``folder``'s lock (``<folder>/.run.lock``, an OS lock freed when the process dies);
-    held by another process, a :class:`FolderLockedError` naming folder and lock file."""
+    held by another process, a :class:`FolderLockedError` naming folder, lock file and ``key``
+    (the setting that picks another folder)."""
     from filelock import FileLock, Timeout
 
     path = Path(folder) / LOCK_FILE
@@ -159,11 +161,35 @@ def lock_folder(folder: str | os.PathLike):  # -> filelock.FileLock
     except Timeout:
         raise FolderLockedError(
             f"run folder {str(folder)!r} is in use by another run (lock {str(path)!r} is held); "
-            "wait for it to end or pick another folder (hydra.run.dir=...)"
+            f"wait for it to end or pick another folder ({key}=...)"
         ) from None
     except OSError as e:
         raise UnwritableError(f"cannot create the lock {str(path)!r}: {e.strerror or e}") from e
     return lock
+
+
+def read_regular_text(path: str | os.PathLike, what: str, limit: int) -> str:
+    """The UTF-8 text of ``path``, a regular file (a link to one is fine) of at most ``limit``
+    bytes; a device, FIFO or folder (a ``summary.json`` linked to ``/dev/zero`` must not hang),
+    a larger file or one that is not UTF-8 text is a ValueError naming ``what`` and the file."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {str(path)!r} is not a regular file (a device, FIFO or link)")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} {str(path)!r} is larger than {limit} bytes: not one written here")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at {e.start})"
+        ) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -196,6 +222,7 @@ __all__ = [
     "remove_orphans",
     "lock_folder",
     "write_summary",
+    "read_regular_text",
     "SUMMARY_FILE",
     "TMP_PATTERN",
     "LOCK_FILE",

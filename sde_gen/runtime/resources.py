@@ -127,7 +127,8 @@ def activation_bytes(module: nn.Module, x: Tensor, t: Tensor, grad: bool) -> flo
     return total / len(x)
 
 
-def _gb(n: float) -> str:
+def gib(n: float) -> str:
+    """``n`` bytes in GiB (MiB below one GiB), three digits."""
     return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
@@ -138,8 +139,8 @@ def check_memory(key: str, count: int, bytes_each: float, device: torch.device) 
     need = count * bytes_each
     if have is not None and need > have:
         raise ValueError(
-            f"{key}={count} needs about {_gb(need)} of memory at once ({bytes_each:.3g} bytes an "
-            f"item), more than the {_gb(have)} of {device}: lower {key}"
+            f"{key}={count} needs about {gib(need)} of memory at once ({bytes_each:.3g} bytes an "
+            f"item), more than the {gib(have)} of {device}: lower {key}"
         )
 
 

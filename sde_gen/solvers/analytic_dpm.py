@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from sde_gen.runtime.files import check_writable
 from sde_gen.sde import SDE
 from sde_gen.sde.base import finite_float
 from sde_gen.sde.reverse_variance import ms_eps_range, optimal_variance
@@ -143,6 +144,8 @@ class AnalyticDPM(Ancestral):
         folder = self.cache_dir or default_cache_dir
         path = None
         if source is not None and folder is not None:
+            what = "solver.cache_dir" if self.cache_dir else "calibration folder"
+            check_writable(folder, what)  # before the estimate, which a failed save would lose
             path = cal.cache_path(folder, key, "analytic_dpm")
         found = None if path is None else cal.load(path, key)
         if found is None:

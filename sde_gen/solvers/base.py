@@ -69,6 +69,11 @@ class FinalStep(str, Enum):
 def _check_x_T(x_T: Any) -> None:
     if not isinstance(x_T, Tensor) or x_T.ndim < 1 or not x_T.is_floating_point():
         raise ValueError(f"x_T must be a floating tensor of shape (B, ...), got {x_T!r:.80}")
+    if x_T.device.type == "meta":
+        raise ValueError(
+            "x_T is on device='meta' (a shape without values): give the solver a tensor on a "
+            "real device (x_T.to('cpu'), or 'cuda')"
+        )
     if not bool(torch.isfinite(x_T).all()):
         raise ValueError("x_T contains NaN or inf")
 

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from scipy.optimize import minimize
 from torch import Tensor
 
+from sde_gen.runtime.files import read_regular_text
 from sde_gen.runtime.instantiate import group_objects
 from sde_gen.sde import SDE
 from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
@@ -42,6 +43,8 @@ ZERO_SIGMA_TILDE = 1e-5
 METHODS = ("Nelder-Mead", "Powell")
 #: the objective where the grid is not strictly decreasing or the run diverges (finite for Powell)
 PENALTY = 1e30
+#: a grid file holds a few hundred numbers; a larger one is not one ``FittedGrid.save`` wrote
+MAX_GRID_BYTES = 2**20
 #: edge of Nelder–Mead's first simplex in θ (a log-ratio of log-SNR increments)
 SIMPLEX_STEP = 0.3
 
@@ -61,6 +64,8 @@ class FittedGrid(Grid):
             b >= a for a, b in zip(values, values[1:], strict=False)
         ):
             raise ValueError(f"times={values} must be finite and strictly decreasing")
+        if values[-1] < 0:
+            raise ValueError(f"times={values} end at {values[-1]} < 0: the last time is t_min ≥ 0")
         self.knots = values
         self.info = dict(info or {})
 
@@ -95,15 +100,50 @@ class FittedGrid(Grid):
 
     @classmethod
     def load(cls, path: str | Path) -> FittedGrid:
-        """Read a YAML file written by ``save`` (``solver/grid=fitted solver.grid.path=…``)."""
+        """Read a YAML file written by ``save`` (``solver/grid=fitted solver.grid.path=…``): a
+        small regular UTF-8 file without anchors or aliases whose ``times`` are numbers; anything
+        else is a ValueError naming the file."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"grid path={str(path)!r} is not a file (write one: sde-gen-fit-grid)")
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        if not isinstance(data, dict) or "times" not in data:
-            raise ValueError(f"grid path={str(path)!r} has no 'times' list")
+        data = _plain_yaml(path, read_regular_text(path, "grid file", MAX_GRID_BYTES))
+        if not isinstance(data, dict) or not isinstance(data.get("times"), list):
+            held = f"a {data}" if isinstance(data, str) else "no 'times' list"
+            raise ValueError(f"grid path={str(path)!r} holds {held}, not a list of times")
+        for i, t in enumerate(data["times"]):
+            if isinstance(t, bool) or not isinstance(t, (int, float)):
+                raise ValueError(f"grid file {str(path)!r}: times[{i}]={t!r} is not a number")
         info = {k: v for k, v in data.items() if k != "times"}
-        return cls(data["times"], info)
+        try:
+            return cls(data["times"], info)
+        except ValueError as e:
+            raise ValueError(f"grid file {str(path)!r}: {e}") from None
+
+
+def _plain_yaml(path: Path, text: str) -> Any:
+    """``text`` as containers (a top-level text or list: its kind, "str" or "list"); anchors
+    and aliases (an alias bomb expands without bound) are refused, interpolations kept as text,
+    a syntax error names ``path``."""
+    import yaml
+
+    kinds = {yaml.ScalarEvent: "str", yaml.SequenceStartEvent: "list"}
+    try:
+        root = None
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ValueError(
+                    f"grid file {str(path)!r} uses YAML anchors or aliases (&, *): a fitted grid "
+                    "is plain numbers (sde-gen-fit-grid writes none)"
+                )
+            root = root or (type(event) if isinstance(event, yaml.NodeEvent) else None)
+        if root in kinds:
+            return kinds[root]  # OmegaConf would read a lone string as a key
+        return OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    except (yaml.YAMLError, ValueError) as e:
+        if isinstance(e, ValueError) and str(path) in str(e):
+            raise
+        line = " ".join(str(e).split())[:200]
+        raise ValueError(f"grid file {str(path)!r} is not valid YAML: {line}") from None
 
 
 def starting_grids() -> list[Grid]:
@@ -235,6 +275,12 @@ def fit_grid(
     """
     if not isinstance(solver, FixedStepSolver):
         raise ValueError(f"solver={solver!r} must be a fixed-step solver (it has a grid)")
+    if solver.stochastic:
+        raise ValueError(
+            f"solver={type(solver).__name__} is stochastic: its end points differ from the "
+            "deterministic PF-ODE teacher's by its noise, not by its grid; fit a deterministic "
+            "solver (ddim, heun, dpm_solver, unipc)"
+        )
     if solver.steps < 2:
         raise ValueError(f"solver.steps={solver.steps} must be >= 2 (no interior time to fit)")
     check_int("maxiter", maxiter, 1)

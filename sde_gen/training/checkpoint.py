@@ -110,7 +110,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(
             f"checkpoint {str(path)!r} has format {state['format']}, expected {FORMAT_VERSION}"
         )
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"checkpoint {str(path)!r} has step={step!r}: not an integer >= 0")
+    check_finite_weights(state, path)
     return state
+
+
+def check_finite_weights(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """A ValueError naming ``path`` when a floating tensor of the ``model`` or ``ema`` weights
+    holds NaN or inf (training stops before it could write one: the file was made elsewhere)."""
+    for part in ("model", "ema"):
+        weights = state[part] if isinstance(state[part], dict) else {}
+        floats = {k: v for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()}
+        bad = [k for k, v in floats.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            every = "all" if len(bad) == len(floats) else f"{len(bad)} of {len(floats)}"
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds NaN/inf weights ({every} '{part}' tensors, "
+                f"e.g. {bad[0]!r}): not a usable checkpoint; use an earlier one"
+            )
 
 
 def load_weights(
@@ -155,4 +174,5 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "ema_weights",
+    "check_finite_weights",
 ]

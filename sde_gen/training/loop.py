@@ -17,6 +17,7 @@ read every ``log_every`` steps, before a checkpoint and at the end (:meth:`check
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -184,12 +185,21 @@ class TrainingLoop:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        self._schedule()
         self.ema.update_parameters(self.model)
         self.step += 1
         self._window[0] += total.double()
         self._window[1] += s.batch_size * s.accumulate / self.world.size
         return StepStats(total, grad_norm, lr)
+
+    def _schedule(self) -> None:
+        """Advance the learning-rate schedule one training step. When fp16's loss scaler skipped
+        the optimizer step (overflowing gradients: expected, the scale then drops), torch would
+        warn "lr_scheduler.step() before optimizer.step()" as if the caller erred: not shown."""
+        with warnings.catch_warnings():
+            if self.scaler.is_enabled():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step")
+            self.scheduler.step()
 
     def _split_step(self, parts: list[Tensor]) -> Tensor:
         s, w = self.settings, self.world

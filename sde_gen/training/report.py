@@ -114,8 +114,11 @@ class _TensorBoardLog:
     def __init__(self, directory: Path, resume_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events a killed run wrote past the checkpoint it resumes from
-        self.writer = SummaryWriter(str(directory), purge_step=resume_step or None)
+        # purge_step drops events at steps >= it: those a killed run wrote past the checkpoint
+        # it resumes from, keeping the checkpoint's own step
+        self.writer = SummaryWriter(
+            str(directory), purge_step=resume_step + 1 if resume_step else None
+        )
 
     def scalars(self, record: dict[str, Any]) -> None:
         for key in ("loss", "lr", "grad_norm", "steps_per_s"):

@@ -115,7 +115,7 @@ class Trainer:
         key = "trainer.checkpoint_dir" if s.checkpoint_dir else ""
         self.folder = RunFolder(self.out_dir, self.checkpoint_dir, key)
         self.last_checkpoint: Path | None = None
-        self.written: list[Path] = []  # the checkpoints this run wrote: the only ones it prunes
+        self.written: list[Path] = []  # this run's checkpoints and those of the runs it resumes
         self._stop: StopSignals | None = None
 
     @property
@@ -137,7 +137,8 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
         """Write ``step_<step>.pt`` atomically (rank 0, the ranks waiting before and after); prune
-        this run's own to ``keep_checkpoints``. A non-finite step since the last check stops the
+        the checkpoints of this run and of the earlier runs it resumes in place (never another
+        file) to ``keep_checkpoints``. A non-finite step since the last check stops the
         run first, so no checkpoint holds its weights."""
         self._check_finite()
         path = ckpt.checkpoint_path(self.checkpoint_dir, self.step)
@@ -230,6 +231,7 @@ class Trainer:
         path = self.resume_path()
         self._check_memory()
         self.folder.claim(path)
+        self.written = self.folder.earlier_checkpoints(path)
         return path
 
     def advance(self, n: int) -> None:
