@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from sde_gen.training.settings import Precision, TrainerSettings, _need, _positive
+from sde_gen.training.settings import Precision, TrainerSettings, _finite, _need, _positive
 
 __all__ = [
     "TrainerSettings",
