@@ -25,7 +25,7 @@ from test_train_helpers import tiny_trainer
 
 from sde_gen import runtime
 from sde_gen.cli.callbacks import GuardRunFolder
-from sde_gen.collect import collect
+from sde_gen.cli.summaries import collect
 from sde_gen.runtime import files, resources
 from sde_gen.runtime.files import TMP_PATTERN, DiskFullError, FolderLockedError, UnwritableError
 from sde_gen.solvers import EulerMaruyama

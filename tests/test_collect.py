@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sde_gen.collect import collect, main, plot_rows, read_summaries
+from sde_gen.cli.summaries import collect, plot_rows, read_summaries
+from sde_gen.collect import main
 from sde_gen.runtime.files import write_summary
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))

@@ -21,7 +21,7 @@ from test_bad_inputs_runs import _assert_nothing_lost, _snapshot
 from test_solvers_contract import CONFIGS as SOLVER_CONFIGS
 
 from sde_gen import runtime
-from sde_gen.collect import collect
+from sde_gen.cli.summaries import collect
 from sde_gen.sample import run_sampling
 
 GRID_TIMES = "times: [1.0, 0.5, 0.001]\n"
@@ -114,7 +114,7 @@ def test_collect_leaves_out_a_bad_summary_with_a_warning_naming_it(name, tmp_pat
     bad = _bad_summary(sweep / "2", content)
     before = _snapshot(sweep / "0")
     start = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="sde_gen.collect"):
+    with caplog.at_level(logging.WARNING, logger="sde_gen.cli.summaries"):
         written = collect(sweep)
     assert time.perf_counter() - start < 10.0  # a link to /dev/zero used to hang
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

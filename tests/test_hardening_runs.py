@@ -17,7 +17,7 @@ from test_bad_inputs_runs import _assert_nothing_lost, _fit, _snapshot
 from test_train_helpers import tiny_trainer
 
 from sde_gen import runtime
-from sde_gen.collect import collect
+from sde_gen.cli.summaries import collect
 from sde_gen.runtime.files import FolderLockedError
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))

@@ -35,7 +35,7 @@ class CollectOnMultirunEnd(Callback):
         self.group = group
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from sde_gen.collect import collect
+        from sde_gen.cli.summaries import collect
 
         sweep_dir = str(config.hydra.sweep.dir)
         try:  # the sweep's OwnSweepFolder (listed before, so ended after) holds the folder's lock
