@@ -30,7 +30,12 @@ ENV.pop("HYDRA_FULL_ERROR", None)
 SHORT = {
     "sde-gen-sample": {"n": "2", "batch_size": "2", "solver.steps": "2", "progress": "false"},
     "sde-gen-fit-grid": {"n": "2", "maxiter": "2", "solver.steps": "2", "teacher_tol": "1e-3"},
-    "sde-gen-eval": {"n": "2", "batch_size": "2", "rtol": "1e-2", "atol": "1e-2"},
+    "sde-gen-eval": {
+        "n": "2",
+        "batch_size": "2",
+        "likelihood.rtol": "1e-2",
+        "likelihood.atol": "1e-2",
+    },
     "sde-gen-train": {
         "trainer.steps": "2",
         "trainer.batch_size": "2",

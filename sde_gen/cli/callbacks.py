@@ -129,6 +129,11 @@ class _OwnFolder(Callback):
         except ValueError as e:  # Hydra would only warn: stop before it writes anything
             exit_user_error(e)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A launcher that pickles the callbacks (submitit) gets them without the held lock,
+        which stays with the process that took it."""
+        return {**self.__dict__, "_held": None}
+
     def _release(self) -> None:
         if self._held is not None:
             self._held.release()
