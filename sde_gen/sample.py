@@ -2,7 +2,7 @@
 
     sde-gen-sample data=ring solver=pf_ode n=2000 record=true
     sde-gen-sample checkpoint=outputs/train/.../step_00010000.pt solver=dpm_solver solver.steps=20
-    sde-gen-sample -m solver=euler_maruyama,pf_ode solver.steps=10,20,50
+    sde-gen-sample -m solver=euler_maruyama,pf_ode,dpm_solver steps=10,20,50
 
 Writes into the run directory ``samples.npz``, a grid (images) or scatter (2-D) PNG, with
 ``record=true`` also ``trajectory.npz`` and trajectory plots, and ``summary.json``; on images,
@@ -26,7 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sde_gen.cli.build import bytes_per_sample
+from sde_gen.cli.build import bytes_per_sample, with_steps
 from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.cli.settings import SampleConfig, settings_from
 from sde_gen.data.base import DataSource
@@ -49,10 +49,11 @@ KEPT_COPIES = 8
 array, the file written, the metrics' copies."""
 
 
-def build_solver(solver_cfg: DictConfig, progress: bool) -> Any:
-    """Instantiate ``cfg.solver`` with ``progress``; an option the solver does not take (e.g.
-    ``+solver.steps=10`` on the adaptive PF-ODE) is a ValueError naming the group."""
-    return instantiate_group("solver", solver_cfg, progress=progress)
+def build_solver(solver_cfg: DictConfig, progress: bool, steps: int | None = None) -> Any:
+    """Instantiate ``cfg.solver`` with ``progress`` and the budget ``steps`` (``with_steps``: a
+    fixed-step solver's ``solver.steps``, ignored by adaptive ones); an option the solver does not
+    take (e.g. ``+solver.steps=10`` on the adaptive PF-ODE) is a ValueError naming the group."""
+    return instantiate_group("solver", with_steps(solver_cfg, steps), progress=progress)
 
 
 def solver_facts(solver: Any) -> dict[str, Any]:
@@ -257,7 +258,9 @@ def run_sampling(
     src = load_score_source(cfg, device, data_chosen)
     shape = data_shape(src.data)
     chunks = -(-n // batch_size)
-    solver = build_solver(cfg.solver, settings.progress and world.is_main and chunks == 1)
+    solver = build_solver(
+        cfg.solver, settings.progress and world.is_main and chunks == 1, settings.steps
+    )
     check_outputs(settings, shape, chunks, solver)
     steps = getattr(solver, "steps", None) or 0
     path = steps + 1 if settings.record else 0  # a recorded trajectory keeps every step

@@ -33,6 +33,7 @@ from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.cli.settings import TrainConfig, settings_from
 from sde_gen.runtime.distributed import World, close_world, gather_objects, init_world
 from sde_gen.runtime.resources import choose_threads, seed_everything
+from sde_gen.training.report import headline
 from sde_gen.training.trainer import Trainer, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -126,12 +127,8 @@ def _main(cfg: DictConfig) -> float:
         close_world()
     if int(os.environ.get("RANK", 0)) > 0:
         return float(summary["final_loss"])
-    log.info(
-        "final loss %.5f after %d steps; outputs in %s",
-        summary["final_loss"],
-        summary["steps"],
-        out_dir,
-    )
+    log.info("outputs in %s", out_dir)
+    log.info("%s", headline(summary))
     return float(summary["final_loss"])
 
 

@@ -91,6 +91,7 @@ class VDMLoss:
     the interior of the schedule descends the variance of L_∞ (VDM) instead of the bound."""
 
     needs_feedback = False
+    per_dimension = True  # bits/dim
 
     def __init__(
         self, antithetic: bool = True, num_bins: int | None = None, variance_gradient: bool = True
