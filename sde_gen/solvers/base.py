@@ -78,7 +78,7 @@ class CountedScore:
             raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
         self.score_fn = score_fn
         self.nfe = 0
-        self.bar = progress_bar(unit="nfe", desc="score evaluations") if progress else None
+        self.bar = progress_bar(unit=" evaluations", desc="score") if progress else None
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
         t_vec = self._count(x, t)
