@@ -41,7 +41,7 @@ from sde_gen.runtime.resources import check_memory, choose_threads
 from sde_gen.runtime.sharding import map_chunks
 from sde_gen.sde import SDE, VDMSDE, DiscreteVPSDE
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.evaluate")  # not __main__ under python -m or torchrun -m
 
 __all__ = [
     "likelihood_report",

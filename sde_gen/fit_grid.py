@@ -29,7 +29,7 @@ from sde_gen.runtime.resources import choose_threads, pick_device
 from sde_gen.solvers.base import CountedScore, FixedStepSolver, tweedie_x0
 from sde_gen.solvers.fit_grid import end_time, fit_grid, pf_ode_teacher
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.fit_grid")  # not __main__ under python -m or torchrun -m
 
 GRID_FILE = "grid.yaml"
 

@@ -39,7 +39,7 @@ from sde_gen.runtime.resources import check_memory, choose_threads, pick_device
 from sde_gen.runtime.sharding import map_chunks
 from sde_gen.solvers.base import SampleResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.sample")  # not __main__ under python -m or torchrun -m
 
 METRIC_SAMPLES = 2000
 """At most this many samples enter the O(n²) MMD estimate."""

@@ -54,3 +54,41 @@ def test_unet_configs_state_their_parameter_count(name, shape):
     count = sum(p.numel() for p in net.parameters() if p.requires_grad)
     decimals = len(stated.partition(".")[2])
     assert round(count / 1e6, decimals) == float(stated)
+
+
+def _run_module(module: str, *args: str, cwd) -> str:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MPLBACKEND": "Agg"}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_demo_writes_its_figure_under_outputs(tmp_path):
+    out = _run_module("sde_gen.demo", "n=50", "times=[0,1]", cwd=tmp_path)
+    assert (tmp_path / "outputs" / "demo" / "demo_forward.png").is_file()
+    assert "outputs/demo/demo_forward.png" in out
+
+
+def test_python_m_logs_under_the_module_name(tmp_path):
+    """``python -m sde_gen.sample`` (as ``torchrun -m`` starts it) logs as sde_gen.sample, not
+    __main__."""
+    out = _run_module(
+        "sde_gen.sample",
+        "n=8",
+        "solver=ddim",
+        "solver.steps=2",
+        "plot=false",
+        "progress=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert "[sde_gen.sample][INFO] - solver=ddim steps=2 nfe=2" in out
+    assert "__main__" not in out
