@@ -70,7 +70,7 @@ SHORTEN = {
     "sde-gen-fit-grid": ["n=32", "maxiter=4"],
     "experiments/trajectories.py": ["--n", "20", "--solvers", "ddim:5,pf_ode"],
 }
-ANALYTIC = ["solver.mc_samples=1000", "solver.mc_batch=1000", "solver.grid.candidates=12"]
+ANALYTIC = ["solver.mc_samples=1000", "solver.mc_batch=1000", "solver.grid.candidates=30"]
 
 
 @dataclass
