@@ -96,7 +96,9 @@ def test_loss_per_dim_divides_summed_losses_only():
 def test_logged_loss_per_dim_and_clipped_share_follow_their_definitions(tmp_path):
     """Each metrics line of one step has ``clipped`` = 1 exactly when its pre-clip norm exceeds
     grad_clip, else 0; ``loss_per_dim`` = loss / 2 on the ring; the summary's share is the mean."""
-    free = tiny_trainer(tmp_path / "free", steps=8, log_every=1, checkpoint_every=None)
+    free = tiny_trainer(
+        tmp_path / "free", steps=8, log_every=1, checkpoint_every=None, grad_clip=None
+    )
     free.fit()
     norms = sorted(r["grad_norm"] for r in _metrics(tmp_path / "free"))
     assert all(r["clipped"] == 0.0 for r in _metrics(tmp_path / "free"))
