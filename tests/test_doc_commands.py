@@ -13,6 +13,7 @@ name, so a new skip is a visible change of this file.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shlex
@@ -195,7 +196,16 @@ def test_readme_commands_run(tmp_path):
     times = run_page("README.md", tmp_path)
     assert len(times) >= 8
     assert (tmp_path / "outputs/train/toy2d/checkpoints").is_dir()
-    assert (tmp_path / "multirun/sample/solvers/summaries.csv").is_file()
+    # the mixed sweep ran all nine jobs: steps=N is N evaluations of DPM-Solver++ and N (+1 for
+    # the final denoising) of Euler–Maruyama, and leaves the adaptive PF-ODE as it is
+    with (tmp_path / "multirun/sample/solvers/summaries.csv").open() as f:
+        rows = [(r["solver"], r["steps"], int(r["nfe"])) for r in csv.DictReader(f)]
+    assert sorted((s, st, nfe) for s, st, nfe in rows if s != "pf_ode") == sorted(
+        [("dpm_solver", str(n), n) for n in (10, 20, 50)]
+        + [("euler_maruyama", str(n), n + 1) for n in (10, 20, 50)]
+    )
+    ode = [(st, nfe) for s, st, nfe in rows if s == "pf_ode"]
+    assert len(ode) == 3 and len(set(ode)) == 1 and ode[0][0] == ""
 
 
 @pytest.mark.slow
