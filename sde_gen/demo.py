@@ -14,7 +14,7 @@ from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.plotting import mixture_density, plot_forward_2d
 from sde_gen.runtime.resources import seed_everything, set_threads
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.demo")  # not __main__ under python -m or torchrun -m
 
 
 def forward_figure(cfg: DictConfig) -> Path:

@@ -46,7 +46,7 @@ from sde_gen.runtime.sharding import map_chunks
 from sde_gen.sde import SDE
 from sde_gen.sde.score_fn import ScoreCallable
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.evaluate")  # not __main__ under python -m or torchrun -m
 
 __all__ = [
     "likelihood_report",

@@ -30,7 +30,7 @@ from sde_gen.sde.score_fn import ScoreFn
 from sde_gen.solvers.base import FixedStepSolver
 from sde_gen.solvers.fit_grid import end_time, fit_grid, pf_ode_teacher
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.fit_grid")  # not __main__ under python -m or torchrun -m
 
 GRID_FILE = "grid.yaml"
 

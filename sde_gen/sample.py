@@ -2,7 +2,7 @@
 
     sde-gen-sample data=ring solver=pf_ode n=2000 record=true
     sde-gen-sample checkpoint=outputs/train/.../step_00010000.pt solver=dpm_solver solver.steps=20
-    sde-gen-sample -m solver=euler_maruyama,pf_ode solver.steps=10,20,50
+    sde-gen-sample -m solver=euler_maruyama,pf_ode,dpm_solver steps=10,20,50
 
 Writes into the run directory ``samples.npz``, a grid (images) or scatter (2-D) PNG, with
 ``record=true`` also ``trajectory.npz`` and trajectory plots, and ``summary.json``; on images,
@@ -26,7 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sde_gen.cli.build import bytes_per_sample
+from sde_gen.cli.build import bytes_per_sample, with_steps
 from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.cli.settings import SampleConfig, settings_from
 from sde_gen.data.base import DataSource
@@ -39,17 +39,18 @@ from sde_gen.runtime.resources import check_memory, choose_threads, pick_device
 from sde_gen.runtime.sharding import map_chunks
 from sde_gen.solvers.base import SampleResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.sample")  # not __main__ under python -m or torchrun -m
 
 KEPT_COPIES = 8
 """Copies of every sample rank 0 holds at once: the gathered chunks, their pickles, the joined
 array, the file written, the metrics' copies."""
 
 
-def build_solver(solver_cfg: DictConfig, progress: bool) -> Any:
-    """Instantiate ``cfg.solver`` with ``progress``; an option the solver does not take (e.g.
-    ``+solver.steps=10`` on the adaptive PF-ODE) is a ValueError naming the group."""
-    return instantiate_group("solver", solver_cfg, progress=progress)
+def build_solver(solver_cfg: DictConfig, progress: bool, steps: int | None = None) -> Any:
+    """Instantiate ``cfg.solver`` with ``progress`` and the budget ``steps`` (``with_steps``: a
+    fixed-step solver's ``solver.steps``, ignored by adaptive ones); an option the solver does not
+    take (e.g. ``+solver.steps=10`` on the adaptive PF-ODE) is a ValueError naming the group."""
+    return instantiate_group("solver", with_steps(solver_cfg, steps), progress=progress)
 
 
 def solver_facts(solver: Any) -> dict[str, Any]:
@@ -333,7 +334,8 @@ def run_sampling(
     out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
     src = load_score_source(cfg, world.device, data_chosen)
     chunks = -(-settings.n // settings.batch_size)
-    solver = build_solver(cfg.solver, settings.progress and world.is_main and chunks == 1)
+    show = settings.progress and world.is_main and chunks == 1
+    solver = build_solver(cfg.solver, show, settings.steps)
     check_outputs(settings, data_shape(src.data), chunks, solver)
     check_sizes(settings, src, solver, world.device)
     threads = choose_threads(settings.threads, world.device, src.model)

@@ -3,7 +3,8 @@
 sde-gen-train experiment=toy2d
 sde-gen-train trainer.steps=2000 trainer.lr=1e-3 seed=1
 sde-gen-train -m loss/weighting=sigma2,likelihood      # one summary.json per run
-sde-gen-train hydra.run.dir=outputs/train/latest trainer.resume=latest
+sde-gen-train experiment=toy2d trainer.steps=6000 \\
+    hydra.run.dir=outputs/train/toy2d trainer.resume=latest      # continue that run
 
 SIGTERM or SIGUSR1 (SLURM's warning before preemption) stop a run after the step in progress with
 a checkpoint of that step; the command then exits with status 128 + the signal's number (143 for
@@ -33,9 +34,10 @@ from sde_gen.cli.errors import run_cli, user_errors
 from sde_gen.cli.settings import TrainConfig, settings_from
 from sde_gen.runtime.distributed import World, close_world, gather_objects, init_world
 from sde_gen.runtime.resources import choose_threads, seed_everything
+from sde_gen.training.report import headline
 from sde_gen.training.trainer import Trainer, TrainingInterrupted
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sde_gen.train")  # not __main__ under python -m or torchrun -m
 
 GROUPS = ("sde", "loss", "model", "data", "solver", "trainer")
 
@@ -126,12 +128,8 @@ def _main(cfg: DictConfig) -> float:
         close_world()
     if int(os.environ.get("RANK", 0)) > 0:
         return float(summary["final_loss"])
-    log.info(
-        "final loss %.5f after %d steps; outputs in %s",
-        summary["final_loss"],
-        summary["steps"],
-        out_dir,
-    )
+    log.info("outputs in %s", out_dir)
+    log.info("%s", headline(summary))
     return float(summary["final_loss"])
 
 

@@ -9,17 +9,21 @@ command lines refuse absurd sizes before allocating them.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, open_dict
 
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
 from sde_gen.runtime.resources import activation_bytes
 
-__all__ = ["match_bins", "build_training", "Parts", "bytes_per_sample"]
+log = logging.getLogger(__name__)
+
+__all__ = ["match_bins", "build_training", "Parts", "bytes_per_sample", "with_steps"]
 
 
 @dataclass
@@ -45,6 +49,26 @@ def match_bins(loss_fn: Any, data: Any) -> None:
             f"loss.num_bins={loss_fn.num_bins} but the data have {data.num_bins} levels; "
             "set loss.num_bins=null to take it from the data"
         )
+
+
+def with_steps(solver_cfg: DictConfig, steps: int | None) -> DictConfig:
+    """The solver's config with the command's budget ``steps`` (the key every solver takes, so a
+    sweep mixes fixed-step and adaptive solvers): a fixed-step solver (one whose config has
+    ``steps``) gets ``solver.steps = steps``; an adaptive one has no steps, keeps its tolerances,
+    and the log says so. ``steps=None`` leaves the config as it is."""
+    if steps is None:
+        return solver_cfg
+    if "steps" not in solver_cfg:
+        log.info(
+            "steps=%d does not apply to %s: adaptive, its tolerances set its evaluations",
+            steps,
+            solver_cfg.get("_target_", "this solver"),
+        )
+        return solver_cfg
+    out = copy.deepcopy(solver_cfg)
+    with open_dict(out):
+        out.steps = steps
+    return out
 
 
 TRAINING_COPIES = 5

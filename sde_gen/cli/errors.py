@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -36,6 +37,21 @@ def is_user_error(e: BaseException) -> bool:
     return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.filename is not None)
 
 
+_APPEND_HINT = re.compile(r"Could not override '([^']+)'\. To append to your config use \+\S+: ")
+
+
+def _unknown_key(text: str) -> str:
+    """Hydra's advice to add an unknown key with ``+key=`` (which a typed config or a solver then
+    rejects anyway) becomes the plain fact: the config has no such key."""
+
+    def fact(m: re.Match) -> str:
+        key = m.group(1)
+        why = "an adaptive solver has no steps, sde-gen-sample's steps=N sets fixed-step ones'; "
+        return f"unknown key '{key}' ({why if key == 'solver.steps' else ''}keys: --cfg job): "
+
+    return _APPEND_HINT.sub(fact, text)
+
+
 def one_line(e: BaseException) -> str:
     """The message of a user error on one line (an OmegaConf cause keeps its key)."""
     if isinstance(e, OmegaConfBaseException):
@@ -46,7 +62,7 @@ def one_line(e: BaseException) -> str:
     cause = e.__cause__
     if isinstance(e, HydraException) and isinstance(cause, OmegaConfBaseException):
         text = f"{text.rstrip('.:')}: {_omegaconf_line(cause)}"
-    return text or type(e).__name__
+    return _unknown_key(text) or type(e).__name__
 
 
 def group_options(*groups: str) -> str:

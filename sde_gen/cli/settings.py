@@ -71,6 +71,7 @@ class SampleConfig:
     model: Any = None  # model=diffusers model.path=<folder> (networks.source.load_model_node)
     ema: bool = True
     n: int = 1000
+    steps: int | None = None  # a fixed-step solver's solver.steps; adaptive solvers ignore it
     seed: int = 0
     record: bool = False
     batch_size: int = 1000  # samples a chunk: chunk c draws from a generator seeded by (seed, c)
@@ -88,7 +89,7 @@ class SampleConfig:
         _check_common(self.seed, self.threads, self.dist_timeout)
         _check_chunk_seed(self.seed)
         _need(self.n >= 2, "n", self.n, "an integer >= 2")
-        for key in ("batch_size", "kid_subsets"):
+        for key in ("batch_size", "kid_subsets", "steps"):
             _positive(key, getattr(self, key))
         _need(self.kid_subset_size >= 2, "kid_subset_size", self.kid_subset_size, "an integer >= 2")
 

@@ -184,6 +184,8 @@ class _DiscreteLoss(Loss):
     (the configs' default) lets the trainer set it from the data's ``num_bins``.
     """
 
+    per_dimension = True  # L_simple and the VLB term are means over the data's dimensions
+
     simple_weight: float = 0.0
     vlb_weight: float = 0.0
     vlb_per_nat: float = 1.0  # the VLB part's unit per nat (1/ln 2 for bits)

@@ -27,6 +27,8 @@ class DSMLoss(Loss):
     λ/σ² · u/r, so uniform and importance sampling estimate the same number (the loss above).
     """
 
+    per_dimension = False  # a sample's loss is summed over the data's dimensions
+
     def __init__(
         self,
         weighting: Weighting | None = None,

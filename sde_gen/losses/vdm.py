@@ -90,6 +90,8 @@ class VDMLoss(Loss):
     discrete data (None: continuous; the trainer sets it from the data); ``variance_gradient``:
     the interior of the schedule descends the variance of L_∞ (VDM) instead of the bound."""
 
+    per_dimension = True  # bits/dim
+
     def __init__(
         self, antithetic: bool = True, num_bins: int | None = None, variance_gradient: bool = True
     ):

@@ -137,7 +137,8 @@ class UNet(nn.Module):
         bad = [r for r in attn_resolutions if r not in resolutions]
         if bad:
             raise ValueError(
-                f"attn_resolutions {bad} not among the U-Net's resolutions {sorted(resolutions)}"
+                f"attn_resolutions {bad} not among the U-Net's resolutions {sorted(resolutions)} "
+                f"of {H}x{W} images: set model.attn_resolutions to some of them (or [])"
             )
         self.shape, self.learn_variance = shape, learn_variance
         embedding = SinusoidalEmbedding(base_channels) if embedding is None else embedding

@@ -37,7 +37,7 @@ class ScoreFn:
             raise ValueError(f"score_fn must be callable, got {type(score_fn).__name__}")
         self.score_fn, self.sde = score_fn, sde
         self.nfe = 0
-        self.bar = progress_bar(unit="nfe", desc="score evaluations") if progress else None
+        self.bar = progress_bar(unit=" evaluations", desc="score") if progress else None
         self._coefs: dict[float, tuple[float, float]] = {}
 
     @classmethod

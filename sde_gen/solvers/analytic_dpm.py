@@ -149,7 +149,9 @@ class AnalyticDPM(Ancestral):
             path = cal.cache_path(folder, key, "analytic_dpm")
         found = None if path is None else cal.load(path, key)
         if found is None:
-            found = cal.estimate_ms_eps(sde, score_fn, data, key, self.mc_batch, dtype, device)
+            found = cal.estimate_ms_eps(
+                sde, score_fn, data, key, self.mc_batch, dtype, device, self.progress
+            )
             if path is not None:
                 cal.save(path, found)
         self._memory[memory_key] = (score_fn, data, found)  # holds both: their ids stay theirs

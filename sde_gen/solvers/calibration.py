@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from sde_gen.runtime.files import atomic_write
+from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 
@@ -179,15 +180,17 @@ def estimate_ms_eps(
     batch: int,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> Calibration:
     """Γ̂_t by ``key.estimator`` over M samples (ε_θ = −σ_t s_θ) at each of ``key.times`` (from T
-    down), with standard error std/√M; ⌈M/batch⌉ score evaluations a time."""
+    down), with standard error std/√M; ⌈M/batch⌉ score evaluations a time (``progress``: a bar
+    over the times)."""
     start = time.perf_counter()
     score = ScoreFn(score_fn, sde)
     g_eps = torch.Generator().manual_seed(key.seed + 1)
     estimator = Estimator(key.estimator)
     means, errors = [], []
-    for t in key.times:
+    for t in progress_bar(progress, iterable=key.times, desc="Γ_t calibration", unit=" times"):
         total = total_sq = 0.0
         for x0 in _x0_batches(data, key.mc_samples, batch, key.seed):
             x0 = x0.to(device=device, dtype=dtype)

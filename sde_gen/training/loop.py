@@ -32,10 +32,18 @@ from sde_gen.data.batches import batches_for
 from sde_gen.losses.base import take
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.runtime.distributed import World, all_reduce_sum, gather_objects, gather_rows
+from sde_gen.solvers.base import SampleResult
 from sde_gen.training import checkpoint as ckpt
 from sde_gen.training.settings import Precision, TrainerSettings
 
-__all__ = ["TrainingLoop", "StepStats", "NonFiniteLossError", "warmup_factor", "AutocastNet"]
+__all__ = [
+    "TrainingLoop",
+    "StepStats",
+    "WindowStats",
+    "NonFiniteLossError",
+    "warmup_factor",
+    "AutocastNet",
+]
 
 LossFn = Callable[[ScoreModel, Tensor, torch.Generator], Tensor]
 AUTOCAST = {Precision.fp32: None, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
@@ -62,6 +70,15 @@ class StepStats:
     loss: Tensor
     grad_norm: Tensor
     lr: float
+
+
+@dataclass
+class WindowStats:
+    """What a metrics line reports of the steps since the last one: the mean loss per sample and
+    the fraction of steps whose gradient was clipped (pre-clip norm > ``grad_clip``)."""
+
+    loss: float
+    clipped: float
 
 
 class AutocastNet(nn.Module):
@@ -140,7 +157,8 @@ class TrainingLoop:
         inside = {id(p) for p in self.model.eps_net.parameters()}
         self._outside_ddp = [p for p in self.params if id(p) not in inside]
         self.step, self._serving = 0, False
-        self._window = torch.zeros(2, dtype=torch.float64, device=device)  # Σ loss, count
+        # Σ loss, samples, clipped steps, steps: read at log time only
+        self._window = torch.zeros(4, dtype=torch.float64, device=device)
         self._first_bad = torch.zeros(3, dtype=torch.float64, device=device)  # step, what, value
 
     def _train_model(self, s: TrainerSettings) -> tuple[ScoreModel, Any]:
@@ -190,6 +208,8 @@ class TrainingLoop:
         self.step += 1
         self._window[0] += total.double()
         self._window[1] += s.batch_size * s.accumulate / self.world.size
+        self._window[2] += (grad_norm > self.grad_clip).double()
+        self._window[3] += 1.0
         return StepStats(total, grad_norm, lr)
 
     def _schedule(self) -> None:
@@ -260,11 +280,13 @@ class TrainingLoop:
             name = "gradient norm" if what else "loss"
             raise NonFiniteLossError(f"{name} is {value} at step {int(step)}")
 
-    def window_loss(self) -> float:
-        """The mean loss per sample over the steps since the last call, over every rank."""
-        total, count = all_reduce_sum(self._window).tolist()
+    def window(self) -> WindowStats:
+        """The mean loss per sample over the steps since the last call, over every rank, and the
+        share of those steps whose gradient norm exceeded ``grad_clip`` (and was clipped)."""
+        total, count, clipped, steps = all_reduce_sum(self._window).tolist()
         self._window.zero_()
-        return total / max(count, 1.0)
+        steps /= self.world.size  # every rank counts the same (global) steps
+        return WindowStats(total / max(count, 1.0), clipped / self.world.size / max(steps, 1.0))
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self, config: str = "") -> dict[str, Any]:
@@ -303,15 +325,19 @@ class TrainingLoop:
 
     # -- samples of the averaged model ------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, solver: Any, n: int, seed: int | None = None) -> Tensor:
-        """n samples from the EMA model with ``solver`` (own generator: the training streams are
-        untouched)."""
+    def draw(self, solver: Any, n: int, seed: int | None = None) -> SampleResult:
+        """n samples from the EMA model with ``solver`` and what it spent (``nfe``); its own
+        generator leaves the training streams untouched."""
         g = torch.Generator(self.device).manual_seed(self.seed + 2 if seed is None else seed)
         net = self.ema.module
         was_training = net.training
         net.eval()
         try:
             x_T = net.sde.prior_sample((n, *self.data.shape), g, device=self.device)
-            return solver(net.sde, net, x_T, generator=g).x0
+            return solver(net.sde, net, x_T, generator=g)
         finally:
             net.train(was_training)
+
+    def sample(self, solver: Any, n: int, seed: int | None = None) -> Tensor:
+        """n samples from the EMA model with ``solver`` (:meth:`draw`'s ``x0``)."""
+        return self.draw(solver, n, seed).x0

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from sde_gen.runtime.files import atomic_write, disk_full_error, write_summary
 from sde_gen.runtime.progress import progress_bar
+from sde_gen.training.loop import WindowStats
 
 __all__ = [
     "RunReport",
@@ -26,6 +27,8 @@ __all__ = [
     "TENSORBOARD_DIR",
     "plot_loss_curve",
     "mixture_sample_metrics",
+    "clipped_share",
+    "headline",
 ]
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 CSV_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
-CSV_COLUMNS = ("step", "loss", "lr", "grad_norm", "steps_per_s")
+CSV_COLUMNS = ("step", "loss", "loss_per_dim", "lr", "grad_norm", "clipped", "steps_per_s")
+SCALARS = CSV_COLUMNS[1:]
 
 
 class MetricsFile:
@@ -121,8 +125,9 @@ class _TensorBoardLog:
         )
 
     def scalars(self, record: dict[str, Any]) -> None:
-        for key in ("loss", "lr", "grad_norm", "steps_per_s"):
-            self.writer.add_scalar(f"train/{key}", record[key], record["step"])
+        for key in SCALARS:
+            if key in record:  # lines kept from a run before loss_per_dim and clipped
+                self.writer.add_scalar(f"train/{key}", record[key], record["step"])
         self.writer.flush()
 
     def image(self, tag: str, path: Path, step: int) -> None:
@@ -154,9 +159,10 @@ class RunReport:
         log_every: int,
         progress: bool = True,
         label: str = "",
+        loss_dims: int = 1,
     ):
         self.out_dir, self.total_steps, self.log_every = out_dir, total_steps, log_every
-        self.progress, self.label = progress, label
+        self.progress, self.label, self.loss_dims = progress, label, loss_dims
 
     def open(self, step: int) -> None:
         """Start (or, at ``step`` > 0, continue) the logs and the progress bar."""
@@ -178,14 +184,29 @@ class RunReport:
         """Whether ``step`` writes a metrics line: every ``log_every`` steps and the last."""
         return step % self.log_every == 0 or step == self.total_steps
 
-    def log(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
-        """A metrics line: the mean loss since the last line, this step's norm and lr."""
+    def log(self, step: int, window: WindowStats, grad_norm: float, lr: float) -> None:
+        """A metrics line: the mean loss since the last line (a sample's, and per dimension:
+        / ``loss_dims``), the share of those steps that were clipped, this step's norm and lr."""
         now = time.perf_counter()
         rate = self.window_steps / max(now - self.t_window, 1e-12)
-        record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "steps_per_s": rate}
+        loss = window.loss
+        record = {
+            "step": step,
+            "loss": loss,
+            "loss_per_dim": loss / self.loss_dims,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "clipped": window.clipped,
+            "steps_per_s": rate,
+        }
         self.metrics.append(record)
         self.scalar_log.scalars(record)
-        self.bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{rate:.1f}", refresh=False)
+        self.bar.set_postfix(
+            loss=f"{loss:.4f}",
+            clipped=f"{window.clipped:.0%}",
+            steps_s=f"{rate:.1f}",
+            refresh=False,
+        )
         self.window_steps, self.t_window = 0, time.perf_counter()
 
     def image(self, tag: str, path: Path | None, step: int) -> None:
@@ -205,9 +226,48 @@ class RunReport:
         history = MetricsFile.read(self.out_dir / METRICS_FILE)
         title = "training loss" + (f" — {self.label}" if self.label else "")
         plot_loss_curve(history, self.out_dir / "loss.png", title)
-        summary = {"final_loss": history[-1]["loss"] if history else float("nan"), **summary}
+        last = history[-1] if history else {}
+        summary = {
+            "final_loss": last.get("loss", float("nan")),
+            "final_loss_per_dim": last.get("loss_per_dim", float("nan")),
+            "clipped_share": clipped_share(history),
+            **summary,
+        }
         write_summary(self.out_dir, summary)
         return summary
+
+
+def clipped_share(history: list[dict[str, Any]]) -> float:
+    """The share of all logged steps whose gradient was clipped: each line's ``clipped`` weighted
+    by the steps it covers (NaN without such lines)."""
+    done, total, previous = 0, 0.0, 0
+    for record in history:
+        if "clipped" in record:
+            steps = record["step"] - previous
+            done, total = done + steps, total + record["clipped"] * steps
+        previous = record["step"]
+    return total / done if done else float("nan")
+
+
+HEADLINE_KEYS = (
+    ("mode_fraction", "mode fraction {:.3f}"),
+    ("nll_gap", "NLL gap {:.4f}"),
+    ("fd", "FD {:.3g}"),
+    ("kid", "KID {:.3g}"),
+)
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The run's last console line: steps, final loss (and per dimension), the share of clipped
+    steps, and the sample metrics the run computed (mode fraction, NLL gap, FD, KID)."""
+    parts = [
+        f"step {summary.get('steps')}",
+        f"loss {summary.get('final_loss', float('nan')):.5f}"
+        f" ({summary.get('final_loss_per_dim', float('nan')):.5f}/dim)",
+        f"clipped {100 * summary.get('clipped_share', float('nan')):.0f}% of steps",
+    ]
+    parts += [text.format(summary[k]) for k, text in HEADLINE_KEYS if summary.get(k) is not None]
+    return ", ".join(parts)
 
 
 def mixture_sample_metrics(mixture, x: Tensor, reference: Tensor) -> dict[str, float]:

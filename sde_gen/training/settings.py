@@ -37,7 +37,7 @@ class TrainerSettings:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 100
-    grad_clip: float | None = 1.0  # None: no clipping (the norm is still logged)
+    grad_clip: float | None = None  # None: no clipping (the norm, share clipped are logged)
     ema_decay: float = 0.995
     log_every: int = 50
     sample_every: int | None = None

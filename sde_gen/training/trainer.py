@@ -18,6 +18,7 @@ full disk) is raised on every rank.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -111,7 +112,9 @@ class Trainer:
         )
         self.summary_extra = dict(summary_extra or {})
         progress = s.progress and self.world.is_main
-        self.report = RunReport(self.out_dir, s.steps, s.log_every, progress, label)
+        self.report = RunReport(
+            self.out_dir, s.steps, s.log_every, progress, label, loss_dims(loss_fn, data)
+        )
         key = "trainer.checkpoint_dir" if s.checkpoint_dir else ""
         self.folder = RunFolder(self.out_dir, self.checkpoint_dir, key)
         self.last_checkpoint: Path | None = None
@@ -245,9 +248,9 @@ class Trainer:
                 self.report.step()
             if self.report.due(self.step):
                 self._check_finite()
-                loss = self.loop.window_loss()
+                window = self.loop.window()
                 if main:
-                    self.report.log(self.step, loss, float(stats.grad_norm), stats.lr)
+                    self.report.log(self.step, window, float(stats.grad_norm), stats.lr)
             if main and s.sample_every and self.step % s.sample_every == 0:
                 path = self.out_dir / "samples" / f"step_{self.step:08d}.png"
                 self.plot_samples(path)
@@ -326,14 +329,23 @@ class Trainer:
         return self.loop.sample(self.solver, n, seed)
 
     def plot_samples(self, path: Path, evaluate: bool = False) -> dict[str, Any]:
-        """Scatter (2-D) or image grid of EMA samples; with ``evaluate``, sample metrics too."""
+        """Scatter (2-D) or image grid of EMA samples; with ``evaluate`` (the run's end), sample
+        metrics too, and each part logged with its duration (``final_sample_s``, ``final_nfe``,
+        ``final_eval_s`` in the summary)."""
         if self.solver is None:
             return {}
         images = len(self.data.shape) == 3
         count = self.settings.sample_count
         n = min(count, 64) if images else count
-        x = self.sample(n).cpu()
+        if evaluate:
+            log.info("final samples: %d from the EMA model with %r", n, self.solver)
+        t0 = time.perf_counter()
+        result = self.loop.draw(self.solver, n)
+        x = result.x0.cpu()
         out: dict[str, Any] = {"samples_finite": bool(torch.isfinite(x).all())}
+        if evaluate:
+            out.update(final_sample_s=time.perf_counter() - t0, final_nfe=result.nfe)
+            log.info("sampled in %.1f s (%d evaluations)", out["final_sample_s"], result.nfe)
         if not out["samples_finite"]:
             log.warning("step %d: samples contain NaN/inf; no plot written to %s", self.step, path)
             return out
@@ -346,5 +358,15 @@ class Trainer:
             ref = self.data.split("test", n)
             plot_scatter(x, path, reference=ref, title=title)
         if evaluate and self.data.exact is not None:
+            t0 = time.perf_counter()
             out.update(mixture_sample_metrics(self.data.exact, x, self.data.split("test", n)))
+            out["final_eval_s"] = time.perf_counter() - t0
+            log.info("evaluated against the exact density in %.1f s", out["final_eval_s"])
         return out
+
+
+def loss_dims(loss_fn: Any, data: DataSource) -> int:
+    """What divides the logged loss into ``loss_per_dim``: the data's dimension D for a loss summed
+    over dimensions (DSM, nats a sample), 1 for one that declares ``per_dimension`` (the DDPM
+    losses in nats/dim, VDM's bound in bits/dim)."""
+    return 1 if getattr(loss_fn, "per_dimension", False) else math.prod(data.shape)
