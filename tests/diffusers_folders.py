@@ -53,3 +53,20 @@ def save_model_folder(folder: Path, unet: Any, scheduler: Any) -> Path:
     unet.save_pretrained(folder)
     scheduler.save_config(folder)
     return folder
+
+
+def stand_in_cifar_model(folder: Path) -> None:
+    """What the guide's "Use a pretrained model" commands expect in ``folder``: a tiny random DDPM
+    pipeline as ``ddpm-cifar10-32`` (3×32×32, a 50-step chain) and fake CIFAR-10 binary batches
+    in ``cifar-10-batches-bin`` (4 records a file)."""
+    import diffusers
+    import numpy as np
+
+    unet = tiny_unet()
+    unet = type(unet)(**{**unet.config, "sample_size": 32})
+    save_pipeline(folder / "ddpm-cifar10-32", unet, diffusers.DDPMScheduler(50))
+    batches = folder / "cifar-10-batches-bin"
+    batches.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]:
+        rng.integers(0, 256, (4, 1 + 3 * 32 * 32), dtype=np.uint8).tofile(batches / name)

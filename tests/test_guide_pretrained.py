@@ -66,23 +66,12 @@ def shortened(line: str) -> list[str]:
     return [sys.executable, "-m", MODULES[name], *args, *extra]
 
 
-def _fake_cifar(folder: Path) -> None:
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]:
-        records = rng.integers(0, 256, (4, 1 + 3 * 32 * 32), dtype=np.uint8)
-        records.tofile(folder / name)
-
-
 def test_guide_section_runs_as_written(tmp_path):
-    from diffusers_folders import save_pipeline, tiny_unet
+    from diffusers_folders import stand_in_cifar_model
 
     commands = section_commands()
     assert len(commands) == 7
-    unet = tiny_unet()
-    unet = type(unet)(**{**unet.config, "sample_size": 32})
-    save_pipeline(tmp_path / "ddpm-cifar10-32", unet, diffusers.DDPMScheduler(50))
-    _fake_cifar(tmp_path / "cifar-10-batches-bin")
+    stand_in_cifar_model(tmp_path)
     for line in commands:
         proc = subprocess.run(
             shortened(line), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600

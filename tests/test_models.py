@@ -170,6 +170,7 @@ MODEL_SHAPES = {
     "unet_digits": (1, 8, 8),
     "unet_digits_fourier": (1, 8, 8),
     "unet32": (3, 32, 32),
+    "unet32_small": (3, 32, 32),
     "unet64": (3, 64, 64),
 }
 
