@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from sde_gen.models.score_model import ScoreModel
+from sde_gen.networks.wrap import score_model_from_config
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.runtime.resources import activation_bytes
 
@@ -48,15 +49,15 @@ def match_bins(loss_fn: Any, data: Any) -> None:
 
 
 def build_training(cfg: Any) -> Parts:
-    """Instantiate the groups of a training config (``sde``, ``data``, ``model``, ``loss`` and
-    ``solver``) and probe that the network takes the data and the loss takes the network.
+    """Instantiate the groups of a training config (``sde``, ``data``, ``model`` with its nested
+    ``model/param`` and ``model/time``, ``loss`` and ``solver``) and probe that the network
+    takes the data and the loss takes the network.
 
     Called after seeding, so the network's initial weights follow the seed.
     """
     sde = instantiate_group("sde", cfg.sde)
     data = instantiate_group("data", cfg.data)
-    eps_net = instantiate_group("model", cfg.model, shape=tuple(data.shape))
-    model = ScoreModel(eps_net, sde)
+    model = score_model_from_config(cfg.model, sde, tuple(data.shape))
     _probe_model(model, data)
     loss_fn = instantiate_group("loss", cfg.loss)
     match_bins(loss_fn, data)
