@@ -393,3 +393,34 @@ def test_stored_param_outside_sde_gen_models_is_refused(tmp_path, key):
     state["config"] = OmegaConf.to_yaml(cfg)
     with pytest.raises(ValueError, match=rf"model\.{key}\._target_='sde_gen\.sde\.VPSDE'"):
         load_score_model(save_checkpoint(tmp_path / "step_00000003.pt", state))
+
+
+class Doubler(nn.Module):
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return 2 * x
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"module": lambda x, t: x}, r"module=function is invalid: need a torch\.nn\.Module"),
+        ({"sde": "vp"}, r"sde=str is invalid: need an sde_gen\.sde\.SDE"),
+        ({"param": "v"}, r"param=str is invalid: need a Parametrisation"),
+        ({"time": 999.0}, r"time=float is invalid: need a NetworkTime"),
+        ({"sample_shape": (0, 2)}, r"sample_shape=\(0, 2\) is invalid"),
+    ],
+)
+def test_wrap_network_names_the_bad_argument(kwargs, message):
+    args = {"module": Doubler(), "sde": VPSDE(), "param": X0(), "time": SDETime(), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        wrap_network(**args)
+
+
+def test_wrap_network_probes_the_sample_shape():
+    """The probe runs one forward pass: a network for 3 features refuses samples of 2."""
+    with pytest.raises(ValueError, match=r"module does not take samples of shape \(2,\)"):
+        wrap_network(nn.Linear(3, 3), VPSDE(), sample_shape=(2,))
+    model = wrap_network(Doubler(), VPSDE(), X0(), sample_shape=(2,))
+    x, t = torch.randn(3, 2), torch.full((3,), 0.5)
+    gamma, sigma = VPSDE().gamma(t)[:, None], VPSDE().sigma(t)[:, None]
+    assert torch.allclose(model.eps(x, t), (x - gamma * 2 * x) / sigma, rtol=1e-6)
