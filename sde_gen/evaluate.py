@@ -262,6 +262,7 @@ def run_evaluation(
         "world_size": world.size,
         "threads": threads,
         **report,
+        **src.facts,
     }
     if src.origin == "exact":
         t = torch.full((len(x),), settings.t_min, dtype=torch.float64, device=device)

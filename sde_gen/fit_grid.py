@@ -55,7 +55,8 @@ def mixture_teacher(src: ScoreSource, solver: FixedStepSolver, tol: float):
 def run_fit(cfg: DictConfig, out_dir: Path, data_chosen: bool = True) -> dict[str, Any]:
     """Fit, save ``grid.yaml`` and ``summary.json`` in ``out_dir``; return the summary."""
     settings: FitGridConfig = settings_from(cfg, FitGridConfig)
-    device = pick_device(settings.device) if settings.checkpoint else torch.device("cpu")
+    network = settings.checkpoint or settings.model is not None
+    device = pick_device(settings.device) if network else torch.device("cpu")
     src = load_score_source(cfg, device, data_chosen)
     solver = instantiate_group("solver", cfg.solver, progress=False)
     if not isinstance(solver, FixedStepSolver):
@@ -88,6 +89,7 @@ def run_fit(cfg: DictConfig, out_dir: Path, data_chosen: bool = True) -> dict[st
     out_dir.mkdir(parents=True, exist_ok=True)
     path = fitted.save(out_dir / GRID_FILE)
     summary = {**fitted.info, "times": fitted.knots, "grid_file": str(path), "threads": threads}
+    summary.update(src.facts)
     write_summary(out_dir, summary)
     return summary
 

@@ -251,7 +251,7 @@ def run_sampling(
     n, seed, batch_size = settings.n, settings.seed, settings.batch_size
     pick_device(settings.device)  # a bad name is an error even for an exact score
     # the exact mixture score is evaluated in float64 on the CPU
-    world = init_world(settings.device if settings.checkpoint else "cpu")
+    world = init_world(settings.device if settings.checkpoint or settings.model else "cpu")
     device = world.device
     out_dir = Path(gather_objects(str(out_dir))[0])  # the run folder is rank 0's
     src = load_score_source(cfg, device, data_chosen)
@@ -327,6 +327,7 @@ def run_sampling(
     }
     if settings.checkpoint:
         summary["ema"] = settings.ema
+    summary.update(src.facts)
     if finite and src.data.exact is not None:
         summary.update(exact_metrics(src.data.exact, x0, seed))
     if finite and net is not None:

@@ -31,8 +31,8 @@ COMMANDS = {
 }
 GROUPS = {
     "train": {"sde", "loss", "model", "data", "trainer", "solver", "experiment"},
-    "sample": {"data", "sde", "solver", "features"},
-    "eval": {"data", "sde", "probe", "prior"},
+    "sample": {"model", "data", "sde", "solver", "features"},
+    "eval": {"model", "data", "sde", "probe", "prior"},
 }
 
 

@@ -53,11 +53,14 @@ def build_training(cfg: Any) -> Parts:
     ``model/param`` and ``model/time``, ``loss`` and ``solver``) and probe that the network
     takes the data and the loss takes the network.
 
-    Called after seeding, so the network's initial weights follow the seed.
+    Called after seeding, so the network's initial weights follow the seed. A model node that
+    builds a whole score model (``model=diffusers model.path=<folder>``: fine-tuning) brings its
+    own SDE, which replaces ``cfg.sde``.
     """
     sde = instantiate_group("sde", cfg.sde)
     data = instantiate_group("data", cfg.data)
     model = score_model_from_config(cfg.model, sde, tuple(data.shape))
+    sde = model.sde
     _probe_model(model, data)
     loss_fn = instantiate_group("loss", cfg.loss)
     match_bins(loss_fn, data)

@@ -69,6 +69,7 @@ class SampleConfig:
     sde: Any = MISSING
     solver: Any = MISSING
     checkpoint: str | None = None
+    model: Any = None  # model=diffusers model.path=<folder> (networks.source.load_model_node)
     ema: bool = True
     n: int = 1000
     seed: int = 0
@@ -119,6 +120,7 @@ class EvalConfig:
     probe: Any = MISSING  # Hutchinson probe (config group)
     prior: Any = MISSING  # the prior π at T (config group)
     checkpoint: str | None = None
+    model: Any = None  # model=diffusers model.path=<folder> (networks.source.load_model_node)
     ema: bool = True
     split: Split = Split.test
     n: int | None = 512  # None: the whole split
@@ -192,6 +194,7 @@ class FitGridConfig:
     sde: Any = MISSING
     solver: Any = MISSING
     checkpoint: str | None = None
+    model: Any = None  # model=diffusers model.path=<folder> (networks.source.load_model_node)
     ema: bool = True
     n: int = 1000  # pilot x_T (the fit) and, as many again, held-out x_T (seed + 1)
     n_held_out: int | None = None  # None: n

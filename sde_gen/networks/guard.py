@@ -39,7 +39,7 @@ __all__ = [
 ALLOWED: dict[str, tuple[str, ...]] = {
     "sde": ("sde_gen.sde",),
     "data": ("sde_gen.data",),
-    "model": ("sde_gen.models",),
+    "model": ("sde_gen.models", "sde_gen.networks.diffusers_folder"),
 }
 """The modules (and their submodules) whose classes and functions each group may build."""
 

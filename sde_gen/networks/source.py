@@ -1,21 +1,29 @@
-"""Where the CLIs get a score: a trained checkpoint or the exact score of a Gaussian mixture."""
+"""Where the CLIs get a score: a trained checkpoint, a model node that builds a whole score model
+(``model=diffusers model.path=<folder>``) or the exact score of a Gaussian mixture."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sde_gen.data.base import DataSource
+from sde_gen.data.base import DataSource, ShapeOnly
+from sde_gen.models.score_model import ScoreModel
+from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.sde import SDE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ScoreSource:
     """An SDE, its score function, the data it stands for, the dtype the score runs in, where it
-    came from (``checkpoint:<path>`` or ``exact``) and the trained model, if any."""
+    came from (``checkpoint:<path>``, ``model:<target>`` or ``exact``), the trained model, if
+    any, and ``facts`` for the run's summary (a loaded model's path and x̂0 clipping)."""
 
     sde: SDE
     score_fn: object
@@ -23,6 +31,7 @@ class ScoreSource:
     dtype: torch.dtype
     origin: str
     model: torch.nn.Module | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def data_shape(data: DataSource) -> tuple[int, ...]:
@@ -41,12 +50,16 @@ def load_score_source(
     """A trained ScoreModel (``cfg.checkpoint``, EMA weights unless ``cfg.ema`` is false), or the
     exact score of the Gaussian-mixture ``cfg.data`` diffused by ``cfg.sde``.
 
-    With a checkpoint, ``cfg.data`` is used only when ``data_chosen`` (given on the command line,
-    e.g. ``data=npz data.path=<file>`` for a moved or missing training file), and must then have
-    the trained shape; otherwise the trained data set is rebuilt from the checkpoint
-    (``checkpoint.load_score_model``: only sde_gen's own classes, and a missing data file is an
-    error naming it, or a shape-only source when the checkpoint records the shape).
+    A ``cfg.model`` node (``model=diffusers model.path=<folder>``) builds the score model with
+    its own SDE (``load_model_node``). With a checkpoint, ``cfg.data`` is used only when
+    ``data_chosen`` (given on the command line, e.g. ``data=npz data.path=<file>`` for a moved or
+    missing training file), and must then have the trained shape; otherwise the trained data set
+    is rebuilt from the checkpoint (``checkpoint.load_score_model``: only sde_gen's own classes,
+    and a missing data file is an error naming it, or a shape-only source when the checkpoint
+    records the shape).
     """
+    if cfg.get("model") is not None:
+        return load_model_node(cfg, device, data_chosen)
     if cfg.checkpoint:
         from sde_gen.networks.checkpoint import load_score_model
 
@@ -63,3 +76,45 @@ def load_score_source(
         )
     sde = instantiate(cfg.sde)
     return ScoreSource(sde, data.exact.score_fn(sde), data, torch.float64, "exact")
+
+
+def load_model_node(cfg: DictConfig, device: torch.device, data_chosen: bool) -> ScoreSource:
+    """The score model a ``cfg.model`` node builds (with its SDE; ``cfg.sde`` is ignored).
+
+    ``cfg.data`` is used only when ``data_chosen`` and must have the model's sample shape (the
+    node gets it as ``shape=``); otherwise the data are shape-only (sampling needs no more)."""
+    if cfg.get("checkpoint"):
+        raise ValueError("give checkpoint=<path> or model=<name>, not both")
+    target = cfg.model.get("_target_")
+    data = instantiate_group("data", cfg.data) if data_chosen else None
+    shape = None if data is None else data_shape(data)
+    model = instantiate_group("model", cfg.model, shape=shape)
+    if not isinstance(model, ScoreModel):
+        raise ValueError(
+            f"model={target} builds a {type(model).__name__}, not a score model: the sampling "
+            "and evaluation commands take model=diffusers (a network trained by sde-gen-train "
+            "is loaded with checkpoint=<step_*.pt>)"
+        )
+    if data is None:
+        why = (
+            f"model={target} has no data set of its own: give one of its shape "
+            f"{model.eps_net.sample_shape} with data=cifar10 or data=npz data.path=<file>"
+        )
+        data = ShapeOnly(model.eps_net.sample_shape, 256, why)
+    clip = cfg.model.get("clip_x0")
+    facts = {
+        "model_path": str(cfg.model.get("path")),
+        "clip_x0": None if clip is None else [float(c) for c in clip],
+    }
+    log.info(
+        "model %s: %r, %r, time %r, clip_x0=%s (diffusers' clip_sample clamps x̂0 to [-1, 1]; "
+        "model.clip_x0=[-1,1] does the same)",
+        facts["model_path"],
+        model.sde,
+        model.param,
+        model.time,
+        facts["clip_x0"],
+    )
+    model.to(device).eval().requires_grad_(False)
+    origin = f"model:{facts['model_path']}"
+    return ScoreSource(model.sde, model, data, torch.float32, origin, model, facts)

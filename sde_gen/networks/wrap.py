@@ -86,11 +86,20 @@ def score_model_from_config(
 ) -> ScoreModel:
     """The ``model`` node as a score model: its ``param`` and ``time`` subnodes (absent: ε and
     the SDE's own time, as in checkpoints written before they existed) are built apart, the rest
-    is the network, built with ``shape=`` the data's shape. Errors name ``model``,
-    ``model.param`` or ``model.time``."""
+    is the network, built with ``shape=`` the data's shape. A node that builds a whole
+    ``ScoreModel`` (``model=diffusers``: its SDE, parametrisation and time from the folder) is
+    returned as it is. Errors name ``model``, ``model.param`` or ``model.time``."""
     plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     net_node = {k: v for k, v in plain.items() if k not in PARTS}
     eps_net = instantiate_group("model", net_node, shape=shape)
+    if isinstance(eps_net, ScoreModel):  # a loader (model=diffusers) brings all of it
+        for key in PARTS:
+            if plain.get(key) is not None:
+                raise ValueError(
+                    f"model.{key} is set by the loaded model itself ({key}="
+                    f"{getattr(eps_net, key)!r}); drop model/{key}"
+                )
+        return eps_net
     param = _part("model.param", plain.get("param"))
     time = _part("model.time", plain.get("time"))
     return wrap_network(eps_net, sde, param, time)

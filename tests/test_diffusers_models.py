@@ -1,0 +1,225 @@
+"""``model=diffusers``: saved diffusers models sampled by sde_gen's solvers equal diffusers' own
+scheduler loops, state by state, on tiny random UNet2DModels the tests save themselves."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from diffusers_folders import save_model_folder, save_pipeline, tiny_unet  # noqa: E402
+
+from sde_gen.models.network_time import DiscreteIndex, Sigma  # noqa: E402
+from sde_gen.models.parametrisation import X0, Eps, Score, V  # noqa: E402
+from sde_gen.networks.diffusers_folder import load_diffusers  # noqa: E402
+from sde_gen.networks.diffusers_schedule import chain_betas  # noqa: E402
+from sde_gen.sde import VESDE, DiscreteVPSDE  # noqa: E402
+from sde_gen.solvers import DDIM, Ancestral, DPMSolver, UniPC  # noqa: E402
+from sde_gen.solvers.grids import TrailingGrid, UniformGrid  # noqa: E402
+
+F64 = torch.float64
+PREDICTIONS = {"epsilon": Eps, "v_prediction": V, "sample": X0}
+
+
+def _x_T(seed: int = 0, batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def _loaded(tmp_path, scheduler, out_channels: int = 3, clip_x0=None):
+    """(sde_gen's score model of the saved folder, diffusers' own UNet), both float64."""
+    unet = tiny_unet(out_channels)
+    folder = save_pipeline(tmp_path / "pipe", unet, scheduler)
+    return load_diffusers(str(folder), clip_x0=clip_x0).double(), unet.double()
+
+
+def _their_states(scheduler, unet, x_T, steps: int, seed: int = 1, **step_kwargs):
+    """diffusers' pipeline loop: x_T and the state after every ``scheduler.step``."""
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    x, states = x_T.clone(), [x_T]
+    with torch.no_grad():
+        for k in scheduler.timesteps:
+            out = unet(x, k).sample
+            if isinstance(scheduler, diffusers.DDPMScheduler):
+                step_kwargs["generator"] = generator
+            x = scheduler.step(out, k, x, **step_kwargs).prev_sample
+            states.append(x)
+    return states
+
+
+def _our_states(solver, model, x_T, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        result = solver(model.sde, model, x_T, generator=generator, record=True)
+    return list(result.trajectory)
+
+
+def _assert_states_equal(ours, theirs, rtol: float = 1e-5):
+    assert len(ours) == len(theirs)
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        err = float((a - b.to(F64)).abs().max() / b.abs().max())
+        assert err <= rtol, f"state {i}: relative error {err:.3g}"
+
+
+STEPS = [10, 50]
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("prediction", list(PREDICTIONS))
+def test_ddpm_ancestral_equals_ddpm_scheduler(tmp_path, prediction, steps):
+    """Ancestral (β̃) on T, T − 1/n, …, 1/n then 0 = DDPMScheduler(trailing), same noise."""
+    sched = diffusers.DDPMScheduler(
+        prediction_type=prediction, clip_sample=False, timestep_spacing="trailing"
+    )
+    model, unet = _loaded(tmp_path, sched)
+    assert isinstance(model.param, PREDICTIONS[prediction])
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, steps)
+    solver = Ancestral(steps, t_min=1 / steps, grid=UniformGrid(), variance="beta_tilde")
+    _assert_states_equal(_our_states(solver, model, x_T), theirs)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("prediction", list(PREDICTIONS))
+def test_ddim_equals_ddim_scheduler(tmp_path, prediction, steps):
+    sched = diffusers.DDIMScheduler(
+        prediction_type=prediction, clip_sample=False, timestep_spacing="trailing"
+    )
+    model, unet = _loaded(tmp_path, sched)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, steps, eta=0.0)
+    solver = DDIM(steps, grid=TrailingGrid(), eta=0.0, final_step="zero")
+    _assert_states_equal(_our_states(solver, model, x_T), theirs)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("prediction", list(PREDICTIONS))
+def test_dpm_solver_2m_equals_dpm_multistep_scheduler(tmp_path, prediction, steps):
+    sched = diffusers.DPMSolverMultistepScheduler(
+        prediction_type=prediction, timestep_spacing="trailing", solver_order=2
+    )
+    model, unet = _loaded(tmp_path, sched)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, steps)
+    solver = DPMSolver(steps, grid=TrailingGrid(), order=2, final_step="zero")
+    _assert_states_equal(_our_states(solver, model, x_T), theirs)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("prediction", list(PREDICTIONS))
+def test_unipc_equals_unipc_scheduler(tmp_path, prediction, steps):
+    sched = diffusers.UniPCMultistepScheduler(
+        prediction_type=prediction, timestep_spacing="trailing", solver_order=2, solver_type="bh2"
+    )
+    model, unet = _loaded(tmp_path, sched)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, steps)
+    solver = UniPC(steps, grid=TrailingGrid(), order=2, variant="bh2", final_step="zero")
+    _assert_states_equal(_our_states(solver, model, x_T), theirs)
+
+
+def test_clip_x0_equals_clip_sample(tmp_path):
+    """model.clip_x0=[-1, 1] is DDPMScheduler's default clip_sample=True; without it the samples
+    differ (the random network's x̂0 leaves [−1, 1] near T)."""
+    sched = diffusers.DDPMScheduler(clip_sample=True, timestep_spacing="trailing")
+    unet = tiny_unet()
+    folder = save_pipeline(tmp_path / "pipe", unet, sched)
+    unet = unet.double()
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, 10)
+    solver = Ancestral(10, t_min=0.1, grid=UniformGrid(), variance="beta_tilde")
+    clipped = load_diffusers(str(folder), clip_x0=[-1, 1]).double()
+    _assert_states_equal(_our_states(solver, clipped, x_T), theirs)
+    free = _our_states(solver, load_diffusers(str(folder)).double(), x_T)
+    assert float((free[-1] - theirs[-1]).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("steps", STEPS)
+def test_learned_range_variance_equals_ddpm_scheduler(tmp_path, steps):
+    """variance_type=learned_range: solver.variance=learned draws with diffusers' Σ_θ (their
+    (v + 1)/2 is sde_gen's sigmoid, through the adapter's logit)."""
+    sched = diffusers.DDPMScheduler(
+        variance_type="learned_range", clip_sample=False, timestep_spacing="trailing"
+    )
+    model, unet = _loaded(tmp_path, sched, out_channels=6)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, steps)
+    solver = Ancestral(steps, t_min=1 / steps, grid=UniformGrid(), variance="learned")
+    _assert_states_equal(_our_states(solver, model, x_T), theirs)
+
+
+def test_fixed_small_is_not_learned(tmp_path):
+    """Sanity of the comparison: β (fixed_large) noise differs from β̃ (fixed_small)."""
+    sched = diffusers.DDPMScheduler(clip_sample=False, timestep_spacing="trailing")
+    model, unet = _loaded(tmp_path, sched)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, 10)
+    ours = _our_states(Ancestral(10, t_min=0.1, grid=UniformGrid(), variance="beta"), model, x_T)
+    assert float((ours[-1] - theirs[-1]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"beta_schedule": "linear", "beta_start": 2e-4, "beta_end": 0.03},
+        {"beta_schedule": "scaled_linear", "beta_start": 8.5e-4, "beta_end": 0.012},
+        {"beta_schedule": "squaredcos_cap_v2"},
+        {"trained_betas": torch.linspace(1e-3, 0.05, 1000).tolist()},
+        {"beta_schedule": "scaled_linear", "rescale_betas_zero_snr": True},
+        {"beta_schedule": "linear", "num_train_timesteps": 400},
+    ],
+)
+def test_chain_betas_are_the_schedulers(options):
+    """ᾱ of the chain built from a scheduler config equals the scheduler's alphas_cumprod (float32
+    round-off), except ᾱ_N after zero-SNR rescaling, which is 2⁻²⁴ instead of 0."""
+    sched = diffusers.DDPMScheduler(**options)
+    betas = chain_betas(dict(sched.config, _class_name="DDPMScheduler"), "test")
+    sde = DiscreteVPSDE(betas)
+    n = len(betas)
+    t = torch.arange(1, n + 1, dtype=F64) / n
+    ours, theirs = sde.gamma(t) ** 2, sched.alphas_cumprod.to(F64)
+    if options.get("rescale_betas_zero_snr"):
+        assert float(theirs[-1]) == 0.0 and float(ours[-1]) == pytest.approx(2.0**-24, rel=1e-9)
+        ours, theirs = ours[:-1], theirs[:-1]
+    assert torch.allclose(ours, theirs, rtol=2e-5, atol=1e-7)
+
+
+def test_network_time_is_the_timestep_and_node_k_plus_one(tmp_path):
+    """ε̂(x, t = (k + 1)/N) = unet(x, k) at integer k; a fractional t gives timestep N t − 1."""
+    sched = diffusers.DDPMScheduler(num_train_timesteps=500)
+    model, unet = _loaded(tmp_path, sched)
+    assert isinstance(model.sde, DiscreteVPSDE) and model.sde.N == 500
+    assert isinstance(model.time, DiscreteIndex) and model.time.offset == 1.0
+    x = _x_T(3, batch=3)
+    k = torch.tensor([0.0, 249.0, 499.0], dtype=F64)
+    with torch.no_grad():
+        assert torch.allclose(model.eps(x, (k + 1) / 500), unet(x, k).sample, rtol=0, atol=1e-12)
+        frac = model.eps(x, torch.tensor([0.3013] * 3, dtype=F64))
+        assert torch.allclose(frac, unet(x, torch.tensor([149.65] * 3, dtype=F64)).sample)
+
+
+def test_single_model_folder_with_its_scheduler_config(tmp_path):
+    folder = save_model_folder(tmp_path / "m", tiny_unet(), diffusers.DDIMScheduler())
+    model = load_diffusers(str(folder))
+    x = _x_T(batch=1).float()
+    with torch.no_grad():
+        assert torch.equal(model.eps(x, torch.tensor([0.5])), tiny_unet()(x, 499.0).sample)
+
+
+def test_score_sde_ve_model(tmp_path):
+    """ScoreSdeVeScheduler + Fourier UNet → VESDE(σ_min, σ_max), time σ, output the score."""
+    sched = diffusers.ScoreSdeVeScheduler(sigma_min=0.02, sigma_max=50.0)
+    unet = tiny_unet(fourier=True)
+    model = load_diffusers(str(save_pipeline(tmp_path / "ve", unet, sched))).double()
+    unet = unet.double()
+    assert isinstance(model.sde, VESDE)
+    assert (model.sde.sigma_min, model.sde.sigma_max) == (0.02, 50.0)
+    assert isinstance(model.param, Score) and isinstance(model.time, Sigma)
+    x, t = _x_T(batch=2), torch.tensor([0.3, 0.9], dtype=F64)
+    sigma = model.sde.sigma(t)
+    with torch.no_grad():
+        assert torch.allclose(model(x, t), unet(x, sigma).sample, rtol=1e-10, atol=0)
+    assert math.isclose(float(model.sde.sigma(torch.tensor([1.0], dtype=F64))), 50.0, rel_tol=1e-6)
