@@ -21,9 +21,10 @@ from sde_gen.models.diffusers_unet import DiffusersUNet
 from sde_gen.models.network_time import DiscreteIndex
 from sde_gen.models.parametrisation import X0, Eps, V
 from sde_gen.models.score_model import ScoreModel
+from sde_gen.networks.diffusers_folder import DiffusersNet
 from sde_gen.sde import DiscreteVPSDE
 
-__all__ = ["prediction_type", "scheduler_kwargs", "export_diffusers"]
+__all__ = ["prediction_type", "scheduler_kwargs", "diffusers_unet", "export_diffusers"]
 
 PREDICTION_TYPES = ((Eps, "epsilon"), (V, "v_prediction"), (X0, "sample"))
 """sde_gen's parametrisation → diffusers' ``prediction_type`` (exact classes)."""
@@ -69,28 +70,17 @@ def scheduler_kwargs(model: ScoreModel) -> dict[str, Any]:
 def export_diffusers(model: ScoreModel, out: str | os.PathLike) -> Path:
     """Write ``model`` as a ``DDIMPipeline`` folder at ``out`` (absent or an empty folder):
     written into a temporary folder beside it, then renamed, so ``out`` is complete or absent.
-    A ValueError names what cannot be exported (``scheduler_kwargs``, a network that is not a
-    ``DiffusersUNet``, a learned variance)."""
+    A ValueError names what cannot be exported (``scheduler_kwargs``, ``diffusers_unet``)."""
     from diffusers import DDIMPipeline, DDIMScheduler
 
-    net = model.eps_net
-    if not isinstance(net, DiffusersUNet):
-        raise ValueError(
-            f"model is a {type(net).__name__}, not a diffusers model: export needs a network "
-            "trained with model=diffusers_unet"
-        )
-    if net.learn_variance:
-        raise ValueError(
-            "model.learn_variance=true: a DDIM pipeline takes the network's ε only; export "
-            "a network trained with model.learn_variance=false"
-        )
+    unet = diffusers_unet(model)
     kwargs = scheduler_kwargs(model)
     target = Path(out)
     _check_out(target)
     tmp = target.parent / f".{target.name}.export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        pipe = DDIMPipeline(unet=net.unet, scheduler=DDIMScheduler(**kwargs))
+        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(**kwargs))
         pipe.save_pretrained(tmp, safe_serialization=True)
         if target.is_dir():
             target.rmdir()  # empty (checked): the rename below takes its place
@@ -98,6 +88,24 @@ def export_diffusers(model: ScoreModel, out: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def diffusers_unet(model: ScoreModel) -> Any:
+    """The ``UNet2DModel`` inside the model's network (``model=diffusers_unet``, or a folder
+    loaded with ``model=diffusers`` and fine-tuned); a ValueError for any other network or a
+    learned variance (a DDIM pipeline takes ε only)."""
+    net = model.eps_net
+    if not isinstance(net, DiffusersUNet | DiffusersNet):
+        raise ValueError(
+            f"model is a {type(net).__name__}, not a diffusers model: export needs a network "
+            "trained with model=diffusers_unet (or loaded with model=diffusers)"
+        )
+    if getattr(net, "learn_variance", False) or getattr(net, "learned_range", False):
+        raise ValueError(
+            "model.learn_variance=true: a DDIM pipeline takes the network's ε only; export "
+            "a network trained with model.learn_variance=false"
+        )
+    return net.unet
 
 
 def _check_out(target: Path) -> None:
