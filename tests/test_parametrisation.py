@@ -424,3 +424,13 @@ def test_wrap_network_probes_the_sample_shape():
     x, t = torch.randn(3, 2), torch.full((3,), 0.5)
     gamma, sigma = VPSDE().gamma(t)[:, None], VPSDE().sigma(t)[:, None]
     assert torch.allclose(model.eps(x, t), (x - gamma * 2 * x) / sigma, rtol=1e-6)
+
+
+def test_sampling_refuses_a_network_config_naming_it():
+    """``sde-gen-sample model=mlp``: a network to train, not a saved model; one line."""
+    from sde_gen.networks.source import load_model_node
+
+    with initialize_config_module("sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=["model=mlp"])
+    with pytest.raises(ValueError, match=r"model=sde_gen\.models\.MLP is a network for sde-gen"):
+        load_model_node(cfg, torch.device("cpu"), data_chosen=False)

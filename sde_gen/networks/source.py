@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from sde_gen.data.base import DataSource, ShapeOnly
 from sde_gen.models.score_model import ScoreModel
+from sde_gen.networks.wrap import PARTS
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.sde import SDE
 
@@ -86,6 +87,12 @@ def load_model_node(cfg: DictConfig, device: torch.device, data_chosen: bool) ->
     if cfg.get("checkpoint"):
         raise ValueError("give checkpoint=<path> or model=<name>, not both")
     target = cfg.model.get("_target_")
+    if any(key in cfg.model for key in PARTS):  # a network config with model/param, model/time
+        raise ValueError(
+            f"model={target} is a network for sde-gen-train, not a saved model: the sampling "
+            "and evaluation commands take model=diffusers model.path=<folder> or "
+            "checkpoint=<step_*.pt>"
+        )
     data = instantiate_group("data", cfg.data) if data_chosen else None
     shape = None if data is None else data_shape(data)
     model = instantiate_group("model", cfg.model, shape=shape)
