@@ -21,7 +21,7 @@ from sde_gen.models.score_model import ScoreModel
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.sde import SDE
 
-__all__ = ["wrap_network", "score_model_from_config", "PARTS"]
+__all__ = ["wrap_network", "probe", "score_model_from_config", "PARTS"]
 
 PARTS = ("param", "time")
 """The keys of a ``model`` node that are not the network's: its parametrisation and time."""
