@@ -68,6 +68,19 @@ def load_network(path: str, ema: bool = True) -> Network:
     return Network(model.sde, NetworkScore(model), shape, name)
 
 
+def load_model_network(node: Any) -> Network:
+    """The score model a ``model`` node builds (``model=diffusers model.path=<folder>``) on the
+    CPU, named ``<folder name>@diffusers``."""
+    from sde_gen.runtime.instantiate import instantiate_group
+
+    model = instantiate_group("model", node)
+    if not isinstance(model, ScoreModel):
+        raise ValueError(f"model={node.get('_target_')} does not build a score model")
+    model.requires_grad_(False).eval()
+    name = f"{Path(str(node.get('path'))).name}@diffusers"
+    return Network(model.sde, NetworkScore(model), model.eps_net.sample_shape, name)
+
+
 def pf_ode_ends(
     sde: SDE, score_fn: NetworkScore, x_T: Tensor, t_min: float, t_zero: float, **ode: Any
 ) -> tuple[dict[str, Tensor], int]:

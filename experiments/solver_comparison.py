@@ -33,6 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from network_reference import (  # experiments/ on sys.path
+    load_model_network,
     load_network,
     reference_chunks,
     reference_set,
@@ -236,14 +237,23 @@ def mixture_problem(cfg: DictConfig, names: dict[str, str]) -> Problem:
 
 
 def network_problem(cfg: DictConfig) -> Problem:
-    """A trained network (``cfg.checkpoint``) with its own PF-ODE as the reference
+    """A trained network (``cfg.checkpoint``, or a saved diffusers model: ``model=diffusers
+    model.path=<folder>``) with its own PF-ODE as the reference
     (``network_reference``): held-out x_T (seed) and pilot x_T (seed + 1000, teacher at
     ``pilot_rtol``), cached."""
-    net = load_network(cfg.checkpoint, bool(cfg.ema))
+    if cfg.get("model") is not None:
+        net = load_model_network(cfg.model)
+        ckpt = Path(cfg.model.path).resolve()
+        files = sorted(ckpt.rglob("*.safetensors"))
+        stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        key = f"{ckpt}:{stamp}:{OmegaConf.to_yaml(cfg.model)}"
+    else:
+        net = load_network(cfg.checkpoint, bool(cfg.ema))
+        ckpt = Path(cfg.checkpoint).resolve()
+        key = f"{ckpt}:{ckpt.stat().st_size}:{cfg.ema}"
     sde, ref = net.sde, cfg.network_reference
     t_min, t_zero = float(cfg.solver_overrides.t_min), zero_time(sde)
-    ckpt = Path(cfg.checkpoint).resolve()
-    tag = hashlib.sha1(f"{ckpt}:{ckpt.stat().st_size}:{cfg.ema}".encode()).hexdigest()[:10]
+    tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     tols = f"{ref.method}_{ref.rtol:g}_{ref.atol:g}_t{t_min:g}"
     cache = Path(cfg.out_dir) / "cache"
 
@@ -350,7 +360,8 @@ def endpoint_errors(x0: torch.Tensor, x_ref: torch.Tensor, chunk: int | None) ->
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     choices = HydraConfig.get().runtime.choices
     names = {"solver": choices["solver"], "data": choices["data"], "sde": choices["sde"]}
-    problem = network_problem(cfg) if cfg.checkpoint else mixture_problem(cfg, names)
+    network = cfg.checkpoint or cfg.get("model") is not None
+    problem = network_problem(cfg) if network else mixture_problem(cfg, names)
     row: dict[str, Any] = {
         "solver": names["solver"],
         "data": problem.data,

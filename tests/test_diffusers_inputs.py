@@ -195,3 +195,41 @@ def test_train_builds_the_loaded_model_with_its_own_sde(pipeline, tmp_path):
         bad = compose("train", overrides=[*overrides[:2], "data=digits"])
     with pytest.raises(ValueError, match=r"config\.json'.*data= gives \(1, 8, 8\)"):
         build_training(bad)
+
+
+def test_fine_tuned_checkpoint_loads_through_the_allow_list(pipeline, tmp_path):
+    """A checkpoint written by sde-gen-train model=diffusers stores the loader's node; loading it
+    rebuilds the folder's network and SDE and takes the checkpoint's weights, not the folder's."""
+    from omegaconf import OmegaConf
+    from torch.optim.swa_utils import AveragedModel
+
+    from sde_gen.networks.checkpoint import load_score_model
+    from sde_gen.training.checkpoint import FORMAT_VERSION, save_checkpoint
+
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((10, 3, 8, 8), dtype=np.uint8))
+    model = load_diffusers(str(pipeline))
+    with torch.no_grad():
+        model.eps_net.unet.conv_out.bias.add_(0.5)  # "fine-tuned"
+    node = {"_target_": "sde_gen.networks.diffusers_folder.load_diffusers", "path": str(pipeline)}
+    config = {
+        "sde": {"_target_": "sde_gen.sde.VPSDE"},
+        "data": {"_target_": "sde_gen.data.NpzImages", "path": str(tmp_path / "rgb.npz")},
+        "model": {**node, "clip_x0": None},
+    }
+    state = {
+        "format": FORMAT_VERSION,
+        "step": 1,
+        "model": model.state_dict(),
+        "ema": AveragedModel(model).state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "config": OmegaConf.to_yaml(config),
+        "rng": {},
+    }
+    path = save_checkpoint(tmp_path / "step_00000001.pt", state)
+    loaded, _, data = load_score_model(path)
+    x, t = torch.zeros(2, 3, 8, 8), torch.full((2,), 0.5)
+    with torch.no_grad():
+        assert torch.equal(loaded.eps(x, t), model.eps(x, t))
+        assert not torch.equal(loaded.eps(x, t), load_diffusers(str(pipeline)).eps(x, t))
+    assert type(loaded.sde).__name__ == "DiscreteVPSDE" and tuple(data.shape) == (3, 8, 8)

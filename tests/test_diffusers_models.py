@@ -223,3 +223,71 @@ def test_score_sde_ve_model(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x, t), unet(x, sigma).sample, rtol=1e-10, atol=0)
     assert math.isclose(float(model.sde.sigma(torch.tensor([1.0], dtype=F64))), 50.0, rel_tol=1e-6)
+
+
+def _their_ve_states(sched, unet, x_T, steps: int, seed: int = 1):
+    """ScoreSdeVePipeline's loop: at each σ_i a Langevin corrector, then the predictor; the state
+    after every predictor step (the last one with its noise, as sde_gen's PC keeps it)."""
+    sched.set_timesteps(steps)
+    sched.set_sigmas(steps)
+    generator = torch.Generator().manual_seed(seed)
+    x, states = x_T.clone(), [x_T]
+    with torch.no_grad():
+        for i, t in enumerate(sched.timesteps):
+            sigma = sched.sigmas[i] * torch.ones(x.shape[0])
+            out = unet(x, sigma).sample
+            x = sched.step_correct(out, x, generator=generator).prev_sample
+            out = unet(x, sigma).sample
+            x = sched.step_pred(out, t, x, generator=generator).prev_sample
+            states.append(x)
+    return states
+
+
+@pytest.mark.parametrize("steps", [10, 50])
+def test_score_sde_ve_pc_equals_the_predictor_corrector_loop(tmp_path, steps):
+    """sde_gen's PC (Langevin corrector at snr 0.15, reverse-diffusion predictor) on the VE SDE,
+    at the times where σ_t is diffusers' geometric σ_i (then t_min, σ ≈ 1e-6), with the same
+    noise (float32, as diffusers' corrector draws it): every state equals ScoreSdeVeScheduler's
+    to 1e-4 relative (5e-6 measured; snr = 0.16 instead of 0.15 moves them by 7e-2)."""
+    from sde_gen.solvers import PredictorCorrector
+    from sde_gen.solvers.fit_grid import FittedGrid
+
+    sched = diffusers.ScoreSdeVeScheduler(sigma_min=0.01, sigma_max=50.0, snr=0.15)
+    unet = tiny_unet(fourier=True)
+    model = load_diffusers(str(save_pipeline(tmp_path / "ve", unet, sched)))
+    x_T = 50.0 * _x_T(2).float()  # float32: diffusers' corrector draws float32 noise
+    theirs = _their_ve_states(sched, unet, x_T, steps)
+    sde = model.sde
+    sigmas = torch.exp(torch.linspace(math.log(0.01), math.log(50.0), steps, dtype=F64)).flip(0)
+    ratio = math.log(sde.sigma_max / sde.sigma_min)
+    times = torch.log1p((sigmas / sde.sigma_min) ** 2) / (2 * ratio)
+    knots = [sde.T, *times[1:].tolist(), 1e-9]
+    solver = PredictorCorrector(
+        steps, t_min=1e-9, grid=FittedGrid(knots), denoise_final=False, snr=0.15
+    )
+    ours = _our_states(solver, model, x_T)
+    _assert_states_equal(ours, theirs, rtol=1e-4)
+
+
+def test_learned_range_is_sde_gens_sigmoid_through_the_adapter():
+    """diffusers' learned_range log Σ = f log β + (1 − f) log β̃, f = (v + 1)/2 (DDPMScheduler's
+    _get_variance) equals sde_gen's learned_log_variance of the adapter's logit(f)."""
+    from sde_gen.networks.diffusers_folder import DiffusersNet
+    from sde_gen.sde.reverse_variance import learned_log_variance
+
+    sched = diffusers.DDPMScheduler(variance_type="learned_range")
+    sched.set_timesteps(1000)
+    v = torch.linspace(-0.99, 0.99, 9, dtype=F64).view(1, 1, 3, 3).expand(1, 2, 3, 3)
+
+    class Echo(torch.nn.Module):
+        def forward(self, x, t, return_dict=False):
+            return (torch.cat([x, v], dim=1),)
+
+    raw = DiffusersNet(Echo(), (2, 3, 3), learned_range=True)(torch.zeros(1, 2, 3, 3), None)
+    ours_v = raw[:, 2:]
+    for k in (1, 10, 500, 999):
+        theirs = sched._get_variance(k, predicted_variance=v)
+        beta = 1 - sched.alphas_cumprod[k] / sched.alphas_cumprod[k - 1]
+        beta_tilde = beta * (1 - sched.alphas_cumprod[k - 1]) / (1 - sched.alphas_cumprod[k])
+        ours = learned_log_variance(ours_v, float(beta.log()), float(beta_tilde.log()))
+        assert torch.allclose(ours, theirs.to(F64), rtol=1e-5, atol=0)

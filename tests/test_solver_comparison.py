@@ -329,3 +329,27 @@ def test_family_names_unipc_variant_only_off_its_default():
 
     assert sc.family(UniPC(order=3, variant="bh1")) == "UniPC-bh1-3"
     assert sc.family(UniPC(order=2)) == "UniPC-2" and sc.family(DPMSolver(order=3)) == "DPMSolver-3"
+
+
+def test_a_saved_diffusers_model_is_a_network_problem(tmp_path):
+    """model=diffusers model.path=<folder> runs as checkpoint= does: its own PF-ODE reference,
+    the end-point error of a 10-step DPM-Solver++ against it, named after the folder."""
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers_folders import save_pipeline, tiny_unet
+
+    folder = save_pipeline(tmp_path / "pipe", tiny_unet(), diffusers.DDPMScheduler())
+    row = _job(
+        tmp_path / "out",
+        "dpm_solver",
+        10,
+        "model=diffusers",
+        f"model.path={folder}",
+        "n_network=4",
+        "network_reference.rtol=1e-3",
+        "network_reference.atol=1e-3",
+        "network_reference.check_rtol=null",
+        "network_reference.chunk=null",
+    )
+    assert row["status"] == "ok" and row["data"] == "pipe@diffusers" and row["nfe"] == 10
+    assert row["sde"] == "DiscreteVPSDE(N=1000)" and row["dim"] == 192
+    assert 0 < row["endpoint_error"] < math.inf

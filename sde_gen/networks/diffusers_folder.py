@@ -163,7 +163,12 @@ def _weights(net_dir: Path) -> dict[str, Tensor]:
 def _unet(cfg: dict[str, Any], net_dir: Path, where: str) -> nn.Module:
     """The UNet2DModel of ``cfg`` with its folder's weights (strict)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from diffusers import UNet2DModel
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        raise ValueError(
+            "model=diffusers needs the diffusers package (pip install 'sde_gen[bench]')"
+        ) from None
 
     try:
         unet = UNet2DModel.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
