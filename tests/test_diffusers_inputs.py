@@ -111,6 +111,12 @@ def test_shape_against_data(pipeline):
     assert load_diffusers(str(pipeline), shape=(3, 8, 8)) is not None
 
 
+@pytest.mark.parametrize("bad", [[1.0], [1.0, -1.0], ["a", 1], 3.0])
+def test_bad_clip_x0_names_the_key(pipeline, bad):
+    with pytest.raises(ValueError, match=r"model\.clip_x0="):
+        load_diffusers(str(pipeline), clip_x0=bad)
+
+
 def test_pickled_weights_are_refused(tmp_path):
     folder = save_model_folder(tmp_path / "m", tiny_unet(), diffusers.DDPMScheduler())
     (folder / "diffusion_pytorch_model.safetensors").unlink()
@@ -233,3 +239,19 @@ def test_fine_tuned_checkpoint_loads_through_the_allow_list(pipeline, tmp_path):
         assert torch.equal(loaded.eps(x, t), model.eps(x, t))
         assert not torch.equal(loaded.eps(x, t), load_diffusers(str(pipeline)).eps(x, t))
     assert type(loaded.sde).__name__ == "DiscreteVPSDE" and tuple(data.shape) == (3, 8, 8)
+
+
+def test_model_and_checkpoint_together_is_an_error(pipeline):
+    from hydra import compose, initialize_config_module
+
+    from sde_gen.networks.source import load_score_source
+
+    overrides = ["model=diffusers", f"model.path={pipeline}", "checkpoint=x.pt"]
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=overrides)
+    with pytest.raises(ValueError, match="checkpoint=<path> or model=<name>, not both"):
+        load_score_source(cfg, torch.device("cpu"))
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose("sample", overrides=["model=mlp"])
+    with pytest.raises(ValueError, match="model=sde_gen.models.MLP is a network to train"):
+        load_score_source(cfg, torch.device("cpu"))

@@ -23,6 +23,7 @@ MODULES = {
     "sde-gen-sample": "sde_gen.sample",
     "sde-gen-fit-grid": "sde_gen.fit_grid",
     "sde-gen-eval": "sde_gen.evaluate",
+    "sde-gen-train": "sde_gen.train",
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
 ENV.pop("HYDRA_FULL_ERROR", None)
@@ -30,6 +31,12 @@ SHORT = {
     "sde-gen-sample": {"n": "2", "batch_size": "2", "solver.steps": "2", "progress": "false"},
     "sde-gen-fit-grid": {"n": "2", "maxiter": "2", "solver.steps": "2", "teacher_tol": "1e-3"},
     "sde-gen-eval": {"n": "2", "batch_size": "2", "rtol": "1e-2", "atol": "1e-2"},
+    "sde-gen-train": {
+        "trainer.steps": "2",
+        "trainer.batch_size": "2",
+        "trainer.progress": "false",
+        "solver.steps": "2",
+    },
 }
 
 
@@ -66,7 +73,7 @@ def test_guide_section_runs_as_written(tmp_path):
     from diffusers_folders import save_pipeline, tiny_unet
 
     commands = section_commands()
-    assert len(commands) == 6
+    assert len(commands) == 7
     unet = tiny_unet()
     unet = type(unet)(**{**unet.config, "sample_size": 32})
     save_pipeline(tmp_path / "ddpm-cifar10-32", unet, diffusers.DDPMScheduler(50))
@@ -84,3 +91,4 @@ def test_guide_section_runs_as_written(tmp_path):
     assert len(evals) == 1 and np.isfinite(evals[0]["bpd"]) and np.isfinite(evals[0]["vlb_bpd"])
     swept = list((tmp_path / "multirun").rglob("summary.json"))
     assert len(swept) == 6
+    assert len(list((tmp_path / "outputs" / "train").rglob("step_*.pt"))) == 1

@@ -432,5 +432,5 @@ def test_sampling_refuses_a_network_config_naming_it():
 
     with initialize_config_module("sde_gen.conf", version_base="1.3"):
         cfg = compose("sample", overrides=["model=mlp"])
-    with pytest.raises(ValueError, match=r"model=sde_gen\.models\.MLP is a network for sde-gen"):
+    with pytest.raises(ValueError, match=r"model=sde_gen\.models\.MLP is a network to train"):
         load_model_node(cfg, torch.device("cpu"), data_chosen=False)

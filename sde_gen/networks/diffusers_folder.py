@@ -11,6 +11,7 @@ that is not a folder (a hub id) is an error saying to download it first.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from sde_gen.models.clipped import ClippedX0
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.networks.diffusers_schedule import VE_SCHEDULERS, scheduler_parts
 
-__all__ = ["DiffusersNet", "load_diffusers", "model_folders", "read_json"]
+__all__ = ["DiffusersNet", "load_diffusers"]
 
 NETWORKS = ("UNet2DModel",)
 """The diffusers network classes sde_gen loads (``_class_name`` of the model's config.json)."""
@@ -54,7 +55,7 @@ class DiffusersNet(nn.Module):
         return torch.cat([pred, torch.logit((v + 1) / 2, eps=1e-6)], dim=1)
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any]:
     """A JSON config file as a dict, or a ValueError naming the file."""
     if not path.is_file():
         raise ValueError(f"{str(path)!r} does not exist")
@@ -67,7 +68,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def model_folders(path: str | os.PathLike) -> tuple[Path, Path]:
+def _model_folders(path: str | os.PathLike) -> tuple[Path, Path]:
     """(network folder, scheduler config file) of a pipeline or a single model folder."""
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -81,7 +82,7 @@ def model_folders(path: str | os.PathLike) -> tuple[Path, Path]:
         )
     index = root / "model_index.json"
     if index.is_file():
-        components = read_json(index)
+        components = _read_json(index)
         for key in ("unet", "scheduler"):
             if key not in components:
                 raise ValueError(f"{str(index)!r} has no {key!r} entry (a pipeline with a UNet)")
@@ -183,6 +184,17 @@ def _unet(cfg: dict[str, Any], net_dir: Path, where: str) -> nn.Module:
     return unet
 
 
+def _interval(key: str, value: Any) -> tuple[float, float]:
+    """[a, b] of finite numbers, a < b, or a ValueError naming ``key``."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r} must be two numbers [a, b] or null") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{key}={[low, high]} must be finite with a < b")
+    return low, high
+
+
 def load_diffusers(
     path: str,
     clip_x0: Sequence[float] | None = None,
@@ -193,10 +205,10 @@ def load_diffusers(
     ``clip_x0`` = [a, b] clamps Tweedie's x̂0 to [a, b] in every evaluation (``ClippedX0``;
     diffusers' ``clip_sample=True`` is [−1, 1]); off by default. ``shape`` (the data's (C, H, W),
     given by the command lines when ``data=`` is chosen) must be the model's sample shape."""
-    net_dir, sched_file = model_folders(path)
+    net_dir, sched_file = _model_folders(path)
     net_file = net_dir / "config.json"
     where, s_where = repr(str(net_file)), repr(str(sched_file))
-    cfg, sched = read_json(net_file), read_json(sched_file)
+    cfg, sched = _read_json(net_file), _read_json(sched_file)
     learned = _check_network(cfg, sched, where, s_where)
     sample = _sample_shape(cfg, where)
     if shape is not None and tuple(int(s) for s in shape) != sample:
@@ -206,8 +218,7 @@ def load_diffusers(
         )
     sde, param, time = scheduler_parts(sched, s_where)
     if clip_x0 is not None:
-        low, high = (float(v) for v in clip_x0)
-        param = ClippedX0(param, low, high)
+        param = ClippedX0(param, *_interval("model.clip_x0", clip_x0))
     net = DiffusersNet(_unet(cfg, net_dir, where), sample, learned)
     model = ScoreModel(net, sde, param, time)
     return model.eval()

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 
 from sde_gen.data.base import DataSource, ShapeOnly
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.networks.wrap import PARTS
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.sde import SDE
 
@@ -80,18 +79,19 @@ def load_score_source(
 
 
 def load_model_node(cfg: DictConfig, device: torch.device, data_chosen: bool) -> ScoreSource:
-    """The score model a ``cfg.model`` node builds (with its SDE; ``cfg.sde`` is ignored).
+    """The score model a ``cfg.model`` node with a ``path`` builds (with its SDE; ``cfg.sde`` is
+    ignored).
 
     ``cfg.data`` is used only when ``data_chosen`` and must have the model's sample shape (the
     node gets it as ``shape=``); otherwise the data are shape-only (sampling needs no more)."""
     if cfg.get("checkpoint"):
         raise ValueError("give checkpoint=<path> or model=<name>, not both")
     target = cfg.model.get("_target_")
-    if any(key in cfg.model for key in PARTS):  # a network config with model/param, model/time
+    if "path" not in cfg.model:
         raise ValueError(
-            f"model={target} is a network for sde-gen-train, not a saved model: the sampling "
-            "and evaluation commands take model=diffusers model.path=<folder> or "
-            "checkpoint=<step_*.pt>"
+            f"model={target} is a network to train, not a saved model: the sampling and "
+            "evaluation commands take model=diffusers model.path=<folder> (or "
+            "checkpoint=<step_*.pt> of a trained network)"
         )
     data = instantiate_group("data", cfg.data) if data_chosen else None
     shape = None if data is None else data_shape(data)
@@ -99,8 +99,7 @@ def load_model_node(cfg: DictConfig, device: torch.device, data_chosen: bool) ->
     if not isinstance(model, ScoreModel):
         raise ValueError(
             f"model={target} builds a {type(model).__name__}, not a score model: the sampling "
-            "and evaluation commands take model=diffusers (a network trained by sde-gen-train "
-            "is loaded with checkpoint=<step_*.pt>)"
+            "and evaluation commands take model=diffusers model.path=<folder>"
         )
     if data is None:
         why = (
