@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from sde_gen.models.score_model import ScoreModel
+from sde_gen.networks.wrap import score_model_from_config
 from sde_gen.runtime.files import atomic_write
 
 
@@ -37,7 +38,7 @@ class TimedScore:
 
 
 def build_score(cfg: DictConfig, sde) -> ScoreModel:
-    net = hydra.utils.instantiate(cfg.model, shape=tuple(cfg.shape))
+    net = score_model_from_config(cfg.model, sde, tuple(cfg.shape)).eps_net
     g = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         for p in net.parameters():

@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_module
 from sde_gen.data.base import TensorData
 from sde_gen.losses import DSMLoss
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.runtime.instantiate import instantiate_group
+from sde_gen.networks.wrap import score_model_from_config
 from sde_gen.runtime.resources import pick_device
 from sde_gen.sde import VPSDE
 from sde_gen.training.loop import AUTOCAST, AutocastNet
@@ -41,7 +41,7 @@ def unet32(width: int) -> torch.nn.Module:
     """``model=unet32`` from the configs, with ``base_channels=width`` (128 as published)."""
     with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
         cfg = compose("train", overrides=["model=unet32", f"model.base_channels={width}"])
-    return instantiate_group("model", cfg.model, shape=SHAPE)
+    return score_model_from_config(cfg.model, VPSDE(), SHAPE).eps_net
 
 
 class BareLoop:

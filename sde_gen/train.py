@@ -61,7 +61,7 @@ def flat_config(cfg: DictConfig, groups: tuple[str, ...] = GROUPS) -> dict[str, 
 
 def run_label(choices: dict[str, Any]) -> str:
     """The run's name in plot titles: the chosen options of the groups a study varies."""
-    keys = ("loss", "loss/weighting", "loss/time_sampler", "sde", "model", "data")
+    keys = ("loss", "loss/weighting", "loss/time_sampler", "sde", "model", "model/param", "data")
     return " ".join(f"{k.split('/')[-1]}={choices[k]}" for k in keys if choices.get(k))
 
 

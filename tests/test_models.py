@@ -172,6 +172,7 @@ MODEL_SHAPES = {
     "unet32": (3, 32, 32),
     "unet32_small": (3, 32, 32),
     "unet64": (3, 64, 64),
+    "diffusers_unet": (1, 8, 8),
 }
 
 
@@ -184,7 +185,10 @@ def test_every_model_config_is_tested():
 
 
 def _build(name: str, narrow: bool, learn_variance: bool = False) -> nn.Module:
+    if name == "diffusers_unet":
+        pytest.importorskip("diffusers")
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    cfg.pop("defaults")  # the nested model/param and model/time groups, not the network's
     cfg.learn_variance = learn_variance
     if narrow and "base_channels" in cfg:  # same structure (mult, attention, heads), fewer channels
         cfg.base_channels = 16

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from sde_gen.models.score_model import ScoreModel
+from sde_gen.networks.wrap import network_node, score_model_from_config
 from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
 from sde_gen.runtime.resources import activation_bytes
 
@@ -76,8 +77,9 @@ TRAINING_COPIES = 5
 
 
 def build_training(cfg: Any, device: torch.device | None = None) -> Parts:
-    """Instantiate the groups of a training config (``sde``, ``data``, ``model``, ``loss`` and
-    ``solver``) and probe that the network takes the data and the loss takes the network.
+    """Instantiate the groups of a training config (``sde``, ``data``, ``model`` with its nested
+    ``model/param`` and ``model/time``, ``loss`` and ``solver``) and probe that the network
+    takes the data and the loss takes the network.
 
     Called after seeding, so the network's initial weights follow the seed. The network's
     parameters are counted before it is built: ``TRAINING_COPIES`` of them must fit ``device``
@@ -89,10 +91,11 @@ def build_training(cfg: Any, device: torch.device | None = None) -> Parts:
     data = instantiate_group("data", cfg.data)
     shape, cpu = tuple(data.shape), torch.device("cpu")
     device = cpu if device is None else device
-    check_parameter_memory("model", cfg.model, device, TRAINING_COPIES, shape=shape)
+    net_node = network_node(cfg.model)
+    check_parameter_memory("model", net_node, device, TRAINING_COPIES, shape=shape)
     if device != cpu:
-        check_parameter_memory("model", cfg.model, cpu, 1, shape=shape)
-    model = network_model(instantiate_group("model", cfg.model, shape=shape), sde)
+        check_parameter_memory("model", net_node, cpu, 1, shape=shape)
+    model = score_model_from_config(cfg.model, sde, shape)
     sde = model.sde
     _probe_model(model, data)
     loss_fn = instantiate_group("loss", cfg.loss)
@@ -100,12 +103,6 @@ def build_training(cfg: Any, device: torch.device | None = None) -> Parts:
     _probe_loss(loss_fn, model, data)
     solver = instantiate_group("solver", cfg.solver) if cfg.solver is not None else None
     return Parts(sde=sde, data=data, model=model, loss_fn=loss_fn, solver=solver)
-
-
-def network_model(built: Any, sde: Any) -> ScoreModel:
-    """The score model of what the ``model`` group built: a network around ``sde``'s time, or a
-    whole ``ScoreModel`` (with its own SDE) as it is."""
-    return built if isinstance(built, ScoreModel) else ScoreModel(built, sde)
 
 
 @torch.no_grad()

@@ -26,6 +26,8 @@ __all__ = [
     "FitGridConfig",
     "register_configs",
     "register_fit_grid_config",
+    "ExportConfig",
+    "register_export_config",
     "settings_from",
 ]
 
@@ -211,3 +213,18 @@ def register_fit_grid_config(store: ConfigStore | None = None) -> None:
     """Store ``fit_grid_schema`` (idempotent)."""
     store = ConfigStore.instance() if store is None else store
     store.store(name="fit_grid_schema", node=FitGridConfig)
+
+
+@dataclass
+class ExportConfig:
+    """``sde-gen-export``: a ``model=diffusers_unet`` checkpoint and the folder to write."""
+
+    checkpoint: str = MISSING
+    out: str = MISSING
+    ema: bool = True
+
+
+def register_export_config(store: ConfigStore | None = None) -> None:
+    """Store ``export_schema`` (idempotent)."""
+    store = ConfigStore.instance() if store is None else store
+    store.store(name="export_schema", node=ExportConfig)

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from sde_gen.data.base import DataSource
-from sde_gen.models.score_model import ScoreModel
 from sde_gen.networks.guard import deferred_trained_data, stored_config, trained_shape
+from sde_gen.networks.wrap import network_node, score_model_from_config
 from sde_gen.runtime.instantiate import check_parameter_memory, instantiate_group
 from sde_gen.training.checkpoint import (
     ema_weights,
@@ -30,7 +30,8 @@ def load_score_model(
     """(ScoreModel, config, data) rebuilt from a checkpoint's stored config; EMA or raw weights.
 
     The SDE, data and network come from the config the run was trained with (``sde``, ``data``,
-    ``model`` groups), checked by ``guard.stored_config`` before anything is built: only
+    ``model`` groups; ``model.param`` and ``model.time`` give the parametrisation and the time
+    convention, ε and the SDE's t when absent), checked by ``guard.stored_config`` before anything is built: only
     sde_gen's own classes and functions, no interpolations. ``data`` (a DataSource, or a data
     config node such as ``data=npz data.path=<file>``) replaces the trained data set and must
     have its shape. If the trained data set's file is gone and no ``data`` is given, sampling
@@ -63,11 +64,12 @@ def load_score_model(
         source = chosen
     try:
         shape = tuple(source.shape)
-        check_parameter_memory("model", cfg.model, torch.device("cpu"), 1, shape=shape)
-        eps_net = instantiate_group("model", cfg.model, shape=shape)
+        check_parameter_memory(
+            "model", network_node(cfg.model), torch.device("cpu"), 1, shape=shape
+        )
+        model = score_model_from_config(cfg.model, sde, shape)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
-    model = eps_net if isinstance(eps_net, ScoreModel) else ScoreModel(eps_net, sde)
     weights = ema_weights(state["ema"]) if ema else state["model"]
     load_weights(model, weights, path, what="EMA model" if ema else "model")
     model.to(device).eval()

@@ -170,7 +170,7 @@ class TrainingLoop:
             net = ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
         if s.compile:
             net = torch.compile(net)
-        return ScoreModel(net, self.model.sde), ddp
+        return ScoreModel(net, self.model.sde, self.model.param, self.model.time), ddp
 
     @property
     def generators(self) -> dict[str, torch.Generator]:

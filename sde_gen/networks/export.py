@@ -1,0 +1,115 @@
+"""A score model whose network is a diffusers ``UNet2DModel`` (``model=diffusers_unet``) as a
+diffusers pipeline folder: ``model_index.json``, ``unet/`` (config and safetensors weights) and
+``scheduler/scheduler_config.json``, so that diffusers' own ``DDIMPipeline`` runs it.
+
+The scheduler is the SDE's discrete chain: ``trained_betas`` = its β_1..β_N in order,
+``prediction_type`` from the parametrisation (ε → epsilon, v → v_prediction, x0 → sample),
+``clip_sample: false`` (sde_gen never clips x̂0), ``set_alpha_to_one: true`` (the last DDIM step
+lands on x̂0, as sde_gen's ``final_step=zero``) and ``timestep_spacing: trailing`` (sde_gen's
+``solver/grid=trailing``). The network must take diffusers' timesteps: k = N t − 1
+(``DiscreteIndex(N, 1)``, ``model/time=discrete``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sde_gen.models.diffusers_unet import DiffusersUNet
+from sde_gen.models.network_time import DiscreteIndex
+from sde_gen.models.parametrisation import X0, Eps, V
+from sde_gen.models.score_model import ScoreModel
+from sde_gen.networks.diffusers_folder import DiffusersNet
+from sde_gen.sde import DiscreteVPSDE
+
+__all__ = ["prediction_type", "scheduler_kwargs", "diffusers_unet", "export_diffusers"]
+
+PREDICTION_TYPES = ((Eps, "epsilon"), (V, "v_prediction"), (X0, "sample"))
+"""sde_gen's parametrisation → diffusers' ``prediction_type`` (exact classes)."""
+
+
+def prediction_type(model: ScoreModel) -> str:
+    """diffusers' name for what the network predicts; a ValueError naming ``model.param``."""
+    for kind, name in PREDICTION_TYPES:
+        if type(model.param) is kind:
+            return name
+    raise ValueError(
+        f"model.param={model.param!r} has no diffusers prediction_type: export needs "
+        "model/param=eps, v or x0"
+    )
+
+
+def scheduler_kwargs(model: ScoreModel) -> dict[str, Any]:
+    """``DDIMScheduler`` keyword arguments of the model's chain; a ValueError naming ``sde``,
+    ``model.param`` or ``model.time`` where diffusers has no equivalent."""
+    sde = model.sde
+    if not isinstance(sde, DiscreteVPSDE):
+        raise ValueError(
+            f"sde={sde!r} has no diffusers scheduler equivalent: export needs the discrete "
+            "chain (sde=ddpm_linear or sde=ddpm_cosine)"
+        )
+    time = model.time
+    if not (isinstance(time, DiscreteIndex) and time.steps == sde.N and time.offset == 1.0):
+        raise ValueError(
+            f"model.time={time!r}: diffusers' U-Net takes the chain's timestep k = N t - 1, "
+            f"i.e. DiscreteIndex(steps={sde.N}, offset=1) (model/time=discrete)"
+        )
+    return {
+        "num_train_timesteps": sde.N,
+        "trained_betas": [float(b) for b in sde.betas],
+        "prediction_type": prediction_type(model),
+        "clip_sample": False,
+        "set_alpha_to_one": True,
+        "steps_offset": 0,
+        "timestep_spacing": "trailing",
+    }
+
+
+def export_diffusers(model: ScoreModel, out: str | os.PathLike) -> Path:
+    """Write ``model`` as a ``DDIMPipeline`` folder at ``out`` (absent or an empty folder):
+    written into a temporary folder beside it, then renamed, so ``out`` is complete or absent.
+    A ValueError names what cannot be exported (``scheduler_kwargs``, ``diffusers_unet``)."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    unet = diffusers_unet(model)
+    kwargs = scheduler_kwargs(model)
+    target = Path(out)
+    _check_out(target)
+    tmp = target.parent / f".{target.name}.export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(**kwargs))
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if target.is_dir():
+            target.rmdir()  # empty (checked): the rename below takes its place
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def diffusers_unet(model: ScoreModel) -> Any:
+    """The ``UNet2DModel`` inside the model's network (``model=diffusers_unet``, or a folder
+    loaded with ``model=diffusers`` and fine-tuned); a ValueError for any other network or a
+    learned variance (a DDIM pipeline takes ε only)."""
+    net = model.eps_net
+    if not isinstance(net, DiffusersUNet | DiffusersNet):
+        raise ValueError(
+            f"model is a {type(net).__name__}, not a diffusers model: export needs a network "
+            "trained with model=diffusers_unet (or loaded with model=diffusers)"
+        )
+    if getattr(net, "learn_variance", False) or getattr(net, "learned_range", False):
+        raise ValueError(
+            "model.learn_variance=true: a DDIM pipeline takes the network's ε only; export "
+            "a network trained with model.learn_variance=false"
+        )
+    return net.unet
+
+
+def _check_out(target: Path) -> None:
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise ValueError(f"out={str(target)!r} exists and is not an empty folder; pick a new one")
+    if not target.parent.is_dir():
+        raise ValueError(f"out={str(target)!r}: its parent folder does not exist")
