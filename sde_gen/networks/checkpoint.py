@@ -34,10 +34,11 @@ def load_score_model(
     convention, ε and the SDE's t when absent), checked by ``guard.stored_config`` before
     anything is built: only sde_gen's own classes and functions, no interpolations. ``data``
     (a DataSource, or a data config node such as ``data=npz data.path=<file>``) replaces the
-    trained data set and must have its shape. If the trained data set's file is gone and no ``data`` is given, sampling
-    still works when the checkpoint records ``data_info`` ({shape, num_bins}): the data are then
-    a ``ShapeOnly`` source whose draws name the missing file (``guard.trained_data``). A data set
-    that names a ``path`` is read only when drawn from (``guard.deferred_trained_data``).
+    trained data set and must have its shape. If the trained data set's file is gone and no
+    ``data`` is given, sampling still works when the checkpoint records ``data_info`` ({shape,
+    num_bins}): the data are then a ``ShapeOnly`` source whose draws name the missing file
+    (``guard.trained_data``). A data set that names a ``path`` is read only when drawn from
+    (``guard.deferred_trained_data``).
     """
 
     where = f"checkpoint {str(path)!r}"
