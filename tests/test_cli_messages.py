@@ -50,7 +50,10 @@ def test_unet_configs_state_their_parameter_count(name, shape):
 
     text = files("sde_gen.conf").joinpath("model", f"{name}.yaml").read_text()
     stated = re.search(r"# Cost: ([\d.]+) M parameters", text).group(1)
-    net = instantiate(OmegaConf.create(text), shape=shape)
+    from sde_gen.networks.wrap import network_node
+
+    node = OmegaConf.create(text)
+    net = instantiate(network_node({k: v for k, v in node.items() if k != "defaults"}), shape=shape)
     count = sum(p.numel() for p in net.parameters() if p.requires_grad)
     decimals = len(stated.partition(".")[2])
     assert round(count / 1e6, decimals) == float(stated)

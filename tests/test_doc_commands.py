@@ -53,6 +53,7 @@ MODULES = {
     "sde-gen-collect": "sde_gen.collect",
     "sde-gen-demo": "sde_gen.demo",
     "sde-gen-fit-grid": "sde_gen.fit_grid",
+    "sde-gen-export": "sde_gen.export",
 }
 TRAIN = [
     "trainer.batch_size=16",
@@ -70,6 +71,7 @@ SHORTEN = {
     "sde-gen-demo": ["n=200"],
     "sde-gen-collect": [],
     "sde-gen-fit-grid": ["n=32", "maxiter=4"],
+    "sde-gen-export": [],
     "experiments/trajectories.py": ["--n", "20", "--solvers", "ddim:5,pf_ode"],
 }
 ANALYTIC = ["solver.mc_samples=1000", "solver.mc_batch=1000", "solver.grid.candidates=30"]
