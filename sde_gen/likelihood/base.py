@@ -113,6 +113,17 @@ class Likelihood(ABC):
         logp, nfe = self.log_likelihood(sde, score_fn, x, generator)
         return LikelihoodResult(logp, nfe, nats_to_bits_per_dim(logp, x[0].numel()))
 
+    def dequantized_log_likelihood(
+        self,
+        sde: SDE,
+        score_fn: ScoreCallable,
+        x: Tensor,
+        num_bins: int,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, int]:
+        """(log p per sample, NFE) of levels x, each dequantized once (``dequantize``)."""
+        return self.log_likelihood(sde, score_fn, dequantize(x, num_bins, generator), generator)
+
     def bits_per_dim(
         self,
         sde: SDE,
@@ -126,8 +137,8 @@ class Likelihood(ABC):
         over ``num_draws`` uniform dequantizations (an upper bound on −log₂ P(x)/D by Jensen),
         all in one stacked batch of num_draws·B samples; noise and probes from ``generator``."""
         check_levels(x, num_bins, num_draws)
-        y = dequantize(x.repeat(num_draws, *([1] * (x.ndim - 1))), num_bins, generator)
-        logp, nfe = self.log_likelihood(sde, score_fn, y, generator)
+        tiled = x.repeat(num_draws, *([1] * (x.ndim - 1)))
+        logp, nfe = self.dequantized_log_likelihood(sde, score_fn, tiled, num_bins, generator)
         dim = x[0].numel()
         bpd = nats_to_bits_per_dim(logp, dim, num_bins).reshape(num_draws, x.shape[0]).mean(0)
         return LikelihoodResult(logp_of_bits_per_dim(bpd, dim, num_bins), nfe, bpd)

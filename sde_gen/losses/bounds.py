@@ -19,7 +19,6 @@ from sde_gen.likelihood.base import (
     LikelihoodResult,
     check_levels,
     logp_of_bits_per_dim,
-    nats_to_bits_per_dim,
 )
 from sde_gen.losses.discrete import schedule_of, vlb
 from sde_gen.losses.vdm import vdm_vlb
@@ -119,19 +118,14 @@ class VDMBound(Likelihood):
         model = _model_of(score_fn, "vdm_vlb")
         return -vdm_vlb(model, x, None, generator, self.time_draws).to(torch.float64), 1
 
-    def bits_per_dim(
+    def dequantized_log_likelihood(
         self,
         sde: SDE,
         score_fn: ScoreCallable,
         x: Tensor,
         num_bins: int,
-        num_draws: int = 1,
-        generator: torch.Generator | None = None,
-    ) -> LikelihoodResult:
-        """The bound of dequantized levels in bits/dim, num_draws · time_draws draws a sample."""
-        check_levels(x, num_bins, num_draws)
-        model = _model_of(score_fn, "vdm_vlb")
-        tiled = x.repeat(num_draws, *([1] * (x.ndim - 1)))
-        nats = vdm_vlb(model, tiled, num_bins, generator, self.time_draws).cpu()
-        logp = -nats.to(torch.float64).reshape(num_draws, x.shape[0]).mean(0)
-        return LikelihoodResult(logp, 1, nats_to_bits_per_dim(logp, x[0].numel(), num_bins))
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, int]:
+        """Minus the bound of levels x, dequantized with each of the ``time_draws`` draws."""
+        nats = vdm_vlb(_model_of(score_fn, "vdm_vlb"), x, num_bins, generator, self.time_draws)
+        return -nats.cpu().to(torch.float64), 1
