@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, TypeVar
 
-__all__ = ["check_choice", "check_flag", "check_enum"]
+__all__ = ["check_choice", "check_flag", "check_enum", "check_non_negative"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -32,3 +32,10 @@ def check_enum(name: str, value: Any, kind: type[E]) -> E:
     except ValueError:
         choices = tuple(v.value for v in kind)
         raise ValueError(f"{name}={value!r} is not one of {choices}") from None
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """``value`` as a float if it is a number >= 0 (bools rejected), else a ValueError naming it."""
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0):
+        raise ValueError(f"{name}={value!r} must be a number >= 0")
+    return float(value)

@@ -27,7 +27,7 @@ from torch import Tensor
 from sde_gen.solvers.base import FinalStep, StepContext, check_int
 from sde_gen.solvers.exponential import half_log_snr, phi
 from sde_gen.solvers.few_step import FewStepSolver
-from sde_gen.solvers.options import check_flag
+from sde_gen.solvers.options import check_flag, check_non_negative
 
 __all__ = ["SASolver", "sa_weights"]
 
@@ -69,11 +69,10 @@ class SASolver(FewStepSolver):
         self.corrector_order = check_int("corrector_order", corrector_order, 0)
         if predictor_order > 4 or corrector_order > 4:
             raise ValueError(f"orders {predictor_order}, {corrector_order} must be <= 4")
-        if not (isinstance(tau, int | float) and not isinstance(tau, bool) and tau >= 0):
-            raise ValueError(f"tau={tau!r} must be a number >= 0")
+        self.tau = check_non_negative("tau", tau)
         if not tau_from <= tau_to:
             raise ValueError(f"tau_from={tau_from} must be <= tau_to={tau_to}")
-        self.tau, self.tau_from, self.tau_to = float(tau), float(tau_from), float(tau_to)
+        self.tau_from, self.tau_to = float(tau_from), float(tau_to)
         self.crude_order_two = check_flag("crude_order_two", crude_order_two)
         self.lower_order_final = check_flag("lower_order_final", lower_order_final)
         self.order = (
