@@ -26,18 +26,18 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.cli.build import bytes_per_sample
 from sde_gen.cli.errors import run_cli, user_errors
+from sde_gen.cli.run import run_in_output_dir
 from sde_gen.cli.settings import EvalConfig, settings_from
 from sde_gen.data.base import TensorData
 from sde_gen.likelihood.base import Likelihood
 from sde_gen.likelihood.ode import PFODELikelihood
 from sde_gen.losses.bounds import DDPMBound
 from sde_gen.networks.source import ScoreSource, load_score_source, names_data
-from sde_gen.runtime.distributed import World, close_world, gather_objects, init_world
+from sde_gen.runtime.distributed import World, gather_objects, init_world
 from sde_gen.runtime.files import write_summary
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.runtime.progress import progress_bar
@@ -311,14 +311,10 @@ def summary_line(summary: dict[str, Any], out_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @user_errors
 def _main(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir).resolve()
-    try:
-        summary = run_evaluation(cfg, out_dir, data_chosen=names_data(list(hc.overrides.task)))
-    finally:
-        close_world()
-    if summary is not None:
-        log.info(summary_line(summary, out_dir))
+    def work(hc: Any, out_dir: Path) -> dict[str, Any] | None:
+        return run_evaluation(cfg, out_dir, data_chosen=names_data(list(hc.overrides.task)))
+
+    run_in_output_dir(work, summary_line, log)
 
 
 def main() -> Any:

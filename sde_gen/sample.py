@@ -23,16 +23,16 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sde_gen.cli.build import bytes_per_sample, with_steps
 from sde_gen.cli.errors import run_cli, user_errors
+from sde_gen.cli.run import run_in_output_dir
 from sde_gen.cli.settings import SampleConfig, settings_from
 from sde_gen.data.base import DataSource
 from sde_gen.metrics.mixtures import exact_metrics, is_point_mass
 from sde_gen.networks.source import ScoreSource, data_shape, load_score_source, names_data
-from sde_gen.runtime.distributed import World, close_world, gather_objects, init_world
+from sde_gen.runtime.distributed import World, gather_objects, init_world
 from sde_gen.runtime.files import atomic_write, write_summary
 from sde_gen.runtime.instantiate import instantiate_group
 from sde_gen.runtime.resources import check_memory, choose_threads, pick_device
@@ -372,19 +372,12 @@ _data_chosen = names_data  # the name tests and older callers use
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 @user_errors
 def _main(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir).resolve()
-    try:
-        summary = run_sampling(
-            cfg,
-            out_dir,
-            solver_name=hc.runtime.choices.get("solver"),
-            data_chosen=names_data(list(hc.overrides.task)),
-        )
-    finally:
-        close_world()
-    if summary is not None:
-        log.info(summary_line(summary, out_dir))
+    def work(hc: Any, out_dir: Path) -> dict[str, Any] | None:
+        solver_name = hc.runtime.choices.get("solver")
+        data_chosen = names_data(list(hc.overrides.task))
+        return run_sampling(cfg, out_dir, solver_name=solver_name, data_chosen=data_chosen)
+
+    run_in_output_dir(work, summary_line, log)
 
 
 def main() -> Any:

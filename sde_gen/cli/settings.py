@@ -63,8 +63,9 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
-    """``sde-gen-sample``: a score source (checkpoint or exact mixture), a solver, how many."""
+class SolverRunConfig:
+    """What every command that runs a solver on a score source names first (its fields lead the
+    schemas of ``sde-gen-sample`` and ``sde-gen-fit-grid``)."""
 
     data: Any = MISSING
     sde: Any = MISSING
@@ -72,6 +73,12 @@ class SampleConfig:
     checkpoint: str | None = None
     model: Any = None  # model=diffusers model.path=<folder> (networks.source.load_model_node)
     ema: bool = True
+
+
+@dataclass
+class SampleConfig(SolverRunConfig):
+    """``sde-gen-sample``: a score source (checkpoint or exact mixture), a solver, how many."""
+
     n: int = 1000
     steps: int | None = None  # a fixed-step solver's solver.steps; adaptive solvers ignore it
     seed: int = 0
@@ -169,16 +176,10 @@ def _reject_unknown(node: DictConfig, schema: type, prefix: str) -> None:
 
 
 @dataclass
-class FitGridConfig:
+class FitGridConfig(SolverRunConfig):
     """``sde-gen-fit-grid``: a score source, a fixed-step solver, pilot and held-out x_T, the search
     budget and the teacher's tolerance."""
 
-    data: Any = MISSING
-    sde: Any = MISSING
-    solver: Any = MISSING
-    checkpoint: str | None = None
-    model: Any = None  # model=diffusers model.path=<folder> (networks.source.load_model_node)
-    ema: bool = True
     n: int = 1000  # pilot x_T (the fit) and, as many again, held-out x_T (seed + 1)
     n_held_out: int | None = None  # None: n
     seed: int = 0

@@ -21,6 +21,8 @@ from sde_gen.data.base import dequantize_levels
 from sde_gen.sde import SDE
 from sde_gen.sde.score_fn import ScoreCallable
 
+Generator = torch.Generator | None
+
 __all__ = [
     "LikelihoodResult",
     "Likelihood",
@@ -28,6 +30,7 @@ __all__ = [
     "nats_to_bits_per_dim",
     "logp_of_bits_per_dim",
     "check_levels",
+    "Generator",
 ]
 
 
@@ -87,7 +90,7 @@ class Likelihood(ABC):
 
     #: True where log p is a lower bound (a variational bound), False where it is the density
     bound: ClassVar[bool] = False
-    #: True where only data on levels can be measured (``bits_per_dim``; a discrete decoder)
+    #: True for a discrete decoder: data on levels only (``bits_per_dim``, one draw, no noise)
     discrete_only: ClassVar[bool] = False
     #: the time whose marginal log q_t the likelihood measures (the PF-ODE's t_min; 0: the data)
     t_min: float = 0.0
@@ -113,6 +116,13 @@ class Likelihood(ABC):
         logp, nfe = self.log_likelihood(sde, score_fn, x, generator)
         return LikelihoodResult(logp, nfe, nats_to_bits_per_dim(logp, x[0].numel()))
 
+    def levels_log_likelihood(
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, num_bins: int, generator: Generator
+    ) -> tuple[Tensor, int]:
+        """(log p per sample, NFE) of x on ``num_bins`` levels: of x dequantized once
+        (``dequantize``); a ``discrete_only`` decoder gives log P(x) of the levels themselves."""
+        return self.log_likelihood(sde, score_fn, dequantize(x, num_bins, generator), generator)
+
     def bits_per_dim(
         self,
         sde: SDE,
@@ -126,8 +136,9 @@ class Likelihood(ABC):
         over ``num_draws`` uniform dequantizations (an upper bound on −log₂ P(x)/D by Jensen),
         all in one stacked batch of num_draws·B samples; noise and probes from ``generator``."""
         check_levels(x, num_bins, num_draws)
-        y = dequantize(x.repeat(num_draws, *([1] * (x.ndim - 1))), num_bins, generator)
-        logp, nfe = self.log_likelihood(sde, score_fn, y, generator)
-        dim = x[0].numel()
-        bpd = nats_to_bits_per_dim(logp, dim, num_bins).reshape(num_draws, x.shape[0]).mean(0)
+        draws = 1 if self.discrete_only else num_draws
+        tiled = x.repeat(draws, *([1] * (x.ndim - 1)))
+        logp, nfe = self.levels_log_likelihood(sde, score_fn, tiled, num_bins, generator)
+        dim, bins = x[0].numel(), None if self.discrete_only else num_bins
+        bpd = nats_to_bits_per_dim(logp, dim, bins).reshape(draws, x.shape[0]).mean(0)
         return LikelihoodResult(logp_of_bits_per_dim(bpd, dim, num_bins), nfe, bpd)

@@ -8,6 +8,7 @@ device)`` (config group ``likelihood/probe``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -21,43 +22,40 @@ __all__ = [
     "hutchinson_divergence",
 ]
 
-Probe = Callable[
-    [tuple[int, ...], torch.Generator | None, torch.dtype, torch.device | str | None], Tensor
-]
+Shape = tuple[int, ...]
+Device = torch.device | str | None
+Probe = Callable[[Shape, torch.Generator | None, torch.dtype, Device], Tensor]
 """Draws Hutchinson probes ε with E εεᵀ = I: ``probe(shape, generator, dtype, device)``."""
 
 
-class RademacherProbe:
+class _DrawnProbe(ABC):
+    """A ``Probe`` from ``draw(shape, generator, device)``, cast to the requested dtype."""
+
+    def __call__(
+        self, shape: Shape, generator: torch.Generator | None, dtype: torch.dtype, device: Device
+    ) -> Tensor:
+        return self.draw(shape, generator, device).to(dtype)
+
+    @abstractmethod
+    def draw(self, shape: Shape, generator: torch.Generator | None, device: Device) -> Tensor:
+        """ε of ``shape`` in torch's default dtype."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class RademacherProbe(_DrawnProbe):
     """ε with i.i.d. entries ±1 (E εεᵀ = I; zero variance when the Jacobian is diagonal)."""
 
-    def __call__(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator | None,
-        dtype: torch.dtype,
-        device: torch.device | str | None,
-    ) -> Tensor:
-        bits = torch.randint(0, 2, shape, generator=generator, device=device)
-        return (2 * bits - 1).to(dtype)
-
-    def __repr__(self) -> str:
-        return "RademacherProbe()"
+    def draw(self, shape: Shape, generator: torch.Generator | None, device: Device) -> Tensor:
+        return 2 * torch.randint(0, 2, shape, generator=generator, device=device) - 1
 
 
-class GaussianProbe:
+class GaussianProbe(_DrawnProbe):
     """ε ~ N(0, I)."""
 
-    def __call__(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator | None,
-        dtype: torch.dtype,
-        device: torch.device | str | None,
-    ) -> Tensor:
-        return torch.randn(shape, generator=generator, device=device).to(dtype)
-
-    def __repr__(self) -> str:
-        return "GaussianProbe()"
+    def draw(self, shape: Shape, generator: torch.Generator | None, device: Device) -> Tensor:
+        return torch.randn(shape, generator=generator, device=device)
 
 
 def exact_divergence(drift: Tensor, x: Tensor) -> Tensor:

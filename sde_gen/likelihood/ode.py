@@ -238,33 +238,30 @@ class PFODELikelihood(Likelihood):
         return end[:n_x].reshape(shape), end[n_x:]
 
 
+def _pf_ode_likelihood(
+    prior_logp: Callable[[Tensor], Tensor] | None, **options: Any
+) -> PFODELikelihood:
+    """``PFODELikelihood(**options)``; ``prior_logp``, a log density of x_T, stands for
+    ``prior=FixedPrior(prior_logp)``."""
+    if prior_logp is not None:
+        options["prior"] = FixedPrior(prior_logp)
+    return PFODELikelihood(**options)
+
+
 def ode_log_likelihood(
     sde: SDE,
     score_fn: ScoreCallable,
     x: Tensor,
     exact_trace: bool = False,
-    rtol: float = 1e-5,
-    atol: float = 3e-5,
-    logp_atol: float = 1e-3,
-    method: str = "RK45",
-    t_min: float = 1e-5,
-    num_probes: int = 1,
-    probe: Probe | None = None,
+    *,
     generator: torch.Generator | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
-    prior: Prior | None = None,
-    progress: bool = False,
-    coordinates: TimeCoordinates | None = None,
+    **options: Any,
 ) -> tuple[Tensor, int]:
-    """(log p_{t_min}(x) per sample in nats, NFE): ``PFODELikelihood(...)(sde, score_fn, x,
-    generator)`` in one call; ``prior_logp``, a log density of x_T, stands for
+    """(log p_{t_min}(x) per sample in nats, NFE): ``PFODELikelihood(exact_trace, **options)(sde,
+    score_fn, x, generator)`` in one call; ``prior_logp``, a log density of x_T, stands for
     ``prior=FixedPrior(prior_logp)``."""
-    if prior_logp is not None:
-        prior = FixedPrior(prior_logp)
-    likelihood = PFODELikelihood(
-        exact_trace, rtol, atol, logp_atol, method, t_min, num_probes, probe, prior, coordinates,
-        progress,
-    )  # fmt: skip
+    likelihood = _pf_ode_likelihood(prior_logp, exact_trace=exact_trace, **options)
     result = likelihood(sde, score_fn, x, generator)
     return result.logp, result.nfe
 
@@ -276,15 +273,11 @@ def bits_per_dim(
     num_bins: int,
     num_draws: int = 1,
     generator: torch.Generator | None = None,
-    **ode_kwargs,
+    **ode_kwargs: Any,
 ) -> tuple[Tensor, int]:
     """(Bits/dim per sample of data x on ``num_bins`` levels in [−1, 1], total NFE):
     ``PFODELikelihood(**ode_kwargs).bits_per_dim(...)``, ``num_draws`` dequantizations stacked
     in one solve; noise and probes from ``generator``."""
-    prior_logp = ode_kwargs.pop("prior_logp", None)
-    if prior_logp is not None:
-        ode_kwargs["prior"] = FixedPrior(prior_logp)
-    result = PFODELikelihood(**ode_kwargs).bits_per_dim(
-        sde, score_fn, x, num_bins, num_draws, generator
-    )
+    likelihood = _pf_ode_likelihood(ode_kwargs.pop("prior_logp", None), **ode_kwargs)
+    result = likelihood.bits_per_dim(sde, score_fn, x, num_bins, num_draws, generator)
     return result.bpd, result.nfe

@@ -8,19 +8,12 @@ SDE names its own bound (``SDE.variational_bound``).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from sde_gen.likelihood.base import (
-    Likelihood,
-    LikelihoodResult,
-    check_levels,
-    logp_of_bits_per_dim,
-    nats_to_bits_per_dim,
-)
+from sde_gen.likelihood.base import Generator, Likelihood
 from sde_gen.losses.discrete import schedule_of, vlb
 from sde_gen.losses.vdm import vdm_vlb
 from sde_gen.sde import SDE, DiscreteVPSDE
@@ -58,22 +51,19 @@ class DDPMBound(Likelihood):
         given = "None" if self.log_variance is None else "<given>"
         return f"DDPMBound(large_variance={self.large_variance}, log_variance={given})"
 
-    def nats(
-        self,
-        sde: SDE,
-        score_fn: ScoreCallable,
-        x: Tensor,
-        num_bins: int,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        """L_vlb in nats per sample of x on ``num_bins`` levels (on x's device)."""
+    def levels_log_likelihood(
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, num_bins: int, generator: Generator
+    ) -> tuple[Tensor, int]:
+        """(−L_vlb in nats per sample of x on ``num_bins`` levels, T): log P(x) of the levels
+        bounded by the chain with its decoder (``bits_per_dim`` takes one draw: no noise)."""
         if not isinstance(sde, DiscreteVPSDE):
             raise ValueError(f"VLB needs a discrete DDPM model (sde=ddpm_*), got sde={sde!r}")
         model = _model_of(score_fn, "ddpm_vlb")
-        return vlb(
+        nats = vlb(
             model, schedule_of(model), x, num_bins, generator, self.large_variance,
             self.log_variance,
         )  # fmt: skip
+        return -nats.cpu(), sde.N
 
     def log_likelihood(
         self, sde: SDE, score_fn: ScoreCallable, x: Tensor, generator: torch.Generator | None
@@ -81,21 +71,6 @@ class DDPMBound(Likelihood):
         raise ValueError(
             "likelihood=ddpm_vlb needs discrete data (num_bins): its decoder integrates over bins"
         )
-
-    def bits_per_dim(
-        self,
-        sde: SDE,
-        score_fn: ScoreCallable,
-        x: Tensor,
-        num_bins: int,
-        num_draws: int = 1,
-        generator: torch.Generator | None = None,
-    ) -> LikelihoodResult:
-        """L_vlb/(D ln 2) per sample (``num_draws`` is unused: the decoder needs no noise)."""
-        check_levels(x, num_bins, num_draws)
-        dim = x[0].numel()
-        bpd = self.nats(sde, score_fn, x, num_bins, generator).cpu() / (dim * math.log(2.0))
-        return LikelihoodResult(logp_of_bits_per_dim(bpd, dim, num_bins), sde.N, bpd)
 
 
 class VDMBound(Likelihood):
@@ -119,19 +94,9 @@ class VDMBound(Likelihood):
         model = _model_of(score_fn, "vdm_vlb")
         return -vdm_vlb(model, x, None, generator, self.time_draws).to(torch.float64), 1
 
-    def bits_per_dim(
-        self,
-        sde: SDE,
-        score_fn: ScoreCallable,
-        x: Tensor,
-        num_bins: int,
-        num_draws: int = 1,
-        generator: torch.Generator | None = None,
-    ) -> LikelihoodResult:
-        """The bound of dequantized levels in bits/dim, num_draws · time_draws draws a sample."""
-        check_levels(x, num_bins, num_draws)
-        model = _model_of(score_fn, "vdm_vlb")
-        tiled = x.repeat(num_draws, *([1] * (x.ndim - 1)))
-        nats = vdm_vlb(model, tiled, num_bins, generator, self.time_draws).cpu()
-        logp = -nats.to(torch.float64).reshape(num_draws, x.shape[0]).mean(0)
-        return LikelihoodResult(logp, 1, nats_to_bits_per_dim(logp, x[0].numel(), num_bins))
+    def levels_log_likelihood(
+        self, sde: SDE, score_fn: ScoreCallable, x: Tensor, num_bins: int, generator: Generator
+    ) -> tuple[Tensor, int]:
+        """Minus the bound of levels x, dequantized with each of the ``time_draws`` draws."""
+        nats = vdm_vlb(_model_of(score_fn, "vdm_vlb"), x, num_bins, generator, self.time_draws)
+        return -nats.cpu().to(torch.float64), 1

@@ -25,6 +25,7 @@ from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import coefficients_at
 from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 from sde_gen.solvers.grids import Grid, UniformGrid
+from sde_gen.solvers.options import check_enum
 
 __all__ = [
     "SampleResult",
@@ -243,6 +244,11 @@ class StepContext:
     def is_last(self) -> bool:
         return self.index == len(self.times) - 2
 
+    @property
+    def steps_left(self) -> int:
+        """Steps from this one to the end, this one included (``lower_order_final``'s cap)."""
+        return len(self.times) - 1 - self.index
+
     def noise(self, x: Tensor) -> Tensor:
         """z ~ N(0, I) like x, from ``generator``."""
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
@@ -297,11 +303,7 @@ class FixedStepSolver(Solver):
 
     def _check_final_step(self, final_step: FinalStep | str) -> None:
         """Set ``final_step`` (checked once); ``zero`` excludes ``denoise_final``."""
-        try:
-            self.final_step = FinalStep(final_step)
-        except ValueError:
-            choices = tuple(f.value for f in FinalStep)
-            raise ValueError(f"final_step={final_step!r} is not one of {choices}") from None
+        self.final_step = check_enum("final_step", final_step, FinalStep)
         self.ends_at_zero = self.final_step is FinalStep.ZERO
         if self.ends_at_zero and self.denoise_final:
             raise ValueError(

@@ -15,14 +15,15 @@ steps to the number of steps left (diffusers applies it only below 15 steps).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, StepContext
 from sde_gen.solvers.exponential import half_log_snr, phi
-from sde_gen.solvers.grids import Grid, LogSNRGrid
+from sde_gen.solvers.few_step import FewStepSolver
+from sde_gen.solvers.options import check_choice, check_flag
 
 __all__ = ["DEIS", "deis_weights"]
 
@@ -39,15 +40,11 @@ def deis_weights(lams: list[float], lam_s: float, rho_t: float) -> list[float]:
     return np.linalg.solve(vandermonde.T, moments).tolist()
 
 
-class DEIS(FixedStepSolver):
+class DEIS(FewStepSolver):
     """DEIS tAB-``order`` (1 = DDIM): one score evaluation a step; ``order`` is its declared
     convergence order."""
 
     order: float = 3
-    stochastic = False
-    evals_per_step = 1
-    default_steps = 20
-    default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
@@ -58,12 +55,8 @@ class DEIS(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final={lower_order_final!r} must be true or false")
-        self.order = order
-        self.lower_order_final = lower_order_final
+        self.order = check_choice("order", order, ORDERS)
+        self.lower_order_final = check_flag("lower_order_final", lower_order_final)
         self._check_final_step(final_step)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
@@ -77,7 +70,7 @@ class DEIS(FixedStepSolver):
         del history[self.order :]
         order = len(history)
         if self.lower_order_final:
-            order = min(order, len(ctx.times) - 1 - ctx.index)
+            order = min(order, ctx.steps_left)
         lam_s = half_log_snr(ctx.gamma(s), ctx.sigma(s))
         weights = deis_weights([lam for lam, _ in history[:order]], lam_s, sigma_t / gamma_t)
         x_tilde = x / gamma_t

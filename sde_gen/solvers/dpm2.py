@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, StepContext
+from sde_gen.solvers.few_step import FewStepSolver
 from sde_gen.solvers.grids import Grid, KarrasGrid
 
 __all__ = ["DPM2", "ancestral_split"]
@@ -32,14 +33,12 @@ def ancestral_split(rho_t: float, rho_s: float, eta: float) -> tuple[float, floa
     return math.sqrt(rho_s**2 - rho_up**2), rho_up
 
 
-class DPM2(FixedStepSolver):
+class DPM2(FewStepSolver):
     """DPM-2 (``eta`` = 0, order 2) or DPM-2 ancestral (``eta`` > 0, stochastic): two
     evaluations a step; one when the step lands on ρ_d = 0."""
 
     order = 2.0
-    stochastic = False
     evals_per_step = 2
-    default_steps = 20
     default_grid: ClassVar[Grid] = KarrasGrid()
 
     def __init__(

@@ -19,13 +19,14 @@ into k − 1 and 1; ``final_step='zero'`` makes the last step a stage-1 group la
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, StepContext
 from sde_gen.solvers.exponential import half_log_snr
-from sde_gen.solvers.grids import Grid, LogSNRGrid
+from sde_gen.solvers.few_step import FewStepSolver
+from sde_gen.solvers.options import check_choice, check_flag
 
 __all__ = ["DPMSolverSinglestep", "stage_orders"]
 
@@ -44,15 +45,11 @@ def stage_orders(steps: int, order: int, lower_order_final: bool, final_zero: bo
     return stages
 
 
-class DPMSolverSinglestep(FixedStepSolver):
+class DPMSolverSinglestep(FewStepSolver):
     """Singlestep DPM-Solver++ of ``order`` 1–3: one evaluation a step (the stages are grid
     points); declared order ``order``."""
 
     order: float = 3
-    stochastic = False
-    evals_per_step = 1
-    default_steps = 20
-    default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
@@ -63,12 +60,8 @@ class DPMSolverSinglestep(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final={lower_order_final!r} must be true or false")
-        self.order = order
-        self.lower_order_final = lower_order_final
+        self.order = check_choice("order", order, ORDERS)
+        self.lower_order_final = check_flag("lower_order_final", lower_order_final)
         self._check_final_step(final_step)
 
     def stages(self) -> list[int]:

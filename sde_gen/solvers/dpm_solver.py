@@ -18,27 +18,24 @@ global order 2.0 with φ₃ against ≈ 4 with 2φ₃ on Gaussian data (tests/te
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
-from sde_gen.solvers.grids import Grid, LogSNRGrid
+from sde_gen.solvers.base import FinalStep, StepContext
+from sde_gen.solvers.few_step import FewStepSolver
+from sde_gen.solvers.options import check_choice
 
 __all__ = ["DPMSolver"]
 
 ORDERS = (2, 3)
 
 
-class DPMSolver(FixedStepSolver):
+class DPMSolver(FewStepSolver):
     """DPM-Solver++(``order``M): one score evaluation per step; ``order`` is also its declared
     convergence order."""
 
     order: float = 2
-    stochastic = False
-    evals_per_step = 1
-    default_steps = 20
-    default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
@@ -48,9 +45,7 @@ class DPMSolver(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        self.order = order
+        self.order = check_choice("order", order, ORDERS)
         self._check_final_step(final_step)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
@@ -64,7 +59,7 @@ class DPMSolver(FixedStepSolver):
         history = ctx.memory.setdefault("history", [])  # [(λ, x̂0)], newest last
         order = min(self.order, len(history) + 1)
         if self.final_step is FinalStep.ZERO:
-            order = min(order, len(ctx.times) - 1 - ctx.index)
+            order = min(order, ctx.steps_left)
         phi1 = math.expm1(-h)
         if order == 1:
             x_s = (sigma_s / sigma_t) * x - gamma_s * phi1 * m0

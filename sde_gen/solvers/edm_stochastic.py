@@ -17,14 +17,9 @@ from torch import Tensor
 
 from sde_gen.solvers.base import StepContext
 from sde_gen.solvers.heun import Heun
+from sde_gen.solvers.options import check_non_negative
 
 __all__ = ["EDMStochastic"]
-
-
-def _non_negative(name: str, value: float) -> float:
-    if not (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0):
-        raise ValueError(f"{name}={value!r} must be a number >= 0")
-    return float(value)
 
 
 class EDMStochastic(Heun):
@@ -44,10 +39,10 @@ class EDMStochastic(Heun):
         **options: Any,
     ):
         super().__init__(*shared, euler_last=euler_last, **options)
-        self.s_churn = _non_negative("s_churn", s_churn)
-        self.s_tmin = _non_negative("s_tmin", s_tmin)
-        self.s_tmax = _non_negative("s_tmax", s_tmax)
-        self.s_noise = _non_negative("s_noise", s_noise)
+        self.s_churn = check_non_negative("s_churn", s_churn)
+        self.s_tmin = check_non_negative("s_tmin", s_tmin)
+        self.s_tmax = check_non_negative("s_tmax", s_tmax)
+        self.s_noise = check_non_negative("s_noise", s_noise)
         if self.s_tmax < self.s_tmin:
             raise ValueError(f"s_tmax={s_tmax} must be >= s_tmin={s_tmin}")
         self.stochastic = self.s_churn > 0

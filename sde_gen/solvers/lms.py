@@ -16,8 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, StepContext
+from sde_gen.solvers.few_step import FewStepSolver
 from sde_gen.solvers.grids import Grid, KarrasGrid
+from sde_gen.solvers.options import check_choice
 
 __all__ = ["LMS", "lms_weights"]
 
@@ -33,13 +35,10 @@ def lms_weights(rhos: list[float], rho_s: float) -> list[float]:
     return np.linalg.solve(vandermonde.T, moments).tolist()
 
 
-class LMS(FixedStepSolver):
+class LMS(FewStepSolver):
     """Linear multistep of ``order`` ≤ 4 in ρ: one evaluation a step, declared order ``order``."""
 
     order: float = 4
-    stochastic = False
-    evals_per_step = 1
-    default_steps = 20
     default_grid: ClassVar[Grid] = KarrasGrid()
 
     def __init__(
@@ -50,9 +49,7 @@ class LMS(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        self.order = order
+        self.order = check_choice("order", order, ORDERS)
         self._check_final_step(final_step)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:

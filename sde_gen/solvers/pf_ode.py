@@ -7,6 +7,7 @@ The backend is an integrator object (config ``backend: {_target_: …}``):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -41,7 +42,16 @@ def _check_tol(name: str, value: float) -> float:
     return float(value)
 
 
-class ScipyODE:
+class _Integrator:
+    """A PF-ODE integrator of ``PFODE``; its repr names the options it was built with."""
+
+    def __repr__(self) -> str:
+        names = [k for k in inspect.signature(type(self).__init__).parameters if k != "self"]
+        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in names)
+        return f"{type(self).__name__}({opts})"
+
+
+class ScipyODE(_Integrator):
     """``solve_ivp`` on the whole batch flattened into one state vector (float64).
 
     ``coordinates``: ``TimeCoordinates()`` (x in t, the default), ``ScaledCoordinates()``
@@ -81,12 +91,6 @@ class ScipyODE:
     def expected_nfe(self) -> None:
         """Unknown in advance: the steps adapt to rtol and atol."""
         return None
-
-    def __repr__(self) -> str:
-        return (
-            f"ScipyODE(method={self.method!r}, rtol={self.rtol}, atol={self.atol}, "
-            f"coordinates={self.coordinates!r})"
-        )
 
     def __call__(
         self, sde: SDE, score: ScoreFn, x_T: Tensor, t_min: float, t_eval: Tensor | None
@@ -139,7 +143,7 @@ class ScipyODE:
         return x0, path
 
 
-class TorchsdeODE:
+class TorchsdeODE(_Integrator):
     """``torchsde.sdeint`` on the PF-ODE as a zero-diffusion SDE in flipped time u = T − t:
     ``steps`` fixed steps, or error-controlled ones from that initial size when ``adaptive``."""
 
@@ -161,12 +165,6 @@ class TorchsdeODE:
     def expected_nfe(self) -> int | None:
         """Drift evaluations of the fixed steps (None when adaptive)."""
         return None if self.adaptive else self._method.nfe(self.steps)
-
-    def __repr__(self) -> str:
-        return (
-            f"TorchsdeODE(method={self.method!r}, steps={self.steps}, adaptive={self.adaptive}, "
-            f"rtol={self.rtol}, atol={self.atol})"
-        )
 
     def __call__(
         self, sde: SDE, score: ScoreFn, x_T: Tensor, t_min: float, t_eval: Tensor | None

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.options import check_choice, check_enum
 
 __all__ = ["PNDM", "Start", "ADAMS_BASHFORTH"]
 
@@ -77,14 +78,8 @@ class PNDM(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        try:
-            self.start = Start(start)
-        except ValueError:
-            choices = tuple(v.value for v in Start)
-            raise ValueError(f"start={start!r} is not one of {choices}") from None
-        self.ab_order = order
+        self.ab_order = check_choice("order", order, ORDERS)
+        self.start = check_enum("start", start, Start)
         self.order = min(order, 2)
         self._check_final_step(final_step)
 

@@ -19,14 +19,15 @@ of its exact (ah − 1 + e^{−ah})/a; ``crude_order_two`` (default, as the peer
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext, check_int
+from sde_gen.solvers.base import FinalStep, StepContext, check_int
 from sde_gen.solvers.exponential import half_log_snr, phi
-from sde_gen.solvers.grids import Grid, LogSNRGrid
+from sde_gen.solvers.few_step import FewStepSolver
+from sde_gen.solvers.options import check_flag, check_non_negative
 
 __all__ = ["SASolver", "sa_weights"]
 
@@ -42,16 +43,13 @@ def sa_weights(lams: list[float], lam_t: float, lam_s: float, a: float, crude: b
     return np.linalg.solve(vandermonde.T, np.array(moments)).tolist()
 
 
-class SASolver(FixedStepSolver):
+class SASolver(FewStepSolver):
     """SA-Predictor of ``predictor_order`` p with SA-Corrector of ``corrector_order`` c (0: none);
     stochastic where τ > 0; declared order (of the τ = 0 solver): min(c, p + 1), p without
     corrector (the predictor's error enters the corrector through a weight O(h))."""
 
     order: float = 3
     stochastic = True
-    evals_per_step = 1
-    default_steps = 20
-    default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
@@ -71,16 +69,12 @@ class SASolver(FixedStepSolver):
         self.corrector_order = check_int("corrector_order", corrector_order, 0)
         if predictor_order > 4 or corrector_order > 4:
             raise ValueError(f"orders {predictor_order}, {corrector_order} must be <= 4")
-        if not (isinstance(tau, int | float) and not isinstance(tau, bool) and tau >= 0):
-            raise ValueError(f"tau={tau!r} must be a number >= 0")
+        self.tau = check_non_negative("tau", tau)
         if not tau_from <= tau_to:
             raise ValueError(f"tau_from={tau_from} must be <= tau_to={tau_to}")
-        flags = {"crude_order_two": crude_order_two, "lower_order_final": lower_order_final}
-        for name, flag in flags.items():
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name}={flag!r} must be true or false")
-        self.tau, self.tau_from, self.tau_to = float(tau), float(tau_from), float(tau_to)
-        self.crude_order_two, self.lower_order_final = crude_order_two, lower_order_final
+        self.tau_from, self.tau_to = float(tau_from), float(tau_to)
+        self.crude_order_two = check_flag("crude_order_two", crude_order_two)
+        self.lower_order_final = check_flag("lower_order_final", lower_order_final)
         self.order = (
             min(corrector_order, predictor_order + 1) if corrector_order else predictor_order
         )
@@ -125,7 +119,7 @@ class SASolver(FixedStepSolver):
             x = self.update(ctx, last["x"], last["t"], t, points[::-1], last["tau"], last["z"])
         if s == 0.0:  # final_step='zero': x̂0 of the last evaluation
             return m
-        left = len(ctx.times) - 1 - ctx.index
+        left = ctx.steps_left
         p = min(self.predictor_order, len(history) + 1)
         c = min(self.corrector_order, len(history) + 2)
         if self.lower_order_final:

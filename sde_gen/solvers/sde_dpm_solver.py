@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, StepContext
 from sde_gen.solvers.exponential import half_log_snr, phi
-from sde_gen.solvers.grids import Grid, LogSNRGrid
+from sde_gen.solvers.few_step import FewStepSolver
+from sde_gen.solvers.options import check_choice, check_enum, check_flag
 
 __all__ = ["SDEDPMSolver", "SecondOrder", "sde_weights"]
 
@@ -49,15 +50,12 @@ def sde_weights(h: float) -> tuple[float, float, float]:
     return -math.expm1(-2 * h), 2 * h * phi(2, -2 * h), 4 * h * phi(3, -2 * h)
 
 
-class SDEDPMSolver(FixedStepSolver):
+class SDEDPMSolver(FewStepSolver):
     """SDE-DPM-Solver++(``order``M): one evaluation and one N(0, I) draw a step; ``order`` is the
     order of its drift's quadrature (1 = DDIM η = 1)."""
 
     order: float = 2
     stochastic = True
-    evals_per_step = 1
-    default_steps = 20
-    default_grid: ClassVar[Grid] = LogSNRGrid()
 
     def __init__(
         self,
@@ -69,17 +67,9 @@ class SDEDPMSolver(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        try:
-            self.variant = SecondOrder(variant)
-        except ValueError:
-            choices = tuple(v.value for v in SecondOrder)
-            raise ValueError(f"variant={variant!r} is not one of {choices}") from None
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final={lower_order_final!r} must be true or false")
-        self.order = order
-        self.lower_order_final = lower_order_final
+        self.order = check_choice("order", order, ORDERS)
+        self.variant = check_enum("variant", variant, SecondOrder)
+        self.lower_order_final = check_flag("lower_order_final", lower_order_final)
         self._check_final_step(final_step)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
@@ -92,7 +82,7 @@ class SDEDPMSolver(FixedStepSolver):
         history = ctx.memory.setdefault("history", [])  # [(λ, x̂0)] before t, newest last
         order = min(self.order, len(history) + 1)
         if self.lower_order_final:
-            order = min(order, len(ctx.times) - 1 - ctx.index)
+            order = min(order, ctx.steps_left)
         w0, w1, w2 = sde_weights(h)
         drift = w0 * m0
         if order >= 2:

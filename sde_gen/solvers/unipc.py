@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from sde_gen.solvers.base import FinalStep, FixedStepSolver, StepContext
+from sde_gen.solvers.base import FinalStep, StepContext
 from sde_gen.solvers.exponential import exact_weights, exponential_step, half_log_snr
-from sde_gen.solvers.grids import Grid, LogSNRGrid
+from sde_gen.solvers.few_step import FewStepSolver
+from sde_gen.solvers.options import check_choice, check_enum, check_flag
 
 __all__ = ["UniPC", "Variant"]
 
@@ -48,15 +49,11 @@ class Variant(str, Enum):
         return h if self is Variant.BH1 else -math.expm1(-h)
 
 
-class UniPC(FixedStepSolver):
+class UniPC(FewStepSolver):
     """UniPC-p with ``order`` p (predictor order, diffusers' ``solver_order``): one evaluation a
     step; the declared convergence ``order`` is p + 1 with the ``corrector``, p without."""
 
     order: float = 3
-    stochastic = False
-    evals_per_step = 1
-    default_steps = 20
-    default_grid: ClassVar[Grid] = LogSNRGrid()
     option_attributes: ClassVar[dict[str, str]] = {"order": "predictor_order"}
 
     def __init__(
@@ -69,17 +66,9 @@ class UniPC(FixedStepSolver):
         **options: Any,
     ):
         super().__init__(*shared, **options)
-        if isinstance(order, bool) or order not in ORDERS:
-            raise ValueError(f"order={order!r} is not one of {ORDERS}")
-        try:
-            self.variant = Variant(variant)
-        except ValueError:
-            choices = tuple(v.value for v in Variant)
-            raise ValueError(f"variant={variant!r} is not one of {choices}") from None
-        if not isinstance(corrector, bool):
-            raise ValueError(f"corrector={corrector!r} must be true or false")
-        self.predictor_order = order
-        self.corrector = corrector
+        self.predictor_order = check_choice("order", order, ORDERS)
+        self.variant = check_enum("variant", variant, Variant)
+        self.corrector = check_flag("corrector", corrector)
         self.order = order + int(corrector)
         self._check_final_step(final_step)
 
@@ -106,7 +95,7 @@ class UniPC(FixedStepSolver):
             )
         order = min(self.predictor_order, len(history) + 1)
         if self.final_step is FinalStep.ZERO:
-            order = min(order, len(ctx.times) - 1 - ctx.index)
+            order = min(order, ctx.steps_left)
         earlier = history[len(history) - order + 1 :] if order > 1 else []
         x_s = self.exponential_step(ctx, x, t, s, m0, earlier)
         memory.update(t_prev=t, x_prev=x, order_prev=order)
