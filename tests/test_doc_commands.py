@@ -159,6 +159,8 @@ def argv(command: Command | str, cwd: Path) -> tuple[list[str], dict[str, str]]:
         if "solver=analytic_dpm" in args:
             extra += ANALYTIC
         return [sys.executable, "-m", MODULES[name], *args, *extra], env
+    if name == "python" and args[:1] == ["-c"]:  # a one-line snippet
+        return [sys.executable, *args], env
     if name == "python" and args and args[0] in SHORTEN:
         return [sys.executable, str(ROOT / args[0]), *args[1:], *SHORTEN[args[0]]], env
     raise AssertionError(f"no way to run {command!r}: mark it '{SKIP_MARK}' or teach this test")
