@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from orders import exact_flow, measured_order
 
 from sde_gen.data import ring_mixture
-from sde_gen.metrics.mixtures import mixture_flow
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DPM2
@@ -34,20 +33,12 @@ def test_ancestral_split_is_the_posterior_noise():
 
 def test_convergence_order_two_on_the_mixture_flow():
     sde, mixture = VPSDE(), ring_mixture(num_modes=4, std=0.5)
-    x_T = sde.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=F64)
-    exact = mixture_flow(mixture, sde, x_T, T_MIN, rtol=1e-12, atol=1e-12)[0]
-    steps = [32, 64, 128]
-    errs = [
-        (
-            DPM2(n, T_MIN, KarrasGrid(), final_step="t_min")(sde, mixture.score_fn(sde), x_T).x0
-            - exact
-        )
-        .abs()
-        .max()
-        .item()
-        for n in steps
-    ]
-    measured = -float(np.polyfit(np.log(steps), np.log(errs), 1)[0])
+    x_T, exact = exact_flow(mixture, sde, T_MIN)
+
+    def solve(n: int) -> torch.Tensor:
+        return DPM2(n, T_MIN, KarrasGrid(), final_step="t_min")(sde, mixture.score_fn(sde), x_T).x0
+
+    measured, errs = measured_order(solve, exact, [32, 64, 128])
     assert abs(measured - 2) < 0.2, (measured, errs)
 
 

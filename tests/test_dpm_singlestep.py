@@ -7,12 +7,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from orders import exact_flow, measured_order
 
 from sde_gen.data import ring_mixture
-from sde_gen.metrics.mixtures import mixture_flow
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DDIM, DPMSolverSinglestep
@@ -43,19 +42,19 @@ def test_order_one_is_ddim():
 @pytest.fixture(scope="module")
 def flow():
     sde = VPSDE()
-    x_T = sde.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=F64)
-    return sde, x_T, mixture_flow(MIXTURE, sde, x_T, T_MIN, rtol=1e-12, atol=1e-12)[0]
+    return sde, *exact_flow(MIXTURE, sde, T_MIN)
 
 
 def _slope(flow, grid, order, steps):
     sde, x_T, exact = flow
-    errs = []
-    for n in steps:
+
+    def solve(n: int) -> torch.Tensor:
         solver = DPMSolverSinglestep(
             n, T_MIN, grid, order=order, lower_order_final=False, final_step="t_min"
         )
-        errs.append((solver(sde, MIXTURE.score_fn(sde), x_T).x0 - exact).abs().max().item())
-    return -float(np.polyfit(np.log(steps), np.log(errs), 1)[0]), errs
+        return solver(sde, MIXTURE.score_fn(sde), x_T).x0
+
+    return measured_order(solve, exact, steps)
 
 
 @pytest.mark.parametrize(

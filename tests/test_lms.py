@@ -7,12 +7,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from orders import exact_flow, measured_order
 
 from sde_gen.data import ring_mixture
-from sde_gen.metrics.mixtures import mixture_flow
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DDIM, LMS
@@ -47,8 +46,7 @@ def test_order_one_is_ddim():
 @pytest.fixture(scope="module")
 def flow():
     sde = VPSDE()
-    x_T = sde.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=F64)
-    return sde, x_T, mixture_flow(MIXTURE, sde, x_T, T_MIN, rtol=1e-12, atol=1e-12)[0]
+    return sde, *exact_flow(MIXTURE, sde, T_MIN)
 
 
 @pytest.mark.parametrize("order,tol", [(1, 0.1), (2, 0.15), (3, 0.3), (4, 0.35)])
@@ -57,19 +55,12 @@ def test_convergence_order_on_the_mixture_flow(flow, order, tol):
     is the declared k within ``tol``."""
     sde, x_T, exact = flow
     steps = [64, 128, 256]
-    errs = [
-        (
-            LMS(n, T_MIN, LogSNRGrid(), order=order, final_step="t_min")(
-                sde, MIXTURE.score_fn(sde), x_T
-            ).x0
-            - exact
-        )
-        .abs()
-        .max()
-        .item()
-        for n in steps
-    ]
-    measured = -float(np.polyfit(np.log(steps), np.log(errs), 1)[0])
+
+    def solve(n: int) -> torch.Tensor:
+        lms = LMS(n, T_MIN, LogSNRGrid(), order=order, final_step="t_min")
+        return lms(sde, MIXTURE.score_fn(sde), x_T).x0
+
+    measured, errs = measured_order(solve, exact, steps)
     assert abs(measured - order) < tol, (measured, errs)
 
 
