@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from orders import assert_first_order_is_ddim
 
 from sde_gen.data import ring_mixture
 from sde_gen.metrics.mixtures import mixture_flow
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
-from sde_gen.solvers import DDIM, DEIS
+from sde_gen.solvers import DEIS
 from sde_gen.solvers.deis import deis_weights
 from sde_gen.solvers.grids import LogSNRGrid, TrailingGrid
 
@@ -53,12 +54,7 @@ def test_small_steps_keep_the_weights_accurate():
 
 
 def test_order_one_is_ddim():
-    sde = VPSDE()
-    score = ring_mixture(num_modes=4, std=0.5).score_fn(sde)
-    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=F64)
-    a = DEIS(7, T_MIN, LogSNRGrid(), order=1)(sde, score, x_T).x0
-    b = DDIM(7, T_MIN, LogSNRGrid(), final_step="t_min")(sde, score, x_T).x0
-    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert_first_order_is_ddim(DEIS(7, T_MIN, LogSNRGrid(), order=1), T_MIN)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from orders import exact_flow, measured_order
+from orders import assert_first_order_is_ddim, exact_flow, measured_order
 
 from sde_gen.data import ring_mixture
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
-from sde_gen.solvers import DDIM, DPMSolverSinglestep
+from sde_gen.solvers import DPMSolverSinglestep
 from sde_gen.solvers.dpm_singlestep import stage_orders
 from sde_gen.solvers.grids import KarrasGrid, LogSNRGrid
 
@@ -32,11 +32,7 @@ def test_stage_orders():
 
 
 def test_order_one_is_ddim():
-    sde = VPSDE()
-    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=F64)
-    a = DPMSolverSinglestep(7, T_MIN, LogSNRGrid(), order=1)(sde, MIXTURE.score_fn(sde), x_T).x0
-    b = DDIM(7, T_MIN, LogSNRGrid())(sde, MIXTURE.score_fn(sde), x_T).x0
-    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert_first_order_is_ddim(DPMSolverSinglestep(7, T_MIN, LogSNRGrid(), order=1), T_MIN)
 
 
 @pytest.fixture(scope="module")
