@@ -274,6 +274,10 @@ def peers_at_best(rows: list[dict[str, Any]]) -> str:
     return "\n\n".join(out) + "\n\n" + "\n".join(summary) + "\n"
 
 
+FLOOR_LABEL = "Monte Carlo floor\n(up to |mean| + 2 sd,\nexact vs exact)"
+"""The band of ``plot``: the metric between exact sample sets over ``floor_seeds`` seeds."""
+
+
 def plot(rows: list[dict[str, Any]], sde: str, path: Path) -> None:
     """Error vs NFE (log–log), one panel per (data, metric) drawn by
     ``sde_gen.plotting.plot_solver_comparison``; diffusers dashed; floor = |mean| + 2 sd band."""
@@ -312,7 +316,9 @@ def plot(rows: list[dict[str, Any]], sde: str, path: Path) -> None:
                 f_mean = next(r[f"{metric}_floor_mean"] for r in group)
                 f_std = next(r[f"{metric}_floor_std"] for r in group)
                 floor = (lowest, abs(f_mean) + 2 * f_std)
-            plot_solver_comparison(curves, ax=ax, floor=floor, ylabel=metric, title=data)
+            plot_solver_comparison(
+                curves, ax=ax, floor=floor, ylabel=metric, title=data, floor_label=FLOOR_LABEL
+            )
             for line in ax.get_lines():
                 name = line.get_label()
                 line.set_color(colours[name])

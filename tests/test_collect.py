@@ -108,3 +108,23 @@ def test_signed_metric_plot_keeps_the_sign_and_names_the_sweep(tmp_path):
         "solver ddim, heun, steps 2, 4",
     ]
     assert collect(tmp_path)["png"].stat().st_size > 1000
+
+
+def test_metric_plot_ticks_nfe_as_numbers_and_names_the_floor(tmp_path):
+    """The NFE axis is logarithmic with a plain-number tick at each NFE (``5``, not ``10⁰·⁷``),
+    and the band's legend says what it is: ± the RMS of the metric between exact sample sets
+    over the 5 draws of ``exact_metrics``."""
+    runs = [("ddim", 5, 0.4), ("ddim", 10, 0.05), ("ddim", 20, 0.01), ("heun", 50, 0.002)]
+    for k, (solver, nfe, mmd2) in enumerate(runs):
+        summary = {"solver": solver, "steps": nfe, "nfe": nfe, "mmd2": mmd2, "mmd2_floor": 0.03}
+        write_summary(tmp_path / str(k), summary)
+    fig = plot_rows(read_summaries(tmp_path), "mmd2")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10", "20", "50"]
+    assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == [""] * len(
+        ax.get_xticklabels(minor=True)
+    )
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["ddim", "heun", "Monte Carlo floor: ± RMS, exact vs exact, 5 draws"]

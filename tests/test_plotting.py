@@ -219,3 +219,18 @@ def test_every_plot_shows_its_title(gen):
         assert f"T {name}" in texts, (name, texts)
     assert figs["reverse"].axes[0].get_title() == "reverse trajectories"
     assert plotting.plot_scatter(x).axes[0].get_title() == "samples"
+
+
+def test_many_nfe_values_get_plain_ticks_at_1_2_5_and_the_floor_its_label():
+    """More than ``MAX_NFE_TICKS`` distinct NFE (adaptive solvers' actual counts): ticks at
+    1, 2, 5 × 10^k inside the data range, written as plain numbers; ``floor_label`` is the
+    band's legend entry."""
+    nfe = [5, 7, 9, 12, 14, 20, 26, 38, 56, 74, 100, 300, 692]
+    curves = {"pf": (nfe, [1.0 / n for n in nfe])}
+    fig = plotting.plot_solver_comparison(curves, floor=(1e-4, 1e-3), floor_label="band X")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+    assert shown == ["5", "10", "20", "50", "100", "200", "500"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pf", "band X"]

@@ -177,6 +177,17 @@ def pick_metric(rows: Sequence[dict[str, Any]], metric: str | None) -> str | Non
     return next((m for m in DEFAULT_METRICS if m in present), None)
 
 
+def floor_label(metric: str) -> str:
+    """The legend of the band ±(mean over runs of ``<metric>_floor``): for the mixture metrics
+    the RMS of the metric between two exact sample sets over 5 seeds
+    (``metrics.mixtures.exact_metrics``); for another metric, what its runs report."""
+    from sde_gen.plotting.titles import SIGNED_METRICS
+
+    if metric in SIGNED_METRICS:
+        return "Monte Carlo floor: ± RMS, exact vs exact, 5 draws"
+    return f"floor: ± mean {metric}_floor of the runs"
+
+
 def plot_rows(
     rows: Sequence[dict[str, Any]], metric: str, path: Path | None = None, group: str = "solver"
 ) -> Figure | Path | None:
@@ -206,6 +217,7 @@ def plot_rows(
         data,
         path,
         floor=None if floor is None else (0.0, floor),
+        floor_label=floor_label(metric),
         ylabel=metric,
         title=sweep_title(rows, metric, floor),
     )

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from torch import Tensor
 
 from sde_gen.losses.weighting import (
@@ -27,7 +28,11 @@ __all__ = [
     "plot_weighting_curves",
     "plot_solver_comparison",
     "signed_linthresh",
+    "nfe_ticks",
 ]
+
+MAX_NFE_TICKS = 12
+"""Up to this many distinct NFE values each get a tick; more get ticks at 1, 2, 5 × 10^k."""
 
 
 def standard_weightings() -> dict[str, Weighting]:
@@ -96,6 +101,18 @@ def signed_linthresh(values: np.ndarray, floor: float | None = None) -> float:
     return float(max(size[size > 0].min(), 1e-3 * size.max()))
 
 
+def nfe_ticks(ax: Axes, nfe: np.ndarray) -> None:
+    """Plain-number ticks on the log NFE axis (``5, 10, 20``, never ``10¹``): at the NFE values
+    themselves when there are at most ``MAX_NFE_TICKS`` of them, else at 1, 2, 5 × 10^k."""
+    values = np.unique(nfe[np.isfinite(nfe) & (nfe > 0)])
+    if 0 < values.size <= MAX_NFE_TICKS:
+        ax.set_xticks(values)
+    else:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_solver_comparison(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     path: PathLike | None = None,
@@ -104,6 +121,7 @@ def plot_solver_comparison(
     ylabel: str = "error",
     title: str = "error vs NFE",
     linthresh: float | None = None,
+    floor_label: str = "Monte Carlo floor",
 ) -> Figure | Path:
     """Error against NFE, one curve per solver, each value at its signed position: log–log when
     every error is positive, else a symlog y axis (linear within ±``linthresh``, default the
@@ -111,7 +129,8 @@ def plot_solver_comparison(
 
     ``floor`` = (low, high) draws the Monte Carlo floor (the metric between exact sample sets) as
     a band; low = 0 draws it as ±high on a signed axis, and from below the smallest plotted
-    error on a log axis."""
+    error on a log axis; ``floor_label`` names it in the legend (say how it was computed). The
+    NFE axis is logarithmic with plain-number ticks (``nfe_ticks``)."""
     if not curves:
         raise ValueError("curves is empty: give {solver name: (nfe list, error list)}")
     if floor is not None and not 0 <= floor[0] <= floor[1]:
@@ -131,6 +150,7 @@ def plot_solver_comparison(
     for name, (nfe_a, err_a) in arrays.items():
         ax.plot(nfe_a, err_a, "o-", label=name, markersize=4)
     ax.set_xscale("log")
+    nfe_ticks(ax, np.concatenate([nfe for nfe, _ in arrays.values()]))
     if signed:
         high = None if floor is None else floor[1]
         ax.set_yscale("symlog", linthresh=linthresh or signed_linthresh(values, high))
@@ -143,7 +163,7 @@ def plot_solver_comparison(
             low = -high
         elif low <= 0:  # on a log axis: from below the smallest plotted value
             low = min(values.min(), high) / 3 if values.size else high / 10
-        ax.axhspan(low, high, color="grey", alpha=0.25, label="Monte Carlo floor")
+        ax.axhspan(low, high, color="grey", alpha=0.25, label=floor_label)
     ax.set(xlabel="NFE", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     return finish(fig, path)
