@@ -7,7 +7,10 @@ A check is one marked line of the page, beside the command it repeats:
 
 The command runs in a temporary folder (``sde-gen-<name>`` as ``python -m sde_gen.<module>``,
 ``experiments/<script>.py`` with this Python; one torch thread). Each stated ``key=value`` is
-compared with the last ``key=<number>`` the command prints: it must agree to the stated digits
+compared with the last ``key=<number>`` the command prints, or with the cell of a printed
+Markdown table named ``<row>.<k>`` (its first cell, lower case, and the k-th cell after it:
+``heun.2``) or ``<row>.<column>`` under a header (units in brackets dropped: ``heun.nll_gap``):
+it must agree to the stated digits
 (within half a unit of the last one, so deterministic output matches exactly as printed), or
 within ``tol`` when stated as ``key=value±tol``. Values that are off are printed as a diff and the
 script exits 1; 0 when every value matches.
@@ -104,9 +107,43 @@ def parse_checks(page: str, name: str = "docs/results.md") -> list[Check]:
     return checks
 
 
+def slug(cell: str) -> str:
+    """A table cell as a key: ``NLL gap (nats)`` → ``nll_gap``, ``MMD²`` → ``mmd2``."""
+    text = re.sub(r"\(.*?\)", "", cell).replace("²", "2").strip().lower()
+    return re.sub(r"\W+", "_", text).strip("_")
+
+
+def table_values(output: str) -> dict[str, float]:
+    """The numbers of each Markdown table printed, keyed by the row's first cell and the column:
+    ``<row>.<k>`` for the k-th cell after the first (``heun.2``), and ``<row>.<header>`` when the
+    table has a header (``heun.nfe``); row and header through ``slug``."""
+    blocks: list[list[list[str]]] = [[]]
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("|") and line.endswith("|") and len(line) > 1:
+            blocks[-1].append([c.strip() for c in line[1:-1].split("|")])
+        elif blocks[-1]:
+            blocks.append([])
+    values: dict[str, float] = {}
+    for rows in blocks:
+        separator = len(rows) > 1 and all(set(c) <= set("-: ") and c for c in rows[1])
+        header = [slug(c) for c in rows[0]] if separator else None
+        for cells in rows[2:] if separator else rows:
+            row = slug(cells[0])
+            for k, cell in enumerate(cells[1:], start=1):
+                if re.fullmatch(NUMBER, cell):
+                    values[f"{row}.{k}"] = float(cell)
+                    if header is not None and k < len(header):
+                        values[f"{row}.{header[k]}"] = float(cell)
+    return values
+
+
 def printed_values(output: str) -> dict[str, float]:
-    """The last ``key=<number>`` of each key in the output (``nll=1.19±0.14`` gives 1.19)."""
-    return {m["key"]: float(m["value"]) for m in PRINTED.finditer(output)}
+    """The last ``key=<number>`` of each key in the output (``nll=1.19±0.14`` gives 1.19), and
+    the numbers of its Markdown tables (``table_values``)."""
+    values = table_values(output)
+    values.update({m["key"]: float(m["value"]) for m in PRINTED.finditer(output)})
+    return values
 
 
 def compare(check: Check, printed: dict[str, float]) -> list[str]:

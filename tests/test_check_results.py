@@ -41,6 +41,18 @@ def test_stated_digits_set_the_tolerance_and_an_off_value_is_a_diff():
         "+ t=1.2  (off by 0.7 > 0.5)",
     ]
     assert check_results.compare(one, {"nfe": 63.0})[:2] == ["- nll=1.1923", "+ nll not printed"]
+    table = "| solver | NFE | NLL gap (nats) | MMD² |\n|---|---|---|---|\n"
+    table += "| heun | 35 | 0.216 | -4.10e-04 |"
+    assert check_results.printed_values(table) == {
+        "heun.1": 35.0,
+        "heun.nfe": 35.0,
+        "heun.2": 0.216,
+        "heun.nll_gap": 0.216,
+        "heun.3": -4.1e-4,
+        "heun.mmd2": -4.1e-4,
+    }
+    rows = "| pf_ode | adaptive | 98 |\n| DPM (2M) | 20 | 20 |\nfigures in x"
+    assert check_results.printed_values(rows) == {"pf_ode.2": 98.0, "dpm.1": 20.0, "dpm.2": 20.0}
     with pytest.raises(ValueError, match="x:3: 'nll~1' is not key=number"):
         check_results.parse_checks("\n\n<!-- check: a => nll~1 -->", "x")
 
