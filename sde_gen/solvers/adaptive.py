@@ -113,7 +113,17 @@ class ErrorControlled(Solver):
         return f"{type(self).__name__}({opts})"
 
     def options(self) -> dict[str, Any]:
-        keys = ("rtol", "atol", "norm", "h_init", "h_max", "theta", "shrink", "growth", "final_step")
+        keys = (
+            "rtol",
+            "atol",
+            "norm",
+            "h_init",
+            "h_max",
+            "theta",
+            "shrink",
+            "growth",
+            "final_step",
+        )
         return {k: getattr(self, k) for k in (*keys, "t_min", "denoise_final")}
 
     def evaluate(self, ctx: StepContext, x: Tensor, t: float) -> Tensor:
