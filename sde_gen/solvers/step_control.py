@@ -12,7 +12,7 @@ and k-diffusion. ``norm``: ``rms`` = √(mean over every entry of the batch), k-
 ‖·‖₂/√numel; ``max`` = the largest per-sample RMS (Lu et al.'s code: every sample within its
 tolerance, so a batch's steps depend on its worst sample). ``rms`` is the default by measurement
 (experiments/adaptive_vs_kdiffusion.py, data=ring and mixture2d, sde=ddpm_linear): for the same
-RMS end-point error it takes 3–28 % fewer evaluations than ``max`` (e.g. 73 against 82 for 1e-4 on
+RMS end-point error it takes 2–22 % fewer evaluations than ``max`` (e.g. 73 against 82 for 1e-4 on
 the ring), whose worst sample sets every step.
 
 Controller (elementary I-control, Hairer, Nørsett & Wanner, Solving ODEs I, §II.4): accept when
