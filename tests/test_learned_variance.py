@@ -20,8 +20,8 @@ from sde_gen.models.learned_variance import SigmoidRange
 from sde_gen.sample import run_sampling
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
-from sde_gen.solvers import Ancestral
 from sde_gen.sde.score_fn import ScoreFn
+from sde_gen.solvers import Ancestral
 from sde_gen.solvers.base import StepContext
 from sde_gen.train import run
 from sde_gen.training.checkpoint import list_checkpoints
