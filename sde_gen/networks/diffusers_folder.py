@@ -34,9 +34,9 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 PICKLED = "diffusion_pytorch_model.bin"
 SCHEDULER = "scheduler_config.json"
 
-FIXED_VARIANCES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")
+FIXED_VARIANCES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")
 """diffusers' ``variance_type`` values of a C-channel network (the solver's ``variance`` picks
-β̃ or β)."""
+β̃ or β); None is the multistep schedulers' (DPM-Solver, UniPC …) default."""
 
 VARIANCE_TYPES: dict[str, type[LearnedVariance]] = {
     "learned_range": LinearRange,
@@ -137,7 +137,7 @@ def _check_network(
     c_in, c_out = cfg.get("in_channels", 3), cfg.get("out_channels", 3)
     variance = sched.get("variance_type", "fixed_small")
     if variance not in FIXED_VARIANCES and variance not in VARIANCE_TYPES:
-        known = ", ".join(FIXED_VARIANCES + tuple(VARIANCE_TYPES))
+        known = ", ".join(str(v) for v in FIXED_VARIANCES + tuple(VARIANCE_TYPES))
         raise ValueError(f"{s_where}: variance_type={variance!r} is not one of {known}")
     learned = variance in VARIANCE_TYPES
     if c_out != (2 * c_in if learned else c_in):
