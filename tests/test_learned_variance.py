@@ -16,7 +16,7 @@ from torch import nn
 from sde_gen.data import ring_mixture
 from sde_gen.losses.discrete import model_mean_log_variance, schedule_of
 from sde_gen.models import MLP, ScoreModel
-from sde_gen.models.learned_variance import SigmoidRange
+from sde_gen.models.learned_variance import LinearRange, SigmoidRange
 from sde_gen.sample import run_sampling
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
@@ -117,6 +117,35 @@ def test_a_score_without_learned_variance_is_refused():
         solver(sde, plain, x_T)
     with pytest.raises(ValueError, match="variance='fixed' is not one of"):
         Ancestral(variance="fixed")
+
+
+def test_the_training_step_reads_the_variance_by_the_models_convention():
+    """The model a training step runs (behind autocast, DDP, compile) carries the model's
+    convention: its L_hybrid VLB terms with model/variance=linear_range equal the model's own,
+    and differ from those of the same network read as sigmoid_range."""
+    from sde_gen.data.base import TensorData
+    from sde_gen.losses import HybridLoss
+    from sde_gen.training.loop import TrainingLoop
+    from sde_gen.training.settings import TrainerSettings
+
+    sde = chain()
+    torch.manual_seed(0)
+    net = MLP((2,), hidden=8, num_layers=1, learn_variance=True).double()
+    nn.init.normal_(net.out.weight, std=0.5)
+    model = ScoreModel(net, sde, variance=LinearRange())
+    data = TensorData(torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=F64))
+    settings = TrainerSettings(steps=1, batch_size=8, progress=False)
+    loop = TrainingLoop(model, HybridLoss(num_bins=256), data, settings, torch.device("cpu"))
+    assert loop.train_model.variance is model.variance
+    x0 = torch.rand(8, 2, generator=torch.Generator().manual_seed(2), dtype=F64) * 2 - 1
+    loss = HybridLoss(num_bins=256)
+    draws = loss.draw(model, x0, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = loss._terms(loop.train_model, x0, draws)["vb"]
+        ref = loss._terms(model, x0, draws)["vb"]
+        sigmoid = loss._terms(ScoreModel(net, sde), x0, draws)["vb"]
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=0)
+    assert (ours - sigmoid).abs().max() > 1e-3
 
 
 TINY_HYBRID = [
