@@ -337,6 +337,28 @@ def test_learned_variance_equals_ddpm_scheduler(tmp_path, variance_type, steps):
     _assert_states_equal(_our_states(linspace_ancestral(sched, steps), model, x_T), theirs)
 
 
+@pytest.mark.parametrize("variance_type", ["learned_range", "learned"])
+def test_learned_variance_on_the_whole_chain_with_a_float64_schedule(tmp_path, variance_type):
+    """The whole N = 50 chain (every node, no stride) with DDPMScheduler's schedule recomputed in
+    float64: every state equals diffusers' to 1e-10 (3.5e-13 measured on N = 1000; with its float32
+    schedule the 1000-step chain differs by 6.4e-5, as much for fixed_small)."""
+    sched = diffusers.DDPMScheduler(
+        num_train_timesteps=50,
+        variance_type=variance_type,
+        clip_sample=False,
+        timestep_spacing="linspace",
+    )
+    unet = _learned_variance_unet(variance_type)
+    model = load_diffusers(str(save_pipeline(tmp_path / "pipe", unet, sched))).double()
+    sched.betas = model.sde.betas.clone()
+    sched.alphas = 1 - sched.betas
+    sched.alphas_cumprod = torch.cumprod(sched.alphas, 0)
+    sched.one = torch.tensor(1.0, dtype=F64)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet.double(), x_T, 50)
+    _assert_states_equal(_our_states(linspace_ancestral(sched, 50), model, x_T), theirs, 1e-10)
+
+
 @pytest.mark.parametrize(("v", "fixed"), [(1.0, "beta"), (-1.0, "beta_tilde")])
 def test_learned_range_at_the_ends_is_exactly_beta_or_beta_tilde(tmp_path, v, fixed):
     """A learned_range network whose variance output is exactly v = 1 (−1) samples as the fixed
