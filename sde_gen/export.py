@@ -1,5 +1,6 @@
 """``sde-gen-export checkpoint=<step_*.pt> out=<folder>``: a ``model=diffusers_unet`` checkpoint
-as a diffusers pipeline folder (``networks.export``) that diffusers' ``DDIMPipeline`` loads."""
+as a diffusers pipeline folder (``networks.export``) that diffusers' ``DDIMPipeline`` loads (its
+``DDPMPipeline`` for a learned variance)."""
 
 from __future__ import annotations
 

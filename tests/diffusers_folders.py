@@ -70,3 +70,17 @@ def stand_in_cifar_model(folder: Path) -> None:
     rng = np.random.default_rng(0)
     for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]:
         rng.integers(0, 256, (4, 1 + 3 * 32 * 32), dtype=np.uint8).tofile(batches / name)
+
+
+def linspace_ancestral(scheduler: Any, steps: int, variance: str = "learned") -> Any:
+    """sde_gen's ``Ancestral`` on the times of a ``DDPMScheduler`` with
+    ``timestep_spacing="linspace"`` (k from N − 1 down to 0; diffusers' timestep k is the chain's
+    node k + 1 at t = (k + 1)/N): both loops take the same steps, the last one (from k = 0)
+    noiseless in both."""
+    from sde_gen.solvers import Ancestral
+    from sde_gen.solvers.fit_grid import FittedGrid
+
+    scheduler.set_timesteps(steps)
+    n = scheduler.config.num_train_timesteps
+    knots = ((scheduler.timesteps.to(torch.float64) + 1) / n).tolist()
+    return Ancestral(steps, t_min=1 / n, grid=FittedGrid(knots), variance=variance)

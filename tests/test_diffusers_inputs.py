@@ -103,6 +103,24 @@ def test_unknown_beta_schedule_and_learned_variance(pipeline, tmp_path):
         load_diffusers(str(folder))
 
 
+def test_unknown_variance_type_names_file_and_key(pipeline, tmp_path):
+    """A variance_type diffusers' DDPMScheduler does not know is one line naming the file, the
+    key and the values sde_gen reads; the fixed ones load with no learned-variance channels."""
+    folder = _copy(pipeline, tmp_path / "p")
+    sched = folder / "scheduler" / "scheduler_config.json"
+    _edit(sched, variance_type="learned_log")
+    with pytest.raises(ValueError) as err:
+        load_diffusers(str(folder))
+    text = str(err.value)
+    assert "scheduler_config.json'" in text and "variance_type='learned_log'" in text
+    assert "learned_range" in text and "\n" not in text
+    for fixed in ("fixed_small", "fixed_large", "fixed_small_log", "fixed_large_log"):
+        _edit(sched, variance_type=fixed)
+        model = load_diffusers(str(folder))
+        x = torch.zeros(1, 3, 8, 8)
+        assert model.eps_and_extra(x, torch.full((1,), 0.5))[1] is None
+
+
 def test_shape_against_data(pipeline):
     with pytest.raises(ValueError, match=r"shape \(3, 8, 8\).*data= gives \(1, 8, 8\)"):
         load_diffusers(str(pipeline), shape=(1, 8, 8))

@@ -10,8 +10,14 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from diffusers_folders import save_model_folder, save_pipeline, tiny_unet  # noqa: E402
+from diffusers_folders import (  # noqa: E402
+    linspace_ancestral,
+    save_model_folder,
+    save_pipeline,
+    tiny_unet,
+)
 
+from sde_gen.models.learned_variance import Direct, LinearRange  # noqa: E402
 from sde_gen.models.network_time import DiscreteIndex, Sigma  # noqa: E402
 from sde_gen.models.parametrisation import X0, Eps, Score, V  # noqa: E402
 from sde_gen.networks.diffusers_folder import load_diffusers  # noqa: E402
@@ -269,28 +275,120 @@ def test_score_sde_ve_pc_equals_the_predictor_corrector_loop(tmp_path, steps):
     _assert_states_equal(ours, theirs, rtol=1e-4)
 
 
-def test_learned_range_is_sde_gens_sigmoid_through_the_adapter():
+def test_learned_range_is_the_linear_fraction_without_a_clamp():
     """diffusers' learned_range log Σ = f log β + (1 − f) log β̃, f = (v + 1)/2 (DDPMScheduler's
-    _get_variance) equals sde_gen's learned_log_variance of the adapter's logit(f)."""
-    from sde_gen.networks.diffusers_folder import DiffusersNet
-    from sde_gen.sde.reverse_variance import learned_log_variance
-
+    _get_variance) equals LinearRange's log Σ of the loaded folder's convention for v across
+    [−1, 1], at 1 − 1e-7 and beyond (no clamp: 1.5 extrapolates as theirs does); v = ±1 give
+    log β and log β̃ exactly, v = 0.9999999 stays 5e-8 (log β − log β̃) from log β (a clamp of f
+    at 1 − 1e-6 would put it 1e-6 (log β − log β̃) away)."""
     sched = diffusers.DDPMScheduler(variance_type="learned_range")
     sched.set_timesteps(1000)
-    v = torch.linspace(-0.99, 0.99, 9, dtype=F64).view(1, 1, 3, 3).expand(1, 2, 3, 3)
-
-    class Echo(torch.nn.Module):
-        def forward(self, x, t, return_dict=False):
-            return (torch.cat([x, v], dim=1),)
-
-    raw = DiffusersNet(Echo(), (2, 3, 3), learned_range=True)(torch.zeros(1, 2, 3, 3), None)
-    ours_v = raw[:, 2:]
+    grid = torch.linspace(-0.99, 0.99, 7, dtype=F64)
+    ends = torch.tensor([-1.0, 1.0, 0.9999999, -0.9999999, 1.5], dtype=F64)
+    v = torch.cat([grid, ends]).view(1, 1, 3, 4)
+    convention = LinearRange()
+    alpha_bar = sched.alphas_cumprod  # float32, as the scheduler computes β and β̃
     for k in (1, 10, 500, 999):
-        theirs = sched._get_variance(k, predicted_variance=v)
-        beta = 1 - sched.alphas_cumprod[k] / sched.alphas_cumprod[k - 1]
-        beta_tilde = beta * (1 - sched.alphas_cumprod[k - 1]) / (1 - sched.alphas_cumprod[k])
-        ours = learned_log_variance(ours_v, float(beta.log()), float(beta_tilde.log()))
-        assert torch.allclose(ours, theirs.to(F64), rtol=1e-5, atol=0)
+        theirs = sched._get_variance(k, predicted_variance=v).to(F64)
+        beta = 1 - alpha_bar[k] / alpha_bar[k - 1]
+        beta_tilde = beta * (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k])
+        lb, lt = float(beta.log()), float(beta_tilde.log())
+        ours = convention.log_variance(v, lb, lt)
+        assert torch.allclose(ours, theirs, rtol=1e-6, atol=0)
+        flat = ours.flatten()
+        assert float(flat[7]) == lt and float(flat[8]) == lb
+        gap = abs(float(flat[9]) - lb)
+        assert gap == pytest.approx(0.5e-7 * (lb - lt), rel=1e-6)
+        assert gap < 0.1 * 1e-6 * (lb - lt)
+
+
+def _learned_variance_unet(variance_type: str, bias: float | None = None):
+    """A tiny UNet2DModel with 2C outputs; for ``learned`` (v = Σ) the variance channels' bias is
+    raised by 0.3 so that Σ = 0.3 ± 0.1 > 0; ``bias``: the variance channels are that constant."""
+    unet = tiny_unet(6)
+    with torch.no_grad():
+        if variance_type == "learned":
+            unet.conv_out.bias[3:] += 0.3
+        if bias is not None:
+            unet.conv_out.weight[3:] = 0.0
+            unet.conv_out.bias[3:] = bias
+    return unet
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("variance_type", ["learned_range", "learned"])
+def test_learned_variance_equals_ddpm_scheduler(tmp_path, variance_type, steps):
+    """variance_type learned_range (LinearRange) and learned (Direct: the output is Σ itself,
+    whatever the stride): solver.variance=learned on diffusers' linspace times (10 and 50 strided
+    steps) draws the same states as DDPMScheduler's loop with the same noise, each within 1e-5
+    relative. (The full 1000-step chain, 16 s a run, is left out: there DDPMScheduler's float32
+    schedule alone moves the states by up to 6.4e-5, as much for fixed_small as for these.)"""
+    sched = diffusers.DDPMScheduler(
+        variance_type=variance_type, clip_sample=False, timestep_spacing="linspace"
+    )
+    unet = _learned_variance_unet(variance_type)
+    model = load_diffusers(str(save_pipeline(tmp_path / "pipe", unet, sched))).double()
+    unet = unet.double()
+    expected = {"learned_range": LinearRange, "learned": Direct}[variance_type]
+    assert type(model.variance) is expected
+    x_T = _x_T()
+    theirs = _their_states(sched, unet, x_T, steps)
+    assert all(bool(torch.isfinite(x).all()) for x in theirs)
+    _assert_states_equal(_our_states(linspace_ancestral(sched, steps), model, x_T), theirs)
+
+
+@pytest.mark.parametrize("variance_type", ["learned_range", "learned"])
+def test_learned_variance_on_the_whole_chain_with_a_float64_schedule(tmp_path, variance_type):
+    """The whole N = 50 chain (every node, no stride) with DDPMScheduler's schedule recomputed in
+    float64: every state equals diffusers' to 1e-10 (3.5e-13 measured on N = 1000; with its float32
+    schedule the 1000-step chain differs by 6.4e-5, as much for fixed_small)."""
+    sched = diffusers.DDPMScheduler(
+        num_train_timesteps=50,
+        variance_type=variance_type,
+        clip_sample=False,
+        timestep_spacing="linspace",
+    )
+    unet = _learned_variance_unet(variance_type)
+    model = load_diffusers(str(save_pipeline(tmp_path / "pipe", unet, sched))).double()
+    sched.betas = model.sde.betas.clone()
+    sched.alphas = 1 - sched.betas
+    sched.alphas_cumprod = torch.cumprod(sched.alphas, 0)
+    sched.one = torch.tensor(1.0, dtype=F64)
+    x_T = _x_T()
+    theirs = _their_states(sched, unet.double(), x_T, 50)
+    _assert_states_equal(_our_states(linspace_ancestral(sched, 50), model, x_T), theirs, 1e-10)
+
+
+@pytest.mark.parametrize(("v", "fixed"), [(1.0, "beta"), (-1.0, "beta_tilde")])
+def test_learned_range_at_the_ends_is_exactly_beta_or_beta_tilde(tmp_path, v, fixed):
+    """A learned_range network whose variance output is exactly v = 1 (−1) samples as the fixed
+    σ² = β (β̃) of each strided step, to 1e-12 with the same noise (a logit clamped at 1e-6 moved
+    them by ~1e-7), and both equal DDPMScheduler's loop."""
+    sched = diffusers.DDPMScheduler(
+        variance_type="learned_range", clip_sample=False, timestep_spacing="linspace"
+    )
+    unet = _learned_variance_unet("learned_range", bias=v)
+    model = load_diffusers(str(save_pipeline(tmp_path / "pipe", unet, sched))).double()
+    x_T = _x_T()
+    learned = _our_states(linspace_ancestral(sched, 10), model, x_T)
+    fixed_states = _our_states(linspace_ancestral(sched, 10, fixed), model, x_T)
+    _assert_states_equal(learned, fixed_states, rtol=1e-12)
+    _assert_states_equal(learned, _their_states(sched, unet.double(), x_T, 10))
+
+
+@pytest.mark.parametrize("sigma", [-0.25, 0.0])
+def test_direct_variance_at_or_below_zero_is_an_error_naming_it(tmp_path, sigma):
+    """variance_type=learned whose network outputs Σ ≤ 0: a ValueError naming the value and the
+    time of the step, not NaN samples."""
+    sched = diffusers.DDPMScheduler(
+        variance_type="learned", clip_sample=False, timestep_spacing="linspace"
+    )
+    unet = _learned_variance_unet("learned", bias=sigma)
+    model = load_diffusers(str(save_pipeline(tmp_path / "pipe", unet, sched))).double()
+    solver = linspace_ancestral(sched, 10)
+    message = rf"at t=1: model\.variance=Direct: .*Σ = {sigma:g} is not > 0"
+    with pytest.raises(ValueError, match=message):
+        _our_states(solver, model, _x_T())
 
 
 def test_clip_x0_ddim_equals_ddim_with_the_clipped_model_output(tmp_path):

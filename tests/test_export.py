@@ -18,10 +18,12 @@ from torch import nn
 from sde_gen.cli.settings import register_export_config
 from sde_gen.export import run_export
 from sde_gen.models.diffusers_unet import DiffusersUNet
+from sde_gen.models.learned_variance import Direct, LinearRange, SigmoidRange
 from sde_gen.models.network_time import DiscreteIndex, Sigma
 from sde_gen.models.parametrisation import EDM, Eps, Score
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.networks.checkpoint import load_score_model
+from sde_gen.networks.diffusers_folder import load_diffusers
 from sde_gen.networks.export import export_diffusers
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
@@ -30,6 +32,8 @@ from sde_gen.solvers.grids import TrailingGrid
 from sde_gen.train import run
 
 diffusers = pytest.importorskip("diffusers")
+
+from diffusers_folders import linspace_ancestral  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -152,6 +156,53 @@ def test_export_refuses_what_diffusers_has_no_name_for(build, message, tmp_path)
     """One line naming the key; nothing written (not even the temporary folder)."""
     with pytest.raises(ValueError, match=message):
         export_diffusers(build(), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("variance", "name"), [(LinearRange(), "learned_range"), (Direct(), "learned")]
+)
+def test_learned_variance_exports_its_variance_type(tmp_path, variance, name):
+    """learn_variance=true with model/variance=linear_range (direct) exports as a DDPMPipeline
+    whose DDPMScheduler has variance_type learned_range (learned); loaded back with
+    model=diffusers it has the same convention and the same 2C outputs exactly; for
+    learned_range diffusers' DDPMScheduler loop on the export equals sde_gen's learned-variance
+    ancestral sampling on the model, 10 steps, same noise, 1e-5 relative."""
+    torch.manual_seed(0)
+    model = ScoreModel(unet(True), CHAIN, Eps(), DiscreteIndex(1000, 1), variance).double()
+    out = export_diffusers(model, tmp_path / "out")
+    config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "DDPMScheduler" and config["variance_type"] == name
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
+    loaded = load_diffusers(str(out)).double()
+    assert type(loaded.variance) is type(variance)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t = torch.tensor([0.05, 0.5, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        ours, theirs = model.eps_net(x, 1000 * t - 1), loaded.eps_net(x, 1000 * t - 1)
+    assert ours.shape == (3, 2, 8, 8) and torch.equal(ours, theirs)
+    if name != "learned_range":
+        return
+    pipe = diffusers.DDPMPipeline.from_pretrained(out)
+    scheduler, net = pipe.scheduler, pipe.unet.double()
+    scheduler.set_timesteps(10)
+    generator = torch.Generator().manual_seed(2)
+    x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ref = x_T.clone()
+    with torch.no_grad():
+        for k in scheduler.timesteps:
+            ref = scheduler.step(net(ref, k).sample, k, ref, generator=generator).prev_sample
+        solver = linspace_ancestral(scheduler, 10)
+        mine = solver(model.sde, model, x_T, generator=torch.Generator().manual_seed(2)).x0
+    assert (ref - x_T).abs().max() > 0.1
+    assert (mine - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_sigmoid_range_variance_is_refused_naming_the_convention(tmp_path):
+    """sde_gen's own sigmoid_range has no diffusers variance_type: one line naming it."""
+    model = ScoreModel(unet(True), CHAIN, Eps(), DiscreteIndex(1000, 1), SigmoidRange())
+    with pytest.raises(ValueError, match=r"model\.variance=SigmoidRange\(\) has no diffusers"):
+        export_diffusers(model, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 

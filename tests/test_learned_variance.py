@@ -1,6 +1,7 @@
 """Sampling with the learned Σ_θ (Nichol & Dhariwal 2021): ``Ancestral(variance="learned")`` adds
-noise of log-variance v log β + (1 − v) log β̃ — the same function the hybrid loss trains —
-on any grid, and refuses a score without a learned variance."""
+noise of log-variance f log β + (1 − f) log β̃ (or Σ itself), by the model's own convention
+(``models.learned_variance``) — the same function the hybrid loss trains — on any grid, and
+refuses a score without a learned variance."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from torch import nn
 from sde_gen.data import ring_mixture
 from sde_gen.losses.discrete import model_mean_log_variance, schedule_of
 from sde_gen.models import MLP, ScoreModel
+from sde_gen.models.learned_variance import LinearRange, SigmoidRange
 from sde_gen.sample import run_sampling
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
-from sde_gen.sde.reverse_variance import learned_log_variance
+from sde_gen.sde.score_fn import ScoreFn
 from sde_gen.solvers import Ancestral
 from sde_gen.solvers.base import StepContext
 from sde_gen.train import run
@@ -50,7 +52,7 @@ def test_the_interpolation_between_beta_and_beta_tilde():
     beta, beta_tilde = torch.tensor(0.02, dtype=F64), torch.tensor(0.005, dtype=F64)
     lb, lt = beta.log(), beta_tilde.log()
     v = torch.tensor([60.0, -60.0, 0.0], dtype=F64)
-    got = learned_log_variance(v, lb, lt).exp()
+    got = SigmoidRange().log_variance(v, lb, lt).exp()
     expect = torch.stack([beta, beta_tilde, (beta * beta_tilde).sqrt()])
     assert torch.allclose(got, expect, rtol=1e-14, atol=0)
 
@@ -74,7 +76,8 @@ def test_one_step_variance_is_the_interpolation(v):
         beta_tilde = sde.posterior(s, t)[2]
         x_t, x_s = res.trajectory[k], res.trajectory[k + 1]
         noise = x_s - x_t / gamma_ts
-        sig = math.exp(float(learned_log_variance(torch.tensor(v), beta.log(), beta_tilde.log())))
+        log_var = SigmoidRange().log_variance(torch.tensor(v), beta.log(), beta_tilde.log())
+        sig = math.exp(float(log_var))
         assert abs(float(noise.var()) - sig) <= 4.5 * sig * math.sqrt(2 / (n - 1)), (k, sig)
     assert beta_tilde < 0.99 * beta  # the two ends differ: the test tells them apart
 
@@ -89,7 +92,7 @@ def test_sampler_and_hybrid_loss_give_the_same_variance_on_the_ddpm_chain(v):
     solver = Ancestral(steps=N, t_min=1 / N, variance="learned")
     times = solver.time_grid(sde)
     assert torch.allclose(times, torch.arange(N, -1, -1, dtype=F64) / N, atol=1e-14, rtol=0)
-    ctx = StepContext(sde, None, None, times, 0)
+    ctx = StepContext(sde, ScoreFn(model, sde), None, times, 0)
     x = torch.zeros(1, 2, dtype=F64)
     grid = times.tolist()
     schedule = schedule_of(model)
@@ -114,6 +117,35 @@ def test_a_score_without_learned_variance_is_refused():
         solver(sde, plain, x_T)
     with pytest.raises(ValueError, match="variance='fixed' is not one of"):
         Ancestral(variance="fixed")
+
+
+def test_the_training_step_reads_the_variance_by_the_models_convention():
+    """The model a training step runs (behind autocast, DDP, compile) carries the model's
+    convention: its L_hybrid VLB terms with model/variance=linear_range equal the model's own,
+    and differ from those of the same network read as sigmoid_range."""
+    from sde_gen.data.base import TensorData
+    from sde_gen.losses import HybridLoss
+    from sde_gen.training.loop import TrainingLoop
+    from sde_gen.training.settings import TrainerSettings
+
+    sde = chain()
+    torch.manual_seed(0)
+    net = MLP((2,), hidden=8, num_layers=1, learn_variance=True).double()
+    nn.init.normal_(net.out.weight, std=0.5)
+    model = ScoreModel(net, sde, variance=LinearRange())
+    data = TensorData(torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=F64))
+    settings = TrainerSettings(steps=1, batch_size=8, progress=False)
+    loop = TrainingLoop(model, HybridLoss(num_bins=256), data, settings, torch.device("cpu"))
+    assert loop.train_model.variance is model.variance
+    x0 = torch.rand(8, 2, generator=torch.Generator().manual_seed(2), dtype=F64) * 2 - 1
+    loss = HybridLoss(num_bins=256)
+    draws = loss.draw(model, x0, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = loss._terms(loop.train_model, x0, draws)["vb"]
+        ref = loss._terms(model, x0, draws)["vb"]
+        sigmoid = loss._terms(ScoreModel(net, sde), x0, draws)["vb"]
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=0)
+    assert (ours - sigmoid).abs().max() > 1e-3
 
 
 TINY_HYBRID = [

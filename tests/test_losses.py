@@ -32,6 +32,7 @@ from sde_gen.losses import (
     vlb_terms,
 )
 from sde_gen.models import MLP, ScoreModel
+from sde_gen.models.learned_variance import Direct, LinearRange, SigmoidRange
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from sde_gen.sde.ddpm import LinearSchedule
 
@@ -320,6 +321,107 @@ class ConstEps(nn.Module):
 
     def forward(self, x, t):
         return torch.cat([self.a + 0 * x, self.b + 0 * x], dim=1)
+
+
+class ConstOutput(nn.Module):
+    """ε_θ ≡ ``a`` and the variance output ≡ ``b`` everywhere (a hand-built learned variance)."""
+
+    def __init__(self, a: float, b: float):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x, t):
+        return torch.cat([torch.full_like(x, self.a), torch.full_like(x, self.b)], dim=1)
+
+
+def _expected_log_variance(name: str, b: float, log_beta: np.ndarray, log_tilde: np.ndarray):
+    """log Σ_t written out: eq. 15 with f = sigmoid(b) or (b + 1)/2, or log b (Σ = b)."""
+    if name == "direct":
+        return np.full_like(log_beta, math.log(b))
+    f = 1 / (1 + math.exp(-b)) if name == "sigmoid_range" else (b + 1) / 2
+    return f * log_beta + (1 - f) * log_tilde
+
+
+CONVENTIONS = {"sigmoid_range": SigmoidRange, "linear_range": LinearRange, "direct": Direct}
+
+
+@pytest.mark.parametrize(
+    ("name", "b"),
+    [
+        ("sigmoid_range", 0.7),
+        ("linear_range", 0.3),
+        ("linear_range", 1.0),
+        ("linear_range", -1.0),
+        ("linear_range", 1.4),
+        ("direct", 0.004),
+    ],
+)
+def test_hybrid_vlb_term_of_each_variance_convention_is_the_gaussian_kl(name, b):
+    """L_hybrid's VLB term L_{t−1} for t ≥ 2, with ε_θ ≡ 0.3 and the variance output ≡ b read by
+    model/variance=``name``, equals the closed form Σ_d ½ (log Σ − log β̃ + (β̃ + (μ̃ − μ_θ)²)/Σ − 1)
+    with Σ from the convention's formula, μ̃ and μ_θ from Ho et al. eqs. 7 and 11, to 1e-10."""
+    model = ScoreModel(
+        ConstOutput(0.3, b), DiscreteVPSDE(SCHED.betas), variance=CONVENTIONS[name]()
+    )
+    assert type(model.variance).__name__ == CONVENTIONS[name].__name__
+    x0 = torch.rand(6, 3, generator=gen(1), dtype=torch.float64) * 2 - 1
+    steps = torch.tensor([2, 3, 7, 12, 19, 20])
+    noise = torch.randn(6, 3, generator=gen(2), dtype=torch.float64)
+    draws = {"steps": steps, "weights": torch.ones(6, dtype=torch.float64), "noise": noise}
+    with torch.no_grad():
+        got = HybridLoss(SCHED, num_bins=256)._terms(model, x0, draws)["vb"].numpy()
+    beta = SCHED.betas.numpy()
+    abar = np.cumprod(1 - beta)
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    i = steps.numpy() - 1
+    tilde = beta[i] * (1 - abar_prev[i]) / (1 - abar[i])
+    log_var = _expected_log_variance(name, b, np.log(beta[i]), np.log(tilde))[:, None]
+    x0n, epsn = x0.numpy(), noise.numpy()
+    xt = np.sqrt(abar[i])[:, None] * x0n + np.sqrt(1 - abar[i])[:, None] * epsn
+    mu = (xt - (beta[i] / np.sqrt(1 - abar[i]))[:, None] * 0.3) / np.sqrt(1 - beta[i])[:, None]
+    coef_x0 = np.sqrt(abar_prev[i]) * beta[i] / (1 - abar[i])
+    coef_xt = np.sqrt(1 - beta[i]) * (1 - abar_prev[i]) / (1 - abar[i])
+    m_q = coef_x0[:, None] * x0n + coef_xt[:, None] * xt
+    var = np.exp(log_var)
+    kl = 0.5 * (log_var - np.log(tilde)[:, None] + (tilde[:, None] + (m_q - mu) ** 2) / var - 1)
+    np.testing.assert_allclose(got, kl.sum(1), rtol=1e-10, atol=0)
+
+
+class ConstEps0(nn.Module):
+    """ε_θ ≡ ``a``, no variance output."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = a
+
+    def forward(self, x, t):
+        return torch.full_like(x, self.a)
+
+
+class TildeNet(nn.Module):
+    """ε_θ ≡ 0.3 and variance output Σ_t = β̃_t (β̃_2 at t = 1, the clipped value) at t = i/T."""
+
+    def forward(self, x, t):
+        i = torch.round(t.to(torch.float64) * SCHED.T).long()
+        tilde = SCHED.posterior_log_variance_clipped.exp()[i - 1].to(x.dtype)
+        return torch.cat([torch.full_like(x, 0.3), tilde[:, None].expand_as(x)], dim=1)
+
+
+def test_direct_variance_of_beta_tilde_is_the_fixed_small_bound():
+    """model/variance=direct whose output is Σ_t = β̃_t gives every VLB term L_0..L_{T−1} of
+    the fixed-β̃ model (the same ε_θ, no variance output) to 1e-12; a Σ ≤ 0 is a ValueError
+    naming the value, not a NaN loss."""
+    sde = DiscreteVPSDE(SCHED.betas)
+    learned = ScoreModel(TildeNet(), sde, variance=Direct())
+    fixed = ScoreModel(ConstEps0(0.3), sde)
+    x0 = torch.rand(4, 3, generator=gen(3), dtype=torch.float64) * 2 - 1
+    ours, prior = vlb_terms(learned, SCHED, x0, generator=gen(4))
+    ref, prior_ref = vlb_terms(fixed, SCHED, x0, generator=gen(4))
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=0) and torch.equal(prior, prior_ref)
+    assert (ref > 0).all()
+    negative = ScoreModel(ConstOutput(0.3, -0.01), sde, variance=Direct())
+    with pytest.raises(ValueError, match=r"Direct: the network's variance output Σ = -0\.01"):
+        HybridLoss(SCHED, num_bins=256)(negative, x0, gen(5))
 
 
 def test_hybrid_vlb_part_is_in_bits_by_default_as_the_reference():

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from sde_gen.data import ring_mixture
+from sde_gen.models.learned_variance import Direct, LinearRange, SigmoidRange
 from sde_gen.models.network_time import (
     DiscreteIndex,
     EDMNoise,
@@ -341,6 +342,24 @@ def test_model_param_group_builds_the_parametrisation(name):
     assert type(default.param) is Eps and type(default.time) is SDETime
 
 
+VARIANCE_CLASSES = {"sigmoid_range": SigmoidRange, "linear_range": LinearRange, "direct": Direct}
+
+
+@pytest.mark.parametrize("name", list(VARIANCE_CLASSES))
+def test_model_variance_group_builds_the_convention(name):
+    """``model/variance=<name>`` reaches the ScoreModel (sigmoid_range by default), and its log Σ
+    at v = 0.5 between log β = −2 and log β̃ = −4 is eq. 15's with f = sigmoid(½) or ¾, or log ½."""
+    cfg = compose_train(f"model/variance={name}", "model.learn_variance=true", "model.hidden=8")
+    model = score_model_from_config(cfg.model, VPSDE(), (2,))
+    assert type(model.variance) is VARIANCE_CLASSES[name]
+    f = {"sigmoid_range": 1 / (1 + math.exp(-0.5)), "linear_range": 0.75}.get(name)
+    expected = math.log(0.5) if f is None else -2 * f - 4 * (1 - f)
+    got = model.variance.log_variance(torch.tensor([0.5], dtype=torch.float64), -2.0, -4.0)
+    assert float(got) == pytest.approx(expected, rel=1e-15)
+    default = score_model_from_config(compose_train().model, VPSDE(), (2,))
+    assert type(default.variance) is SigmoidRange
+
+
 def _checkpoint(path: Path, model_node: dict) -> Path:
     """A checkpoint of a freshly built ring network, its config's model node ``model_node``."""
     cfg = OmegaConf.create(
@@ -378,7 +397,18 @@ def test_checkpoint_keeps_its_parametrisation_and_old_ones_load_as_eps(tmp_path)
     assert torch.equal(old.eps(x, t), old.eps_net(x, t))
 
 
-@pytest.mark.parametrize("key", ["param", "time"])
+def test_checkpoint_keeps_its_variance_convention_and_old_ones_load_as_sigmoid(tmp_path):
+    """A stored ``model.variance`` is rebuilt (through the allow-list); a checkpoint without one
+    reads its variance output as before (``SigmoidRange``)."""
+    node = {**MLP_NODE, "learn_variance": True}
+    stored = {**node, "variance": {"_target_": "sde_gen.models.learned_variance.LinearRange"}}
+    model, _, _ = load_score_model(_checkpoint(tmp_path / "step_00000001.pt", stored))
+    assert type(model.variance) is LinearRange
+    old, _, _ = load_score_model(_checkpoint(tmp_path / "step_00000002.pt", node))
+    assert type(old.variance) is SigmoidRange
+
+
+@pytest.mark.parametrize("key", ["param", "time", "variance"])
 def test_stored_param_outside_sde_gen_models_is_refused(tmp_path, key):
     """A stored ``model.param._target_`` naming another module never runs: one line naming it."""
     ok = _checkpoint(tmp_path / "step_00000001.pt", MLP_NODE)
@@ -407,6 +437,7 @@ class Doubler(nn.Module):
         ({"sde": "vp"}, r"sde=str is invalid: need an sde_gen\.sde\.SDE"),
         ({"param": "v"}, r"param=str is invalid: need a Parametrisation"),
         ({"time": 999.0}, r"time=float is invalid: need a NetworkTime"),
+        ({"variance": "direct"}, r"variance=str is invalid: need a LearnedVariance"),
         ({"sample_shape": (0, 2)}, r"sample_shape=\(0, 2\) is invalid"),
     ],
 )

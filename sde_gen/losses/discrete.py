@@ -4,11 +4,11 @@
     L_T = KL(q(x_T|x0) ‖ N(0, I)),  L_{t−1} = KL(q(x_{t−1}|x_t, x0) ‖ p_θ(x_{t−1}|x_t)),
     L_0 = −log p_θ(x0|x1)  (discretised Gaussian decoder on ``num_bins`` bins of [−1, 1]),
     p_θ(x_{t−1}|x_t) = N(μ_θ, Σ_t),  μ_θ = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t = μ̃_t(x̂0(ε_θ), x_t),
-    Σ_t = β̃_t (fixed small), β_t (fixed large, ``large_variance``) or learned:
-    log Σ_t = v log β_t + (1 − v) log β̃_t, v = sigmoid(network's extra output) ∈ [0, 1].
+    Σ_t = β̃_t (fixed small), β_t (fixed large, ``large_variance``) or learned: log Σ_t from the
+    network's extra output by the model's convention (``model.variance``, ``models.
+    learned_variance``), e.g. log Σ_t = f log β_t + (1 − f) log β̃_t (eq. 15) or Σ_t itself.
 
 The network sees the continuous time t = i/T; ``model.sde`` must be the chain's DiscreteVPSDE.
-Here v uses a sigmoid where Nichol & Dhariwal use (out + 1)/2; both give v = ½ at a zero output.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from sde_gen.losses.step_samplers import StepSampler, UniformStepSampler
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import DiscreteVPSDE
 from sde_gen.sde.ddpm import DiscreteSchedule, discretized_gaussian_log_likelihood, normal_kl
-from sde_gen.sde.reverse_variance import learned_log_variance
 
 __all__ = [
     "SimpleLoss",
@@ -57,12 +56,14 @@ def schedule_of(model: ScoreModel, schedule: DiscreteSchedule | None = None) -> 
     return schedule
 
 
-def _learned_log_variance(schedule: DiscreteSchedule, v: Tensor, steps: Tensor) -> Tensor:
-    """log Σ = v log β_t + (1 − v) log β̃_t, v = sigmoid(out) (Nichol & Dhariwal 2021, eq. 15),
-    with β̃_1 = 0 replaced by β̃_2 (the clipped log β̃); the sampler uses the same function."""
+def _learned_log_variance(
+    model: ScoreModel, schedule: DiscreteSchedule, v: Tensor, steps: Tensor
+) -> Tensor:
+    """log Σ_t of the extra output v by the model's convention (``model.variance``) with log β_t
+    and the clipped log β̃_t (β̃_1 = 0 replaced by β̃_2); the sampler calls the same one."""
     log_max = schedule._at(torch.log(schedule.betas), steps, v)
     log_min = schedule._at(schedule.posterior_log_variance_clipped, steps, v)
-    return learned_log_variance(v, log_max, log_min)
+    return model.variance.log_variance(v, log_max, log_min)
 
 
 def _fixed_log_variance(
@@ -89,7 +90,7 @@ def model_mean_log_variance(
     if v is None:
         log_var = _fixed_log_variance(schedule, steps, xt, large_variance)
     else:
-        log_var = _learned_log_variance(schedule, v, steps)
+        log_var = _learned_log_variance(model, schedule, v, steps)
     return mean, log_var, eps
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sde_gen.models.learned_variance import LearnedVariance, SigmoidRange
 from sde_gen.models.network_time import NetworkTime, SDETime
 from sde_gen.models.parametrisation import Eps, Parametrisation
 from sde_gen.sde import SDE
@@ -18,7 +19,8 @@ class ScoreModel(nn.Module):
     SDE's own, t). The name ``eps_net`` is kept for checkpoints; the network sees
     ``param.input_scale · x`` in x's dtype and its time in x's dtype; the schedule is float64.
     A network with a learned variance returns 2C channels (its output, then v); only the first C
-    enter the score.
+    enter the score, and ``variance`` (``learned_variance``; sigmoid_range by default) says how v
+    becomes log Σ of a reverse step.
     """
 
     def __init__(
@@ -27,12 +29,14 @@ class ScoreModel(nn.Module):
         sde: SDE,
         param: Parametrisation | None = None,
         time: NetworkTime | None = None,
+        variance: LearnedVariance | None = None,
     ):
         super().__init__()
         self.eps_net = eps_net
         self.sde = sde
         self.param = Eps() if param is None else param
         self.time = SDETime() if time is None else time
+        self.variance = SigmoidRange() if variance is None else variance
 
     def _coefficients(self, x: Tensor, t: Tensor) -> tuple[Tensor | float, Tensor | float]:
         """(γ_t, σ_t) shaped to broadcast against x, or (1, 1) when ``param`` reads neither."""

@@ -4,7 +4,8 @@ The folder is a pipeline (``model_index.json``, ``unet/``, ``scheduler/``) or on
 (``config.json`` and its ``scheduler_config.json``). The network is a ``UNet2DModel`` built from
 its ``config.json`` with its weights read from ``diffusion_pytorch_model.safetensors`` (nothing is
 unpickled; a ``.bin``-only folder is refused); the scheduler config gives the SDE, the
-parametrisation and the network's time (``diffusers_schedule``). Nothing is downloaded: a path
+parametrisation and the network's time (``diffusers_schedule``), and its ``variance_type`` how
+a 2C-channel network's variance output is read (``VARIANCE_TYPES``). Nothing is downloaded: a path
 that is not a folder (a hub id) is an error saying to download it first.
 """
 
@@ -17,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from sde_gen.models.clipped import ClippedX0
+from sde_gen.models.learned_variance import Direct, LearnedVariance, LinearRange
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.networks.diffusers_schedule import VE_SCHEDULERS, scheduler_parts
 
@@ -33,26 +34,30 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 PICKLED = "diffusion_pytorch_model.bin"
 SCHEDULER = "scheduler_config.json"
 
+FIXED_VARIANCES = (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")
+"""diffusers' ``variance_type`` values of a C-channel network (the solver's ``variance`` picks
+β̃ or β); None is the multistep schedulers' (DPM-Solver, UniPC …) default."""
+
+VARIANCE_TYPES: dict[str, type[LearnedVariance]] = {
+    "learned_range": LinearRange,
+    "learned": Direct,
+}
+"""diffusers' learned ``variance_type`` → how the extra C channels become log Σ of a step
+(``DDPMScheduler._get_variance``: f = (v + 1)/2 between log β̃ and log β unclamped; v = Σ)."""
+
 
 class DiffusersNet(nn.Module):
-    """A diffusers ``UNet2DModel`` as a network ``net(x, k) → output``. With
-    ``learned_range`` (2C output channels, diffusers' ``variance_type="learned_range"``: the
-    fraction (v + 1)/2 between log β̃ and log β) the extra channels become sde_gen's raw v with
-    sigmoid(v) the same fraction (``reverse_variance.learned_log_variance``), clamped to
-    [1e-6, 1 − 1e-6]. ``sample_shape`` is the (C, H, W) it was built for."""
+    """A diffusers ``UNet2DModel`` as a network ``net(x, k) → output``, its output as it is (2C
+    channels with a learned variance, read by the score model's ``variance`` convention).
+    ``sample_shape`` is the (C, H, W) it was built for."""
 
-    def __init__(self, unet: nn.Module, sample_shape: Sequence[int], learned_range: bool = False):
+    def __init__(self, unet: nn.Module, sample_shape: Sequence[int]):
         super().__init__()
         self.unet = unet
         self.sample_shape = tuple(int(s) for s in sample_shape)
-        self.learned_range = bool(learned_range)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.unet(x, t, return_dict=False)[0]
-        if not self.learned_range:
-            return out
-        pred, v = out.chunk(2, dim=1)
-        return torch.cat([pred, torch.logit((v + 1) / 2, eps=1e-6)], dim=1)
+        return self.unet(x, t, return_dict=False)[0]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -114,8 +119,10 @@ def _sample_shape(cfg: dict[str, Any], where: str) -> tuple[int, int, int]:
     return channels, size[0], size[1]
 
 
-def _check_network(cfg: dict[str, Any], sched: dict[str, Any], where: str, s_where: str) -> bool:
-    """Refuse a network the scheduler cannot drive; True for a learned-range variance."""
+def _check_network(
+    cfg: dict[str, Any], sched: dict[str, Any], where: str, s_where: str
+) -> LearnedVariance | None:
+    """Refuse a network the scheduler cannot drive; its learned-variance convention, if any."""
     name = cfg.get("_class_name")
     if name not in NETWORKS:
         raise ValueError(f"{where}: _class_name={name!r} is not one of {NETWORKS}")
@@ -129,18 +136,17 @@ def _check_network(cfg: dict[str, Any], sched: dict[str, Any], where: str, s_whe
         )
     c_in, c_out = cfg.get("in_channels", 3), cfg.get("out_channels", 3)
     variance = sched.get("variance_type", "fixed_small")
-    learned = variance == "learned_range"
-    if variance == "learned":
-        raise ValueError(
-            f"{s_where}: variance_type='learned' (the network outputs Σ itself) is not supported; "
-            "learned_range is"
-        )
+    if variance not in FIXED_VARIANCES and variance not in VARIANCE_TYPES:
+        known = ", ".join(str(v) for v in FIXED_VARIANCES + tuple(VARIANCE_TYPES))
+        raise ValueError(f"{s_where}: variance_type={variance!r} is not one of {known}")
+    learned = variance in VARIANCE_TYPES
     if c_out != (2 * c_in if learned else c_in):
         raise ValueError(
             f"{where}: out_channels={c_out!r} does not fit in_channels={c_in!r} with "
-            f"{s_where}'s variance_type={variance!r} (learned_range needs twice the channels)"
+            f"{s_where}'s variance_type={variance!r} (learned and learned_range need twice the "
+            "channels)"
         )
-    return learned
+    return VARIANCE_TYPES[variance]() if learned else None
 
 
 def _weights(net_dir: Path) -> dict[str, Tensor]:
@@ -209,7 +215,7 @@ def load_diffusers(
     net_file = net_dir / "config.json"
     where, s_where = repr(str(net_file)), repr(str(sched_file))
     cfg, sched = _read_json(net_file), _read_json(sched_file)
-    learned = _check_network(cfg, sched, where, s_where)
+    variance = _check_network(cfg, sched, where, s_where)
     sample = _sample_shape(cfg, where)
     if shape is not None and tuple(int(s) for s in shape) != sample:
         raise ValueError(
@@ -219,6 +225,6 @@ def load_diffusers(
     sde, param, time = scheduler_parts(sched, s_where)
     if clip_x0 is not None:
         param = ClippedX0(param, *_interval("model.clip_x0", clip_x0))
-    net = DiffusersNet(_unet(cfg, net_dir, where), sample, learned)
-    model = ScoreModel(net, sde, param, time)
+    net = DiffusersNet(_unet(cfg, net_dir, where), sample)
+    model = ScoreModel(net, sde, param, time, variance)
     return model.eval()

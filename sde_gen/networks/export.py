@@ -8,6 +8,12 @@ The scheduler is the SDE's discrete chain: ``trained_betas`` = its β_1..β_N in
 lands on x̂0, as sde_gen's ``final_step=zero``) and ``timestep_spacing: trailing`` (sde_gen's
 ``solver/grid=trailing``). The network must take diffusers' timesteps: k = N t − 1
 (``DiscreteIndex(N, 1)``, ``model/time=discrete``).
+
+A network with a learned variance (2C output channels) is written as a ``DDPMPipeline`` instead
+(a DDIM step takes ε only): ``DDPMScheduler`` with the ``variance_type`` of the model's convention
+(``model/variance=linear_range`` → ``learned_range``, ``direct`` → ``learned``; sde_gen's own
+``sigmoid_range`` has none and is refused) and ``timestep_spacing: linspace``, whose times start at
+T and end on timestep 0, the step that adds no noise (as sde_gen's ancestral last step).
 """
 
 from __future__ import annotations
@@ -18,16 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from sde_gen.models.diffusers_unet import DiffusersUNet
+from sde_gen.models.learned_variance import Direct, LinearRange
 from sde_gen.models.network_time import DiscreteIndex
 from sde_gen.models.parametrisation import X0, Eps, V
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.networks.diffusers_folder import DiffusersNet
 from sde_gen.sde import DiscreteVPSDE
 
-__all__ = ["prediction_type", "scheduler_kwargs", "diffusers_unet", "export_diffusers"]
+__all__ = [
+    "prediction_type",
+    "variance_type",
+    "scheduler_kwargs",
+    "diffusers_unet",
+    "export_diffusers",
+]
 
 PREDICTION_TYPES = ((Eps, "epsilon"), (V, "v_prediction"), (X0, "sample"))
 """sde_gen's parametrisation → diffusers' ``prediction_type`` (exact classes)."""
+
+VARIANCE_TYPES = ((LinearRange, "learned_range"), (Direct, "learned"))
+"""sde_gen's learned-variance convention → diffusers' ``variance_type`` (exact classes)."""
 
 
 def prediction_type(model: ScoreModel) -> str:
@@ -41,9 +57,26 @@ def prediction_type(model: ScoreModel) -> str:
     )
 
 
+def variance_type(model: ScoreModel) -> str | None:
+    """diffusers' ``variance_type`` of a learned-variance network (None for one of C output
+    channels); a ValueError naming ``model.variance`` where diffusers has no equivalent."""
+    config = diffusers_unet(model).config
+    if config.out_channels != 2 * config.in_channels:
+        return None
+    for kind, name in VARIANCE_TYPES:
+        if type(model.variance) is kind:
+            return name
+    raise ValueError(
+        f"model.learn_variance=true with model.variance={model.variance!r} has no diffusers "
+        "variance_type: export needs model/variance=linear_range (learned_range) or direct "
+        "(learned)"
+    )
+
+
 def scheduler_kwargs(model: ScoreModel) -> dict[str, Any]:
-    """``DDIMScheduler`` keyword arguments of the model's chain; a ValueError naming ``sde``,
-    ``model.param`` or ``model.time`` where diffusers has no equivalent."""
+    """``DDIMScheduler`` keyword arguments of the model's chain, or ``DDPMScheduler``'s with its
+    ``variance_type`` for a learned variance; a ValueError naming ``sde``, ``model.param``,
+    ``model.time`` or ``model.variance`` where diffusers has no equivalent."""
     sde = model.sde
     if not isinstance(sde, DiscreteVPSDE):
         raise ValueError(
@@ -56,22 +89,25 @@ def scheduler_kwargs(model: ScoreModel) -> dict[str, Any]:
             f"model.time={time!r}: diffusers' U-Net takes the chain's timestep k = N t - 1, "
             f"i.e. DiscreteIndex(steps={sde.N}, offset=1) (model/time=discrete)"
         )
-    return {
+    kwargs = {
         "num_train_timesteps": sde.N,
         "trained_betas": [float(b) for b in sde.betas],
         "prediction_type": prediction_type(model),
         "clip_sample": False,
-        "set_alpha_to_one": True,
         "steps_offset": 0,
-        "timestep_spacing": "trailing",
     }
+    variance = variance_type(model)
+    if variance is None:
+        return {**kwargs, "set_alpha_to_one": True, "timestep_spacing": "trailing"}
+    return {**kwargs, "variance_type": variance, "timestep_spacing": "linspace"}
 
 
 def export_diffusers(model: ScoreModel, out: str | os.PathLike) -> Path:
-    """Write ``model`` as a ``DDIMPipeline`` folder at ``out`` (absent or an empty folder):
-    written into a temporary folder beside it, then renamed, so ``out`` is complete or absent.
-    A ValueError names what cannot be exported (``scheduler_kwargs``, ``diffusers_unet``)."""
-    from diffusers import DDIMPipeline, DDIMScheduler
+    """Write ``model`` as a ``DDIMPipeline`` folder (a ``DDPMPipeline`` with a learned variance)
+    at ``out`` (absent or an empty folder): written into a temporary folder beside it, then
+    renamed, so ``out`` is complete or absent. A ValueError names what cannot be exported
+    (``scheduler_kwargs``, ``diffusers_unet``)."""
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
 
     unet = diffusers_unet(model)
     kwargs = scheduler_kwargs(model)
@@ -80,7 +116,10 @@ def export_diffusers(model: ScoreModel, out: str | os.PathLike) -> Path:
     tmp = target.parent / f".{target.name}.export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(**kwargs))
+        if "variance_type" in kwargs:
+            pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(**kwargs))
+        else:
+            pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(**kwargs))
         pipe.save_pretrained(tmp, safe_serialization=True)
         if target.is_dir():
             target.rmdir()  # empty (checked): the rename below takes its place
@@ -92,18 +131,12 @@ def export_diffusers(model: ScoreModel, out: str | os.PathLike) -> Path:
 
 def diffusers_unet(model: ScoreModel) -> Any:
     """The ``UNet2DModel`` inside the model's network (``model=diffusers_unet``, or a folder
-    loaded with ``model=diffusers`` and fine-tuned); a ValueError for any other network or a
-    learned variance (a DDIM pipeline takes ε only)."""
+    loaded with ``model=diffusers`` and fine-tuned); a ValueError for any other network."""
     net = model.eps_net
     if not isinstance(net, DiffusersUNet | DiffusersNet):
         raise ValueError(
             f"model is a {type(net).__name__}, not a diffusers model: export needs a network "
             "trained with model=diffusers_unet (or loaded with model=diffusers)"
-        )
-    if getattr(net, "learn_variance", False) or getattr(net, "learned_range", False):
-        raise ValueError(
-            "model.learn_variance=true: a DDIM pipeline takes the network's ε only; export "
-            "a network trained with model.learn_variance=false"
         )
     return net.unet
 

@@ -1,10 +1,11 @@
 """Any ``nn.Module`` as sde_gen's score model: the network, its SDE, what its output means
-(``models.parametrisation``) and the time it takes (``models.network_time``), checked once here.
+(``models.parametrisation``), the time it takes (``models.network_time``) and how a learned
+variance reads (``models.learned_variance``), checked once here.
 
 ``wrap_network`` is the Python entry (a guided-diffusion U-Net: ``Eps`` or learned-range output,
 ``DiscreteIndex(1000, 1)``; a score_sde NCSN++: ``Score``, ``Sigma``; an EDM network: ``EDM``,
 ``EDMNoise``); ``score_model_from_config`` builds the same from a ``model`` config node whose
-nested ``param`` and ``time`` groups it pops off the network's node.
+nested ``param``, ``time`` and ``variance`` groups it pops off the network's node.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sde_gen.models.learned_variance import LearnedVariance, SigmoidRange
 from sde_gen.models.network_time import NetworkTime, SDETime
 from sde_gen.models.parametrisation import Eps, Parametrisation
 from sde_gen.models.score_model import ScoreModel
@@ -23,8 +25,9 @@ from sde_gen.sde import SDE
 
 __all__ = ["wrap_network", "probe", "score_model_from_config", "PARTS"]
 
-PARTS = ("param", "time")
-"""The keys of a ``model`` node that are not the network's: its parametrisation and time."""
+PARTS = ("param", "time", "variance")
+"""The keys of a ``model`` node that are not the network's: its parametrisation, time and
+learned-variance convention."""
 
 
 def wrap_network(
@@ -33,18 +36,23 @@ def wrap_network(
     param: Parametrisation | None = None,
     time: NetworkTime | None = None,
     sample_shape: tuple[int, ...] | None = None,
+    variance: LearnedVariance | None = None,
 ) -> ScoreModel:
     """The score model s_θ(x, t) = −ε̂/σ_t of ``module`` (called as ``module(x, net_time)``),
-    whose output means ``param`` (default ε) at the time ``time(sde, t)`` (default the SDE's t).
+    whose output means ``param`` (default ε) at the time ``time(sde, t)`` (default the SDE's t),
+    a learned variance read by ``variance`` (default ``SigmoidRange``).
     With ``sample_shape`` (one sample's shape, e.g. (3, 32, 32)) one forward pass on two samples
     at t = T/2 probes that the network takes it. Each bad argument is a one-line ValueError."""
     _check("module", module, nn.Module, "a torch.nn.Module called as module(x, t)")
     _check("sde", sde, SDE, "an sde_gen.sde.SDE (e.g. sde_gen.sde.DiscreteVPSDE(betas))")
     param = Eps() if param is None else param
     time = SDETime() if time is None else time
+    variance = SigmoidRange() if variance is None else variance
     _check("param", param, Parametrisation, "a Parametrisation (Eps(), X0(), V(), Score(), EDM())")
     _check("time", time, NetworkTime, "a NetworkTime (SDETime(), DiscreteIndex(N, 1), Sigma() …)")
-    model = ScoreModel(module, sde, param, time)
+    what = "a LearnedVariance (SigmoidRange(), LinearRange(), Direct())"
+    _check("variance", variance, LearnedVariance, what)
+    model = ScoreModel(module, sde, param, time, variance)
     if sample_shape is not None:
         probe(model, sample_shape)
     return model
@@ -82,7 +90,7 @@ def probe(model: ScoreModel, sample_shape: tuple[int, ...]) -> None:
 
 
 def network_node(node: DictConfig | dict) -> dict[str, Any]:
-    """The network's own part of a ``model`` node: without its ``param`` and ``time`` subnodes."""
+    """The network's own part of a ``model`` node: without its ``PARTS`` subnodes."""
     plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     return {k: v for k, v in plain.items() if k not in PARTS}
 
@@ -90,11 +98,12 @@ def network_node(node: DictConfig | dict) -> dict[str, Any]:
 def score_model_from_config(
     node: DictConfig | dict, sde: SDE, shape: tuple[int, ...]
 ) -> ScoreModel:
-    """The ``model`` node as a score model: its ``param`` and ``time`` subnodes (absent: ε and
-    the SDE's own time, as in checkpoints written before they existed) are built apart, the rest
-    is the network, built with ``shape=`` the data's shape. A node that builds a whole
-    ``ScoreModel`` (``model=diffusers``: its SDE, parametrisation and time from the folder) is
-    returned as it is. Errors name ``model``, ``model.param`` or ``model.time``."""
+    """The ``model`` node as a score model: its ``param``, ``time`` and ``variance`` subnodes
+    (absent: ε, the SDE's own time and ``SigmoidRange``, as in checkpoints written before they
+    existed) are built apart, the rest is the network, built with ``shape=`` the data's shape. A
+    node that builds a whole ``ScoreModel`` (``model=diffusers``: its SDE, parametrisation, time
+    and variance convention from the folder) is returned as it is. Errors name ``model`` or its
+    part (``model.param`` …)."""
     plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     eps_net = instantiate_group("model", network_node(plain), shape=shape)
     if isinstance(eps_net, ScoreModel):  # a loader (model=diffusers) brings all of it
@@ -107,7 +116,8 @@ def score_model_from_config(
         return eps_net
     param = _part("model.param", plain.get("param"))
     time = _part("model.time", plain.get("time"))
-    return wrap_network(eps_net, sde, param, time)
+    variance = _part("model.variance", plain.get("variance"))
+    return wrap_network(eps_net, sde, param, time, variance=variance)
 
 
 def _part(group: str, node: Any) -> Any:

@@ -1,11 +1,10 @@
 """The variance of a reverse step p(x_s | x_t) = N(μ̃(x_t, x̂0), Σ I), s < t (survey §3.1).
 
 Beside the fixed choices β = σ²_{t|s} and β̃ = σ²_{t|s} σ_s²/σ_t² (``SDE.transition``,
-``SDE.posterior``), two are computed:
+``SDE.posterior``), the network's own learned Σ is read by the model's convention
+(``models.learned_variance``: Nichol & Dhariwal 2021, eq. 15, or Σ itself), which the loss
+(``losses/discrete.py``) and the sampler (``solvers/ancestral.py``) both call; one is computed:
 
-learned (Nichol & Dhariwal 2021, eq. 15): log Σ = v log β + (1 − v) log β̃, v = sigmoid(out),
-    from the network's extra output; the loss (``losses/discrete.py``) and the sampler
-    (``solvers/ancestral.py``) both call ``learned_log_variance``.
 optimal (Bao et al. 2022, Theorem 1): for q_λ(x_s | x_t, x0) = N(μ̃_λ, λ² I) the KL-optimal
     isotropic variance is σ*² = λ² + (√(σ_t²/α) − √(σ_s² − λ²))² (1 − Γ_t), α = γ_{t|s}²,
     Γ_t = E_{q_t} ‖E[ε | x_t]‖²/d, estimated by E‖ε_θ(x_t, t)‖²/d (``optimal_variance``); the
@@ -23,20 +22,10 @@ from torch import Tensor
 Real = float | Tensor
 
 __all__ = [
-    "learned_log_variance",
     "optimal_variance",
     "ms_eps_range",
     "analytic_chain_log_variance",
 ]
-
-
-def learned_log_variance(
-    v: Tensor, log_beta: Tensor | float, log_beta_tilde: Tensor | float
-) -> Tensor:
-    """log Σ = s log β + (1 − s) log β̃ with s = sigmoid(v) for the network's raw extra output v
-    (Nichol & Dhariwal 2021, eq. 15; they write s = (v + 1)/2: both give s = ½ at v = 0)."""
-    frac = torch.sigmoid(v)
-    return frac * log_beta + (1 - frac) * log_beta_tilde
 
 
 def optimal_variance(

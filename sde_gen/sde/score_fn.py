@@ -79,6 +79,19 @@ class ScoreFn:
             raise ValueError(f"variance='learned': {name} has no variance output (learn_variance)")
         return _checked(eps, x, t_vec, "ε_θ"), _checked(v, x, t_vec, "v")
 
+    def log_variance(self, v: Tensor, log_beta: float, log_beta_tilde: float, t: float) -> Tensor:
+        """log Σ of the step from t of a learned-variance model: its own convention
+        (``ScoreModel.variance``, ``models.learned_variance``) applied to its extra output v and
+        the step's log β, log β̃; a ValueError naming t when the convention refuses v."""
+        convention = getattr(self.score_fn, "variance", None)
+        if convention is None:
+            name = type(self.score_fn).__name__
+            raise ValueError(f"variance='learned': {name} has no learned-variance convention")
+        try:
+            return convention.log_variance(v, log_beta, log_beta_tilde)
+        except ValueError as e:
+            raise ValueError(f"at t={float(t):.6g}: {e}") from None
+
     def close(self) -> None:
         """Close the progress bar, if any."""
         if self.bar is not None:

@@ -5,9 +5,10 @@ and with ε_θ = −σ_t s_θ
 x_s = 1/√α_t (x_t − β_t/σ_t ε_θ) + σ z = (x_t + β_t s_θ(x_t, t)) / γ_{t|s} + σ z,
 Tweedie's estimate of x_s from x_t = γ_{t|s} x_s + σ_{t|s} z, i.e. the posterior mean of
 q(x_s | x_t, x̂0). σ² = β_t (``variance: beta``), β̃_t = σ_{t|s}² σ_s²/σ_t² (``variance:
-beta_tilde``, ``sde.posterior``) or the model's own (``variance: learned``): iDDPM's
-log σ² = v log β_t + (1 − v) log β̃_t with v from the network's extra output, on any grid with the
-step's own β_t and β̃_t as iDDPM's respacing does.
+beta_tilde``, ``sde.posterior``) or the model's own (``variance: learned``): log σ² from the
+network's extra output by the model's convention (``models.learned_variance``: iDDPM's
+interpolation between log β_t and log β̃_t, or Σ itself), on any grid with the step's own β_t and
+β̃_t as iDDPM's respacing does.
 
 With ``clip_x0`` = [a, b] the mean is written as the posterior mean a_t x_t + b_t x̂0 (``SDE.
 posterior``) with x̂0 clamped to [a, b] at every step (improved-diffusion's ``clip_denoised``). A
@@ -27,7 +28,6 @@ from torch import Tensor
 from sde_gen.sde import SDE
 from sde_gen.sde.base import finite_float
 from sde_gen.sde.conversions import score_from_eps, x0_from_score
-from sde_gen.sde.reverse_variance import learned_log_variance
 from sde_gen.solvers.base import FixedStepSolver, StepContext
 
 __all__ = ["Ancestral", "Variance", "check_range"]
@@ -46,7 +46,8 @@ def check_range(key: str, value: Any) -> tuple[float, float]:
 
 class Variance(str, Enum):
     """σ² of a step t → s (option ``variance``): β = σ²_{t|s}, β̃ = σ²_{t|s} σ_s²/σ_t², or
-    ``learned`` (Nichol & Dhariwal 2021, eq. 15: needs a model with a learned variance)."""
+    ``learned`` (the model's Σ_θ read by its ``variance`` convention, e.g. Nichol & Dhariwal
+    2021, eq. 15: needs a model with a learned variance)."""
 
     BETA = "beta"
     BETA_TILDE = "beta_tilde"
@@ -124,7 +125,8 @@ class Ancestral(FixedStepSolver):
 
     @staticmethod
     def learned_step_log_variance(ctx: StepContext, t: float, s: float, v: Tensor) -> Tensor:
-        """log σ² = learned_log_variance(v, log β, log β̃) of the step t → s. Where β̃ = 0 (a step
+        """log σ² of the step t → s from the model's extra output v, by its convention
+        (``ScoreFn.log_variance``) with the step's log β and log β̃. Where β̃ = 0 (a step
         onto σ_s = 0: the chain's first step) β̃ of the grid's step before it (ending at t) stands
         in, as the clipped log β̃ of the loss does (β̃_1 → β̃_2 on the DDPM chain)."""
         beta_tilde = ctx.posterior_variance(t, s)
@@ -133,4 +135,4 @@ class Ancestral(FixedStepSolver):
         if beta_tilde <= 0:
             raise ValueError(f"β̃ = 0 on the step t={t} → s={s} and no earlier step to stand in")
         log_beta = math.log(ctx.transition(t, s)[1])
-        return learned_log_variance(v, log_beta, math.log(beta_tilde))
+        return ctx.score.log_variance(v, log_beta, math.log(beta_tilde), t)

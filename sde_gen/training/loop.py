@@ -170,7 +170,8 @@ class TrainingLoop:
             net = ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
         if s.compile:
             net = torch.compile(net)
-        return ScoreModel(net, self.model.sde, self.model.param, self.model.time), ddp
+        model = self.model
+        return ScoreModel(net, model.sde, model.param, model.time, model.variance), ddp
 
     @property
     def generators(self) -> dict[str, torch.Generator]:
