@@ -20,6 +20,7 @@ from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DDIM, PFODE, DPMSolver, FittedGrid, UniPC, fit_grid
 from sde_gen.solvers.fit_grid import end_time, pf_ode_teacher, rms_error, starting_grids
+from sde_gen.solvers.fit_objectives import validation_split
 
 SDE = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
 MIX = ring_mixture()
@@ -64,10 +65,13 @@ def test_fit_lowers_pilot_and_held_out_error(fitted):
 
 
 def test_grid_passed_back_reproduces_the_fitted_run_exactly(fitted):
+    """On the fit part of the pilot (the teacher solved once for the whole pilot)."""
     solver, grid = fitted
     x_T = _x_T(64, 0)
-    x0 = DPMSolver(steps=6, grid=grid)(SDE, SCORE, x_T).x0
-    assert rms_error(x0, _mixture_teacher(solver)(x_T)) == grid.info["pilot_error"]
+    fit_idx, _ = validation_split(64, 0.3, 0)
+    assert grid.info["chosen"] == "fitted" and grid.info["n_fit"] == len(fit_idx)
+    x0 = DPMSolver(steps=6, grid=grid)(SDE, SCORE, x_T[fit_idx]).x0
+    assert rms_error(x0, _mixture_teacher(solver)(x_T)[fit_idx]) == grid.info["pilot_error"]
     times = DPMSolver(steps=6, grid=grid).time_grid(SDE)
     assert times[1:-1].tolist() == grid.knots[1:-1] and times[-1] == 0.0  # final_step=zero
 
