@@ -280,3 +280,32 @@ def test_a_robust_objective_is_what_the_search_minimises():
     )
     x0_val = DPMSolver(steps=4, grid=grid)(SDE, SCORE, x_T[val_idx]).x0
     assert info["validation_error"] == rms_error(x0_val, ref[val_idx])
+
+
+def test_cli_validation_and_objective(tmp_path):
+    """validation= and objective= reach the fit; the log lines show fit part → validation part
+    and the choice; a validation fraction outside [0, 1) and an unknown q are named errors."""
+    with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+        cfg = compose(
+            "fit_grid",
+            overrides=[
+                "data=ring",
+                "solver=unipc",
+                "solver.steps=4",
+                "n=20",
+                "maxiter=10",
+                "validation=0.25",
+                "objective=trimmed",
+                "objective.q=0.1",
+            ],
+        )
+    s = run_fit(cfg, tmp_path)
+    assert (s["n_fit"], s["n_validation"], s["objective"]) == (15, 5, "Trimmed(q=0.1)")
+    assert s["chosen"] in ("fitted", *named_starting_grids())
+    line = report_lines(s)[1]
+    assert f"chosen: {s['chosen']}" in line and f"{s['validation_error']:.4g}" in line
+    for bad, match in (("validation=1.0", "validation"), ("objective.q=1.5", "q=1.5")):
+        with initialize_config_module(config_module="sde_gen.conf", version_base="1.3"):
+            wrong = compose("fit_grid", overrides=["n=20", "objective=trimmed", bad])
+        with pytest.raises(ValueError, match=match):
+            run_fit(wrong, tmp_path / "bad")
