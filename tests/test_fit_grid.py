@@ -309,3 +309,34 @@ def test_cli_validation_and_objective(tmp_path):
             wrong = compose("fit_grid", overrides=["n=20", "objective=trimmed", bad])
         with pytest.raises(ValueError, match=match):
             run_fit(wrong, tmp_path / "bad")
+
+
+def test_without_validation_every_pilot_x_T_is_fitted_and_the_fit_kept():
+    """validation=0: the old fit (no held-out part); its pilot error is on all the pilot x_T."""
+    solver = DPMSolver(steps=4)
+    x_T = _x_T(24, 6)
+    grid = fit_grid(
+        solver, SDE, SCORE, x_T, teacher=_mixture_teacher(solver), maxiter=10, validation=0
+    )
+    info = grid.info
+    assert (info["n_fit"], info["n_validation"], info["chosen"]) == (24, 0, "fitted")
+    x0 = DPMSolver(steps=4, grid=grid)(SDE, SCORE, x_T).x0
+    assert rms_error(x0, _mixture_teacher(solver)(x_T)) == info["pilot_error"]
+    assert (
+        "validation_error" not in info
+        and "chosen: fitted"
+        in report_lines(
+            {
+                **info,
+                "held_out_n": 0,
+                "held_out_seed": 1,
+                "held_out_error": 0.0,
+                "fitted_held_out_error": 0.0,
+                "start_held_out_error": 0.0,
+                "own_held_out_error": 0.0,
+                "grid_file": "g",
+                "nfe_total": 0,
+                "seconds": 0.0,
+            }
+        )[1]
+    )

@@ -247,6 +247,8 @@ def fit_grid(
         "own_pilot_error": fixed[own][1] if own else None,
         "fixed_pilot_errors": {k: v[1] for k, v in fixed.items()},
         "fitted_times": fitted.knots,
+        "chosen": "fitted",
+        "chosen_because": "validation=0: no held-out part of the pilot",
         "solver_runs": obj.runs,
         "teacher_nfe": teacher_nfe,
         "solver_nfe": obj.nfe,
