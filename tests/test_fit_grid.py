@@ -17,6 +17,7 @@ from sde_gen.data import GaussianMixture, ring_mixture
 from sde_gen.fit_grid import report_lines, run_fit
 from sde_gen.metrics.mixtures import mixture_flow
 from sde_gen.models import MLP, ScoreModel
+from sde_gen.runtime.instantiate import group_objects
 from sde_gen.sde import VPSDE, DiscreteVPSDE
 from sde_gen.sde.ddpm import linear_betas
 from sde_gen.solvers import DDIM, PFODE, DPMSolver, FittedGrid, UniPC, fit_grid
@@ -340,3 +341,13 @@ def test_without_validation_every_pilot_x_T_is_fitted_and_the_fit_kept():
             }
         )[1]
     )
+
+
+def test_every_objective_option_is_the_error_itself_where_all_samples_agree():
+    """Each option of the config group ``objective`` builds; on equal per-sample errors e_i = 0.3
+    every objective is 0.3 (its scale is that of the RMS)."""
+    options = group_objects("objective")
+    assert set(options) == {"rms", "trimmed", "log"}
+    sq = torch.full((40,), 0.09, dtype=torch.float64)
+    for name, objective in options.items():
+        assert objective(sq) == pytest.approx(0.3, rel=1e-14), name
