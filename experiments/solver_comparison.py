@@ -8,7 +8,10 @@ x̂0) are computed once and cached under ``out_dir/cache``. With ``checkpoint=<s
 score is a trained network and the reference its own PF-ODE at a tight tolerance
 (``network_reference``): the ODE end-point error is the only metric. With ``fit=true`` a
 fixed-step solver first fits its grid (``sde_gen.solvers.fit_grid``) on pilot x_T drawn with
-another seed, then is evaluated on the job's x_T (held out); the fit is cached by its settings, so
+another seed (``fit_seed``, null: seed + 1000), holding out ``fit_validation`` of them to choose
+between the fit and the best fixed grid, then is evaluated on the job's x_T (held out; the row
+also carries the job's error of that best fixed grid and of the best fixed grid on the job's own
+x_T, ``fixed_oracle_*``); the fit is cached by its settings, so
 a rerun on more held-out x_T (``n_network``, solved ``network_reference.chunk`` at a time) reuses
 both the fit and the reference chunks it has.
 At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
@@ -17,6 +20,7 @@ plot to ``out_dir``. The command is in docs/results.md.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -40,6 +44,7 @@ from network_reference import (  # experiments/ on sys.path
 )
 from omegaconf import DictConfig, OmegaConf
 
+import sde_gen
 from sde_gen.data.gaussian_mixture import GaussianMixture
 from sde_gen.metrics.mixtures import (
     endpoint_error,
@@ -52,7 +57,7 @@ from sde_gen.metrics.mixtures import (
 from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
 from sde_gen.solvers import FittedGrid, FixedStepSolver, fit_grid
-from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE
+from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE, named_starting_grids
 from sde_gen.solvers.unipc import Variant
 
 CALIBRATION_STEPS = (4, 8)
@@ -205,7 +210,7 @@ def mixture_problem(cfg: DictConfig, names: dict[str, str]) -> Problem:
     ends = {"t_min": float(cfg.solver_overrides.t_min), "zero": zero_time(sde)}
 
     def pilot(end: str):
-        g = torch.Generator().manual_seed(cfg.seed + 1000)
+        g = torch.Generator().manual_seed(pilot_seed(cfg))
         x_pilot = sde.prior_sample((cfg.fit_n, mixture.dim), g, dtype=torch.float64)
 
         def teacher(x: torch.Tensor) -> torch.Tensor:
@@ -278,7 +283,7 @@ def network_problem(cfg: DictConfig) -> Problem:
     )
 
     def pilot(end: str):
-        seed, rtol = cfg.seed + 1000, ref.pilot_rtol or ref.rtol
+        seed, rtol = pilot_seed(cfg), ref.pilot_rtol or ref.rtol
         atol = ref.atol * rtol / ref.rtol
         path = (
             cache / f"net_{tag}_n{cfg.fit_n}_s{seed}_{ref.method}_{rtol:g}_{atol:g}_t{t_min:g}.pt"
@@ -311,9 +316,10 @@ def network_problem(cfg: DictConfig) -> Problem:
 
 
 def fit_on_pilot(cfg: DictConfig, solver, problem: Problem, end: str) -> dict[str, Any]:
-    """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (seed + 1000) against the problem's
-    teacher to ``end`` (or load it from ``fit_cache``), set it on the solver, and return the
-    fit's record (``fit_cached``: loaded, the cost being the first search's)."""
+    """Fit ``solver``'s grid on ``cfg.fit_n`` pilot x_T (``pilot_seed``) against the problem's
+    teacher to ``end``, holding out ``fit_validation`` of them: the grid set on the solver is the
+    fit where it beats the best fixed grid there, else that fixed grid (``fit_choice``). Loaded
+    from ``fit_cache`` where present (``fit_cached``: the cost is the first search's)."""
     path = fit_cache(cfg, solver, problem, end)
     cached = path.exists()
     if cached:
@@ -321,28 +327,71 @@ def fit_on_pilot(cfg: DictConfig, solver, problem: Problem, end: str) -> dict[st
     else:
         x_pilot, teacher = problem.pilot(end)
         fitted = fit_grid(
-            solver, problem.sde, problem.score_fn, x_pilot, teacher=teacher, maxiter=cfg.fit_maxiter
+            solver,
+            problem.sde,
+            problem.score_fn,
+            x_pilot,
+            teacher=teacher,
+            maxiter=cfg.fit_maxiter,
+            validation=cfg.fit_validation,
+            objective=hydra.utils.instantiate(cfg.fit_objective),
+            seed=pilot_seed(cfg),
         )
         atomic_write(path, fitted.save)
     solver.grid = fitted
     info = fitted.info
     keys = ("pilot_error", "start_grid", "start_pilot_error", "solver_runs", "nfe_total", "seconds")
-    row = {f"fit_{k}": info[k] for k in keys} | {"fit_times": fitted.knots, "fit_n": cfg.fit_n}
+    keys += ("validation_error", "best_fixed", "best_fixed_validation_error", "n_fit")
+    keys += ("n_validation", "objective", "objective_value")
+    row = {f"fit_{k}": info.get(k) for k in keys} | {"fit_times": fitted.knots, "fit_n": cfg.fit_n}
+    row |= {"fit_choice": info.get("chosen", "fitted"), "fit_pilot_seed": pilot_seed(cfg)}
     return row | {"fit_cached": cached}
+
+
+def fixed_grid_errors(
+    solver: FixedStepSolver, problem: Problem, end: str, best: str | None
+) -> dict[str, Any]:
+    """The job's own end-point error of the fit's best fixed grid (picked on validation) and of
+    the best fixed grid picked on the job's x_T themselves (an oracle, for comparison)."""
+    errors = {}
+    for name, grid in named_starting_grids().items():
+        run = copy.copy(solver)
+        run.grid = grid
+        try:
+            errors[name] = endpoint_error(
+                run(problem.sde, problem.score_fn, problem.x_T).x0, problem.references[end]
+            )
+        except ValueError:
+            continue
+    oracle = min(errors, key=errors.__getitem__)
+    return {
+        "fit_best_fixed_endpoint_error": errors.get(best) if best else None,
+        "fixed_oracle_grid": oracle,
+        "fixed_oracle_endpoint_error": errors[oracle],
+    }
+
+
+def pilot_seed(cfg: DictConfig) -> int:
+    """The pilot x_T's seed: ``fit_seed``, or null: ``seed`` + 1000."""
+    return int(cfg.seed + 1000 if cfg.fit_seed is None else cfg.fit_seed)
 
 
 def fit_cache(cfg: DictConfig, solver: FixedStepSolver, problem: Problem, end: str) -> Path:
     """Where a fit is cached: keyed by the problem (data, SDE, checkpoint file), the solver with
-    its starting grid, the end, the pilot (fit_n, seed), the teachers' tolerances and maxiter, so
-    that the same fit evaluated on more held-out x_T is not searched again."""
+    its starting grid, the end, the pilot (fit_n, its seed), the teachers' tolerances, maxiter,
+    the validation fraction, the objective and the package version, so that the same fit
+    evaluated on more held-out x_T (or on another job seed with the same ``fit_seed``) is not
+    searched again."""
     ckpt = problem.columns.get("checkpoint")
     stamp = Path(ckpt).stat() if ckpt else None
     ref = cfg.network_reference  # the pilot teacher's own settings, not the held-out chunking
     teacher = [ref.method, ref.rtol, ref.atol, ref.pilot_rtol] if ckpt else cfg.reference
     teachers = OmegaConf.to_yaml(OmegaConf.create({"teacher": teacher}))
+    objective = OmegaConf.to_yaml(cfg.fit_objective)
     key = (
         f"{problem.data}:{problem.sde_name}:{ckpt}:{stamp and (stamp.st_size, stamp.st_mtime_ns)}:"
-        f"{solver!r}:{end}:{cfg.fit_n}:{cfg.seed}:{cfg.fit_maxiter}:{teachers}"
+        f"{solver!r}:{end}:{cfg.fit_n}:{pilot_seed(cfg)}:{cfg.fit_maxiter}:{teachers}:"
+        f"{cfg.fit_validation}:{objective}:{sde_gen.__version__}"
     )
     return Path(cfg.out_dir) / "cache" / f"fit_{hashlib.sha1(key.encode()).hexdigest()[:12]}.yaml"
 
@@ -382,6 +431,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         if not isinstance(solver, FixedStepSolver):
             return {**row, "status": "skipped", "reason": "fit=true needs a fixed-step solver"}
         row.update(fit_on_pilot(cfg, solver, problem, end), grid="fitted")
+        if names["solver"] in cfg.ode_solvers:
+            row.update(fixed_grid_errors(solver, problem, end, row["fit_best_fixed"]))
     g = torch.Generator().manual_seed(cfg.seed + 1)
     t0 = time.perf_counter()
     result = solver(sde, score_fn, x_T, generator=g)

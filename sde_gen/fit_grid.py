@@ -5,8 +5,10 @@
 
 Writes ``grid.yaml`` (``FittedGrid.save``; use it as ``solver/grid=fitted
 solver.grid.path=<file>``) and ``summary.json`` into the run directory, and logs the cost (score
-evaluations, seconds) and the pilot and held-out RMS end-point errors of the fitted grid, the
-best fixed grid it started from and the solver's own grid.
+evaluations, seconds), the pilot (fit part) and validation RMS end-point errors of the fitted
+grid and of the best fixed grid, which of them was chosen (``validation``: the fraction of the
+pilot held out; the fit is kept only where it beats the best fixed grid there), and the held-out
+errors of the chosen, fitted, best fixed and own grids.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def run_fit(cfg: DictConfig, out_dir: Path, data_chosen: bool = True) -> dict[st
         teacher=teacher,
         maxiter=settings.maxiter,
         method=settings.method,
+        validation=settings.validation,
+        objective=instantiate_group("objective", cfg.objective),
+        seed=settings.seed,
     )
     fitted.info.update(source=src.origin, seed=settings.seed, held_out_seed=settings.seed + 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,17 +101,35 @@ def run_fit(cfg: DictConfig, out_dir: Path, data_chosen: bool = True) -> dict[st
 
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
-    """Cost, then pilot and held-out errors of the fitted, starting and own grids."""
+    """Cost; pilot RMS errors (fit part → validation part) of the fitted, best fixed and own
+    grids and the choice; held-out errors; the grid file."""
     s = summary
+    lines = [
+        f"fitted {s['solver_class']} steps={s['steps']} on {s['n_fit']} of {s['pilot_n']} pilot "
+        f"x_T ({s['objective']}): {s['solver_runs']} solver runs, {s['nfe_total']} score "
+        f"evaluations (teacher {s['teacher_nfe']}), {s['seconds']:.1f} s"
+    ]
+    if s.get("n_validation"):
+        fixed, val = s["best_fixed"], s["fixed_validation_errors"]
+        lines.append(
+            f"pilot RMS error, fit part -> validation part (n={s['n_validation']}): fitted "
+            f"{s['pilot_error']:.4g} -> {s['validation_error']:.4g} | best fixed {fixed} "
+            f"{s['best_fixed_pilot_error']:.4g} -> {s['best_fixed_validation_error']:.4g} | own "
+            f"{s['own_grid']} {s['own_pilot_error']:.4g} -> {val[s['own_grid']]:.4g}; "
+            f"chosen: {s['chosen']}"
+        )
+    else:
+        lines.append(
+            f"pilot RMS error (no validation): fitted {s['pilot_error']:.4g} | best fixed "
+            f"{s['start_grid']} {s['start_pilot_error']:.4g} | own {s['own_grid']} "
+            f"{s['own_pilot_error']:.4g}; chosen: fitted"
+        )
+    best = s.get("best_fixed_held_out_error", s["start_held_out_error"])
     return [
-        f"fitted {s['solver_class']} steps={s['steps']} on {s['pilot_n']} pilot x_T: "
-        f"{s['solver_runs']} solver runs, {s['nfe_total']} score evaluations "
-        f"(teacher {s['teacher_nfe']}), {s['seconds']:.1f} s",
-        f"pilot RMS error: fitted {s['pilot_error']:.4g} | best fixed {s['start_grid']} "
-        f"{s['start_pilot_error']:.4g} | own {s['own_grid']} {s['own_pilot_error']:.4g}",
-        f"held-out RMS error (n={s['held_out_n']}, seed {s['held_out_seed']}): fitted "
-        f"{s['held_out_error']:.4g} | best fixed {s['start_held_out_error']:.4g} | own "
-        f"{s['own_held_out_error']:.4g}",
+        *lines,
+        f"held-out RMS error (n={s['held_out_n']}, seed {s['held_out_seed']}): chosen "
+        f"{s['held_out_error']:.4g} | fitted {s['fitted_held_out_error']:.4g} | best fixed "
+        f"{best:.4g} | own {s['own_held_out_error']:.4g}",
         f"grid: {s['grid_file']} (solver/grid=fitted solver.grid.path=<file>)",
     ]
 

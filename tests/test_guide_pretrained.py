@@ -29,7 +29,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLIN
 ENV.pop("HYDRA_FULL_ERROR", None)
 SHORT = {
     "sde-gen-sample": {"n": "2", "batch_size": "2", "solver.steps": "2", "progress": "false"},
-    "sde-gen-fit-grid": {"n": "2", "maxiter": "2", "solver.steps": "2", "teacher_tol": "1e-3"},
+    "sde-gen-fit-grid": {"n": "8", "maxiter": "2", "solver.steps": "2", "teacher_tol": "1e-3"},
     "sde-gen-eval": {
         "n": "2",
         "batch_size": "2",

@@ -353,3 +353,25 @@ def test_a_saved_diffusers_model_is_a_network_problem(tmp_path):
     assert row["status"] == "ok" and row["data"] == "pipe@diffusers" and row["nfe"] == 10
     assert row["sde"] == "DiscreteVPSDE(N=1000)" and row["dim"] == 192
     assert 0 < row["endpoint_error"] < math.inf
+
+
+def test_a_fit_is_validated_and_its_rows_name_the_choice(tmp_path):
+    """fit_validation of the pilot decides between the fit and the best fixed grid; the row
+    carries both errors and the choice, and the job's error of that best fixed grid is at least
+    the oracle's (the best fixed grid on the job's own x_T). The cache key holds the validation
+    fraction and the objective; the pilot's seed, not the job's, so another job seed with the
+    same fit_seed reuses the fit."""
+    args = ("fit=true", "fit_n=24", "fit_maxiter=8", "fit_seed=1000")
+    row = _job(tmp_path, "dpm_solver", 5, *args)
+    assert row["fit_n_fit"] == 17 and row["fit_n_validation"] == 7 and row["fit_pilot_seed"] == 1000
+    assert row["fit_choice"] == "fitted" or row["fit_choice"] == row["fit_best_fixed"]
+    fitted = row["fit_choice"] == "fitted"
+    assert (row["fit_validation_error"] < row["fit_best_fixed_validation_error"]) == fitted
+    assert row["fixed_oracle_endpoint_error"] <= row["fit_best_fixed_endpoint_error"]
+    if not fitted:
+        assert row["endpoint_error"] == row["fit_best_fixed_endpoint_error"]
+    assert row["fit_objective"] == "RMS()" and math.isfinite(row["fit_pilot_error"])
+    assert _job(tmp_path, "dpm_solver", 5, *args, "seed=1")["fit_cached"]
+    assert not _job(tmp_path, "dpm_solver", 5, *args, "fit_validation=0.25")["fit_cached"]
+    robust = _job(tmp_path, "dpm_solver", 5, *args, "objective@fit_objective=trimmed")
+    assert not robust["fit_cached"] and robust["fit_objective"] == "Trimmed(q=0.05)"

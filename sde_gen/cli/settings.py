@@ -177,10 +177,13 @@ def _reject_unknown(node: DictConfig, schema: type, prefix: str) -> None:
 
 @dataclass
 class FitGridConfig(SolverRunConfig):
-    """``sde-gen-fit-grid``: a score source, a fixed-step solver, pilot and held-out x_T, the search
-    budget and the teacher's tolerance."""
+    """``sde-gen-fit-grid``: a score source, a fixed-step solver, pilot and held-out x_T, the
+    validation fraction of the pilot, the objective, the search budget and the teacher's
+    tolerance."""
 
+    objective: Any = MISSING  # config group objective: rms | trimmed | log (fit_objectives)
     n: int = 1000  # pilot x_T (the fit) and, as many again, held-out x_T (seed + 1)
+    validation: float = 0.3  # fraction of the pilot held out to choose fit vs best fixed grid
     n_held_out: int | None = None  # None: n
     seed: int = 0
     maxiter: int = 200  # solver runs of the search
@@ -197,6 +200,7 @@ class FitGridConfig(SolverRunConfig):
             self.n_held_out,
             "null or an integer >= 2",
         )
+        _need(0 <= self.validation < 1, "validation", self.validation, "a fraction in [0, 1)")
         _need(self.seed >= 0, "seed", self.seed, "a non-negative integer")
         _need(self.maxiter >= 1, "maxiter", self.maxiter, "an integer >= 1")
         methods = ("Nelder-Mead", "Powell")

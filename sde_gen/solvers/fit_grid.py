@@ -4,154 +4,74 @@ of LD3, Tong et al. 2024, and of optimised time steps, Xue et al. 2024).
 
 Parametrisation: the log-SNR λ_i = log(γ²/σ²) of the grid rises from λ(T) to λ(t_min) by N
 positive increments Δ_i = (λ(t_min) − λ(T)) softmax(θ)_i, θ_N = 0 (N − 1 free parameters), and
-t_i = t(λ_i) (``sde.t_from_log_snr``). The search starts from the best on the pilot set of the
-standalone grids of the config group ``solver/grid`` (``starting_grids``) and runs
+t_i = t(λ_i) (``sde.t_from_log_snr``). The search starts from the best on the fit part of the
+pilot of the standalone grids of the config group ``solver/grid`` (``starting_grids``) and runs
 derivative-free (Nelder–Mead or Powell, ``maxiter`` solver runs), so every evaluation is one
 ordinary solver call: the fitted grid, passed back as ``grid=``, reproduces the fitted run
-exactly. The result is a ``FittedGrid``, saved to and loaded from YAML.
+exactly. A part of the pilot is held out (``fit_objectives.validation_split``): the fit is kept
+only where its RMS there beats the best fixed grid's, else that fixed grid is the result (RMS
+errors are dominated by a few mode-switching trajectories, which a fit can learn by heart). The
+result is a ``FittedGrid``, saved to and loaded from YAML.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from scipy.optimize import minimize
 from torch import Tensor
 
-from sde_gen.runtime.files import read_regular_text
 from sde_gen.runtime.instantiate import group_objects
 from sde_gen.sde import SDE
 from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
 from sde_gen.solvers.base import FixedStepSolver, check_int
+from sde_gen.solvers.fit_objectives import RMS, squared_errors, validation_split
+from sde_gen.solvers.fitted_grid import FittedGrid
 from sde_gen.solvers.grids import Grid
 from sde_gen.solvers.pf_ode import PFODE, ScaledCoordinates, ScipyODE
 
-__all__ = ["FittedGrid", "fit_grid", "starting_grids", "pf_ode_teacher", "end_time", "rms_error"]
+__all__ = [
+    "FittedGrid",
+    "fit_grid",
+    "starting_grids",
+    "named_starting_grids",
+    "pf_ode_teacher",
+    "end_time",
+    "rms_error",
+]
 
 Teacher = Callable[[Tensor], Tensor]
+#: squared per-sample errors ↦ one number (``fit_objectives``: RMS, Trimmed, LogMean)
+Reduction = Callable[[Tensor], float]
+
+log = logging.getLogger(__name__)
 
 #: σ̃ = σ/γ at which the teacher stands in for t = 0 (the rest of the flow moves x by O(σ̃²))
 ZERO_SIGMA_TILDE = 1e-5
 METHODS = ("Nelder-Mead", "Powell")
 #: the objective where the grid is not strictly decreasing or the run diverges (finite for Powell)
 PENALTY = 1e30
-#: a grid file holds a few hundred numbers; a larger one is not one ``FittedGrid.save`` wrote
-MAX_GRID_BYTES = 2**20
 #: edge of Nelder–Mead's first simplex in θ (a log-ratio of log-SNR increments)
 SIMPLEX_STEP = 0.3
-
-
-class FittedGrid(Grid):
-    """A grid of given times T = t_0 > t_1 > … > t_N (``times``); ``info`` records how it was
-    fitted (solver, steps, sde, pilot and held-out errors, cost). Called for a solver of ``steps``
-    = N on an SDE whose T is t_0; the last time becomes the solver's t_min."""
-
-    standalone = False  # fitted for one solver and step count
-
-    def __init__(self, times: Sequence[float], info: dict[str, Any] | None = None):
-        values = [float(t) for t in times]
-        if len(values) < 2:
-            raise ValueError(f"times={values} needs at least 2 entries (T and t_min)")
-        if any(not math.isfinite(t) for t in values) or any(
-            b >= a for a, b in zip(values, values[1:], strict=False)
-        ):
-            raise ValueError(f"times={values} must be finite and strictly decreasing")
-        if values[-1] < 0:
-            raise ValueError(f"times={values} end at {values[-1]} < 0: the last time is t_min ≥ 0")
-        self.knots = values
-        self.info = dict(info or {})
-
-    @property
-    def steps(self) -> int:
-        return len(self.knots) - 1
-
-    def __repr__(self) -> str:
-        return f"FittedGrid(steps={self.steps}, times={[round(t, 6) for t in self.knots]})"
-
-    def times(self, sde: SDE, u: Tensor, t_min: float) -> Tensor:
-        if len(u) != len(self.knots):
-            raise ValueError(
-                f"the fitted grid has {len(self.knots)} times (steps={self.steps}); the solver "
-                f"asks for steps={len(u) - 1}: set solver.steps={self.steps}"
-            )
-        if abs(self.knots[0] - sde.T) > 1e-12 * max(1.0, abs(sde.T)):
-            raise ValueError(
-                f"the fitted grid starts at T={self.knots[0]}, the SDE {sde!r} has T={sde.T}"
-            )
-        if not self.knots[-2] > t_min:
-            raise ValueError(f"t_min={t_min} must be below the last interior time {self.knots[-2]}")
-        return torch.tensor(self.knots, dtype=torch.float64)
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``times`` and ``info`` to a YAML file (floats written exactly)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        node = OmegaConf.create({"times": self.knots, **self.info})
-        path.write_text(OmegaConf.to_yaml(node))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> FittedGrid:
-        """Read a YAML file written by ``save`` (``solver/grid=fitted solver.grid.path=…``): a
-        small regular UTF-8 file without anchors or aliases whose ``times`` are numbers; anything
-        else is a ValueError naming the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"grid path={str(path)!r} is not a file (write one: sde-gen-fit-grid)")
-        data = _plain_yaml(path, read_regular_text(path, "grid file", MAX_GRID_BYTES))
-        if not isinstance(data, dict) or not isinstance(data.get("times"), list):
-            held = f"a {data}" if isinstance(data, str) else "no 'times' list"
-            raise ValueError(f"grid path={str(path)!r} holds {held}, not a list of times")
-        for i, t in enumerate(data["times"]):
-            if isinstance(t, bool) or not isinstance(t, (int, float)):
-                raise ValueError(f"grid file {str(path)!r}: times[{i}]={t!r} is not a number")
-        info = {k: v for k, v in data.items() if k != "times"}
-        try:
-            return cls(data["times"], info)
-        except ValueError as e:
-            raise ValueError(f"grid file {str(path)!r}: {e}") from None
-
-
-def _plain_yaml(path: Path, text: str) -> Any:
-    """``text`` as containers (a top-level text or list: its kind, "str" or "list"); anchors
-    and aliases (an alias bomb expands without bound) are refused, interpolations kept as text,
-    a syntax error names ``path``."""
-    import yaml
-
-    kinds = {yaml.ScalarEvent: "str", yaml.SequenceStartEvent: "list"}
-    try:
-        root = None
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise ValueError(
-                    f"grid file {str(path)!r} uses YAML anchors or aliases (&, *): a fitted grid "
-                    "is plain numbers (sde-gen-fit-grid writes none)"
-                )
-            root = root or (type(event) if isinstance(event, yaml.NodeEvent) else None)
-        if root in kinds:
-            return kinds[root]  # OmegaConf would read a lone string as a key
-        return OmegaConf.to_container(OmegaConf.create(text), resolve=False)
-    except (yaml.YAMLError, ValueError) as e:
-        if isinstance(e, ValueError) and str(path) in str(e):
-            raise
-        line = " ".join(str(e).split())[:200]
-        raise ValueError(f"grid file {str(path)!r} is not valid YAML: {line}") from None
 
 
 def starting_grids() -> list[Grid]:
     """The standalone grids of the config group ``solver/grid`` (``Grid.standalone``), each with
     its config's options: a grid added there is a starting grid without any other edit."""
-    return [
-        g for g in group_objects("solver/grid").values() if isinstance(g, Grid) and g.standalone
-    ]
+    return list(named_starting_grids().values())
+
+
+def named_starting_grids() -> dict[str, Grid]:
+    """``starting_grids`` by their option name in ``solver/grid``."""
+    group = group_objects("solver/grid").items()
+    return {k: g for k, g in group if isinstance(g, Grid) and g.standalone}
 
 
 def end_time(solver: FixedStepSolver, sde: SDE) -> float:
@@ -187,9 +107,7 @@ def pf_ode_teacher(
 
 def rms_error(x: Tensor, x_ref: Tensor) -> float:
     """√(mean_i ‖x_i − x_ref,i‖²) (``metrics.mixtures.endpoint_error``); inf if x is not finite."""
-    d = (x.to(torch.float64) - x_ref.to(torch.float64)).flatten(1)
-    value = float((d**2).sum(1).mean().sqrt())
-    return value if math.isfinite(value) else math.inf
+    return RMS()(squared_errors(x, x_ref))
 
 
 def _with_grid(solver: FixedStepSolver, grid: Grid) -> FixedStepSolver:
@@ -203,20 +121,16 @@ def _lambda(sde: SDE, t: Sequence[float]) -> np.ndarray:
 
 
 class _Objective:
-    """θ ↦ RMS end-point error of the solver on the grid θ encodes; counts runs and NFE."""
+    """θ ↦ ``objective`` of the solver's squared end-point errors on the grid θ encodes; counts
+    runs and NFE and keeps the best grid with its plain RMS."""
 
-    def __init__(self, solver, sde, score_fn, x_T, x_ref):
-        self.solver, self.sde, self.score_fn, self.x_T, self.x_ref = (
-            solver,
-            sde,
-            score_fn,
-            x_T,
-            x_ref,
-        )
+    def __init__(self, solver, sde, score_fn, x_T, x_ref, objective: Reduction | None = None):
+        self.solver, self.sde, self.score_fn = solver, sde, score_fn
+        self.x_T, self.x_ref, self.objective = x_T, x_ref, objective or RMS()
         self.T, self.t_min = sde.T, solver.t_min
         self.lam_T, self.lam_min = (float(v) for v in _lambda(sde, [self.T, self.t_min]))
         self.runs = self.nfe = 0
-        self.best: tuple[float, list[float]] = (math.inf, [])
+        self.best: tuple[float, list[float], float] = (math.inf, [], math.inf)
 
     def theta_of(self, times: Sequence[float]) -> np.ndarray:
         """θ with softmax(θ, θ_N = 0) = the grid's log-SNR increments (floored at 1e-9)."""
@@ -234,20 +148,32 @@ class _Objective:
             return None  # increments below the resolution of t(λ)
         return times
 
-    def error(self, grid: Grid) -> float:
+    def squared(self, grid: Grid) -> Tensor:
         result = _with_grid(self.solver, grid)(self.sde, self.score_fn, self.x_T)
         self.runs += 1
         self.nfe += result.nfe
-        return rms_error(result.x0, self.x_ref)
+        return squared_errors(result.x0, self.x_ref)
+
+    def error(self, grid: Grid) -> float:
+        """The plain RMS end-point error of ``grid``."""
+        return RMS()(self.squared(grid))
+
+    def scores(self, grid: Grid) -> tuple[float, float]:
+        """(objective, plain RMS) of ``grid``; (inf, inf) for a grid this SDE or N cannot take."""
+        try:
+            sq = self.squared(grid)
+        except ValueError:
+            return math.inf, math.inf
+        return self.objective(sq), RMS()(sq)
 
     def __call__(self, theta: np.ndarray) -> float:
         times = self.times_of(theta)
         if times is None:
             return PENALTY
-        err = self.error(FittedGrid(times))
-        if err < self.best[0]:
-            self.best = (err, times)
-        return min(err, PENALTY)
+        value, rms = self.scores(FittedGrid(times))
+        if value < self.best[0]:
+            self.best = (value, times, rms)
+        return min(value, PENALTY)
 
 
 def fit_grid(
@@ -261,18 +187,132 @@ def fit_grid(
     starts: Sequence[Grid] | None = None,
     maxiter: int = 200,
     method: str = "Nelder-Mead",
+    validation: float = 0.3,
+    objective: Reduction | None = None,
+    seed: int = 0,
 ) -> FittedGrid:
-    """The ``solver.steps`` − 1 interior times minimising the RMS end-point error of ``solver`` on
-    pilot ``x_T`` against ``teacher(x_T)`` (default ``pf_ode_teacher``: the PF-ODE of the same
-    score at rtol = atol = 1e-7 to the solver's end time; a teacher that does not call score_fn
-    may report its evaluations in an attribute ``nfe``).
+    """The ``solver.steps`` − 1 interior times minimising ``objective`` (default the RMS) of the
+    end-point errors of ``solver`` on the fit part of pilot ``x_T`` against ``teacher(x_T)``
+    (default ``pf_ode_teacher``: the PF-ODE of the same score at rtol = atol = 1e-7 to the
+    solver's end time; a teacher that does not call score_fn may report its evaluations in an
+    attribute ``nfe``), solved once for all pilot x_T.
 
-    Starts from the best on the pilot of ``starts`` (default: the solver's own grid and the
-    ``starting_grids``); ``maxiter`` bounds the solver runs of the search (``method`` Nelder-Mead |
-    Powell). ``x_held_out``: x_T it is not fitted on, where the fitted and the starting grids'
-    errors are reported too (``info``: pilot_error, held_out_error, start_*, cost in score
-    evaluations and seconds).
+    ``validation``: the fraction of the pilot held out (``validation_split`` by ``seed``). The
+    fitted grid is returned only where its RMS there is below that of the best fixed grid
+    (``starts``, default the solver's own grid and the ``starting_grids``); otherwise that fixed
+    grid's times are (``info['chosen']`` names it; logged). 0: no validation, the fit returned.
+    The search starts from the best of ``starts`` on the fit part; ``maxiter`` bounds its solver
+    runs (``method`` Nelder-Mead | Powell). ``x_held_out``: other x_T, never used for a choice,
+    where every grid's RMS is reported too. ``info``: errors, the choice, cost (score evaluations,
+    seconds).
     """
+    _check(solver, maxiter, method)
+    fit_idx, val_idx = validation_split(int(x_T.shape[0]), validation, seed)
+    start_clock = time.perf_counter()
+    counted = ScoreFn(score_fn, sde)
+    teach = teacher or pf_ode_teacher(solver, sde, counted)
+    x_ref = teach(x_T)
+    teacher_nfe = counted.nfe + getattr(teach, "nfe", 0)
+    obj = _Objective(solver, sde, counted, x_T[fit_idx], x_ref[fit_idx], objective)
+    named = _named_starts([solver.grid] if starts is None else list(starts), starts is None)
+    fixed = {name: obj.scores(g) for name, g in named.items()}
+    start_name = min(named, key=lambda name: fixed[name][0])
+    if not math.isfinite(fixed[start_name][0]):
+        raise ValueError(f"no starting grid of {list(named)} gives a finite error")
+    start_times = named[start_name](sde, solver.steps, solver.t_min).tolist()
+    theta0 = obj.theta_of(start_times)
+    obj.best = (fixed[start_name][0], start_times, fixed[start_name][1])
+    minimize(obj, theta0, method=method, options=_options(method, maxiter, theta0))
+    objective_value, times, pilot_error = obj.best
+    fitted = FittedGrid(times)
+    own = next((k for k, g in named.items() if repr(g) == repr(solver.grid)), None)
+    info: dict[str, Any] = {
+        "solver": repr(solver),
+        "solver_class": type(solver).__name__,
+        "steps": solver.steps,
+        "sde": repr(sde),
+        "t_min": solver.t_min,
+        "method": method,
+        "objective": repr(obj.objective),
+        "objective_value": objective_value,
+        "pilot_n": int(x_T.shape[0]),
+        "n_fit": len(fit_idx),
+        "n_validation": len(val_idx),
+        "validation": validation,
+        "split_seed": seed,
+        "pilot_error": pilot_error,
+        "start_grid": start_name,
+        "start_pilot_error": fixed[start_name][1],
+        "own_grid": own,
+        "own_pilot_error": fixed[own][1] if own else None,
+        "fixed_pilot_errors": {k: v[1] for k, v in fixed.items()},
+        "fitted_times": fitted.knots,
+        "chosen": "fitted",
+        "chosen_because": "validation=0: no held-out part of the pilot",
+        "solver_runs": obj.runs,
+        "teacher_nfe": teacher_nfe,
+        "solver_nfe": obj.nfe,
+    }
+    chosen = fitted
+    if len(val_idx):
+        val = _Objective(solver, sde, counted, x_T[val_idx], x_ref[val_idx])
+        chosen = _choose(val, fitted, named, info, sde, solver)
+    if x_held_out is not None:
+        x_ref_h = teach(x_held_out)
+        held = _Objective(solver, sde, counted, x_held_out, x_ref_h)
+        info.update(
+            held_out_n=int(x_held_out.shape[0]),
+            held_out_error=held.error(chosen),
+            fitted_held_out_error=held.error(fitted),
+            start_held_out_error=held.error(named[start_name]),
+            own_held_out_error=held.error(solver.grid),
+        )
+        if len(val_idx):
+            info["best_fixed_held_out_error"] = held.error(named[info["best_fixed"]])
+    info["nfe_total"] = counted.nfe + getattr(teach, "nfe", 0)
+    info["seconds"] = time.perf_counter() - start_clock
+    chosen.info = info
+    return chosen
+
+
+def _choose(
+    val: _Objective,
+    fitted: FittedGrid,
+    named: dict[str, Grid],
+    info: dict[str, Any],
+    sde: SDE,
+    solver: FixedStepSolver,
+) -> FittedGrid:
+    """The fitted grid where its validation RMS is below every fixed grid's, else the best fixed
+    grid's times; records both errors and the choice in ``info`` and logs it."""
+    fixed = {name: val.scores(g)[1] for name, g in named.items()}
+    best = min(fixed, key=fixed.__getitem__)
+    fitted_error = val.error(fitted)
+    info.update(
+        validation_error=fitted_error,
+        best_fixed=best,
+        best_fixed_pilot_error=info["fixed_pilot_errors"][best],
+        best_fixed_validation_error=fixed[best],
+        fixed_validation_errors=fixed,
+        validation_runs=val.runs,
+    )
+    if fitted_error < fixed[best]:
+        info.update(chosen="fitted", chosen_because="below the best fixed grid on validation")
+        log.info(
+            "fit_grid: the fitted grid (validation RMS %.4g) beats the best fixed grid %s "
+            "(%.4g): returning the fitted grid",
+            fitted_error,
+            best,
+            fixed[best],
+        )
+        return fitted
+    why = f"the fitted grid's validation RMS {fitted_error:.4g} >= {best}'s {fixed[best]:.4g}"
+    info.update(chosen=best, chosen_because=why)
+    log.info("fit_grid: %s: returning the fixed grid %s", why, best)
+    return FittedGrid(named[best](sde, solver.steps, solver.t_min).tolist())
+
+
+def _check(solver: FixedStepSolver, maxiter: int, method: str) -> None:
     if not isinstance(solver, FixedStepSolver):
         raise ValueError(f"solver={solver!r} must be a fixed-step solver (it has a grid)")
     if solver.stochastic:
@@ -286,73 +326,23 @@ def fit_grid(
     check_int("maxiter", maxiter, 1)
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
-    start_clock = time.perf_counter()
-    counted = ScoreFn(score_fn, sde)
-    teach = teacher or pf_ode_teacher(solver, sde, counted)
-    x_ref = teach(x_T)
-    teacher_nfe = counted.nfe + getattr(teach, "nfe", 0)
-    obj = _Objective(solver, sde, counted, x_T, x_ref)
-    candidates = _unique([solver.grid, *starting_grids()] if starts is None else list(starts))
-    start_errors = {repr(g): _try(obj.error, g) for g in candidates}
-    start = min(candidates, key=lambda g: start_errors[repr(g)])
-    if not math.isfinite(start_errors[repr(start)]):
-        raise ValueError(
-            f"no starting grid of {[repr(g) for g in candidates]} gives a finite error"
-        )
-    start_times = start(sde, solver.steps, solver.t_min).tolist()
-    theta0 = obj.theta_of(start_times)
-    obj.best = (start_errors[repr(start)], start_times)
-    simplex = theta0 + np.vstack([np.zeros(len(theta0)), SIMPLEX_STEP * np.eye(len(theta0))])
-    options: dict[str, Any] = {"maxfev": maxiter, "xatol": 1e-4, "fatol": 0.0}
-    options["initial_simplex"] = simplex
+
+
+def _options(method: str, maxiter: int, theta0: np.ndarray) -> dict[str, Any]:
     if method == "Powell":
-        options = {"maxfev": maxiter, "xtol": 1e-4, "ftol": 1e-10}
-    minimize(obj, theta0, method=method, options=options)
-    pilot_error, times = obj.best
-    fitted = FittedGrid(times)
-    info: dict[str, Any] = {
-        "solver": repr(solver),
-        "solver_class": type(solver).__name__,
-        "steps": solver.steps,
-        "sde": repr(sde),
-        "t_min": solver.t_min,
-        "method": method,
-        "pilot_n": int(x_T.shape[0]),
-        "pilot_error": pilot_error,
-        "start_grid": repr(start),
-        "start_pilot_error": start_errors[repr(start)],
-        "own_grid": repr(solver.grid),
-        "own_pilot_error": start_errors.get(repr(solver.grid)),
-        "solver_runs": obj.runs,
-        "teacher_nfe": teacher_nfe,
-        "solver_nfe": obj.nfe,
-    }
-    if x_held_out is not None:
-        x_ref_h = teach(x_held_out)
-        held = _Objective(solver, sde, counted, x_held_out, x_ref_h)
-        info.update(
-            held_out_n=int(x_held_out.shape[0]),
-            held_out_error=held.error(fitted),
-            start_held_out_error=held.error(start),
-            own_held_out_error=held.error(solver.grid),
-        )
-    info["nfe_total"] = counted.nfe + getattr(teach, "nfe", 0)
-    info["seconds"] = time.perf_counter() - start_clock
-    fitted.info = info
-    return fitted
+        return {"maxfev": maxiter, "xtol": 1e-4, "ftol": 1e-10}
+    simplex = theta0 + np.vstack([np.zeros(len(theta0)), SIMPLEX_STEP * np.eye(len(theta0))])
+    return {"maxfev": maxiter, "xatol": 1e-4, "fatol": 0.0, "initial_simplex": simplex}
 
 
-def _try(error: Callable[[Grid], float], grid: Grid) -> float:
-    try:
-        return error(grid)
-    except ValueError:  # a fixed grid this SDE or step count cannot take
-        return math.inf
-
-
-def _unique(grids: list[Grid]) -> list[Grid]:
-    seen: dict[str, Grid] = {}
-    for g in grids:
+def _named_starts(grids: list[Grid], with_group: bool) -> dict[str, Grid]:
+    """Starting grids by name: the config group's option names (with ``with_group``, its
+    standalone grids are added), else each grid's repr; a repeated grid once."""
+    group = named_starting_grids()
+    names = {repr(g): name for name, g in group.items()}
+    out: dict[str, Grid] = {}
+    for g in [*grids, *(group.values() if with_group else [])]:
         if not isinstance(g, Grid):
             raise ValueError(f"starts entry {g!r} is not a Grid")
-        seen.setdefault(repr(g), g)
-    return list(seen.values())
+        out.setdefault(names.get(repr(g), repr(g)), g)
+    return out
