@@ -432,6 +432,10 @@ def test_held_out_fitted_pick_is_by_validation_and_checked_against_the_fixed_gri
     assert "| ring | ours fitted: validation → fresh x_T | 0.02 → 0.05 (UniPC-2/fitted) |" in text
     assert "yes: UniPC-2/fitted 0.05 > 0.04 (UniPC-2/quadratic)" in text
     assert "DPMSolver-2/fitted 0.001" not in text  # better than its fixed grid: not flagged
+    assert (
+        "| ring | UniPC-2 | 0.02 → 0.05 |" in text
+        and "| ring | DPMSolver-2 | 0.03 → 0.001 |" in text
+    )
     assert "fitted at 10 evaluations, geometric mean ≥ 4×: 2.40× over 1 data sets → NOT met" in text
     assert "fixed grids ≥ 1× best diffusers, every budget and data set: met" in text
 
