@@ -89,9 +89,10 @@ class Choice:
 
 
 def choose(rows: list[Row], sde: str, data: str, budget: int, kind: str) -> Choice:
-    """The side's configuration picked without the fresh set: least error on the selection x_T
-    (fixed, diffusers), least ``fit_validation_error`` (fitted, among the fits evaluated on the
-    fresh x_T); returned with its rows on both sets."""
+    """The side's configuration picked without the fresh set's errors: least error on the
+    selection x_T among the configurations run on both sets (fixed, diffusers), least
+    ``fit_validation_error`` (fitted, among the fits evaluated on the fresh x_T); returned with
+    its rows on both sets."""
     if kind == "ours fitted":
         fresh = [
             r
@@ -102,7 +103,11 @@ def choose(rows: list[Row], sde: str, data: str, budget: int, kind: str) -> Choi
             return Choice(None, None)
         pick = min(fresh, key=lambda r: r["fit_validation_error"])
         return Choice(counterpart(rows, pick, SELECTION_SEED), pick)
-    cands = [r for r in _where(rows, sde, data, budget, SELECTION_SEED) if side(r) == kind]
+    cands = [
+        r
+        for r in _where(rows, sde, data, budget, SELECTION_SEED)
+        if side(r) == kind and counterpart(rows, r, FRESH_SEED) is not None
+    ]
     if not cands:
         return Choice(None, None)
     pick = min(cands, key=lambda r: r[METRIC])

@@ -408,6 +408,10 @@ def test_held_out_selection_reports_the_selection_sets_pick_on_the_fresh_set():
     assert ratios["fixed, fresh"][10]["ring"] == pytest.approx(3.0)
     assert ratios["fixed, selection"][10]["ring"] == pytest.approx(5.0)
     assert "0.008" not in table and "0.011" not in table
+    alone = {**rows[0], "grid": "karras", "endpoint_error": 0.001}  # not run on the fresh x_T
+    assert (
+        choose([*rows, alone], "ddpm_linear", "ring", 10, "ours fixed").fresh["grid"] == "quadratic"
+    )
     assert "| ring | ours fixed, fresh x_T | 0.04 (UniPC-2/quadratic) |" in table
     assert "| **geometric mean** | ratio, fixed, fresh x_T | **3.00** |" in table
 
