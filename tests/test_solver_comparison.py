@@ -48,6 +48,14 @@ def test_job_spends_its_budget(tmp_path, solver, nfe, ode):
     assert row["mmd2"] > -0.05 and row["mmd2_floor_rms"] > 0
 
 
+def test_odd_nfe_solver_takes_the_most_steps_within_an_even_budget(tmp_path):
+    """DPM-2 spends 2·steps − 1 evaluations: at a budget of 10 it takes 5 steps (9 evaluations),
+    not 6 (11, over the budget and so out of the comparison)."""
+    row = _job(tmp_path, "dpm2", 10)
+    assert row["status"] == "ok" and row["steps"] == 5 and row["nfe"] == 9
+    assert row["family"] == "DPM2-2" and row["endpoint_error"] > 0
+
+
 def test_adaptive_solver_gets_a_tolerance_and_collect_writes_outputs(tmp_path):
     row = _job(tmp_path, "pf_ode", 100)
     assert row["status"] == "ok" and row["rtol"] == 1e-4
