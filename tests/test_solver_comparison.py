@@ -437,13 +437,22 @@ def test_held_out_fitted_pick_is_by_validation_and_checked_against_the_fixed_gri
         {**fit, "fit_validation_error": 0.02, "endpoint_error": 0.05},
         {**fit, "solver": "dpm_solver", "family": "DPMSolver-2", "fit_validation_error": 0.03}
         | {"endpoint_error": 0.001, "fit_best_fixed_endpoint_error": 0.002},
+        {**fit, "solver": "deis", "family": "DEIS-3", "fit_validation_error": 0.04}
+        | {
+            "endpoint_error": 0.03,
+            "fit_best_fixed_endpoint_error": 0.02,
+            "fit_best_fixed": "logsnr",
+        },
     ]
     pick = choose(rows, "ddpm_linear", "ring", 10, "ours fitted")
     assert pick.fresh["family"] == "UniPC-2" and pick.error("fresh") == 0.05
     text = held_out_report(rows)
     assert "| ring | ours fitted: validation → fresh x_T | 0.02 → 0.05 (UniPC-2/fitted) |" in text
-    assert "yes: UniPC-2/fitted 0.05 > 0.04 (UniPC-2/quadratic)" in text
+    assert "yes: UniPC-2/fitted 0.05 > 0.04 (UniPC-2/quadratic, seed 0)" in text
     assert "DPMSolver-2/fitted 0.001" not in text  # better than its fixed grid: not flagged
+    assert (
+        "DEIS-3/fitted 0.03 > 0.02 (DEIS-3/logsnr, val.)" in text
+    )  # its own, picked on validation
     assert (
         "| ring | UniPC-2 | 0.02 → 0.05 |" in text
         and "| ring | DPMSolver-2 | 0.03 → 0.001 |" in text
