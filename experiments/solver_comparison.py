@@ -12,7 +12,9 @@ another seed, then is evaluated on the job's x_T (held out); the fit is cached b
 a rerun on more held-out x_T (``n_network``, solved ``network_reference.chunk`` at a time) reuses
 both the fit and the reference chunks it has.
 At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
-plot to ``out_dir``. The command is in docs/results.md.
+plot to ``out_dir`` (with the rows of the ``collect_from`` folders; with ``seed=0,1`` the report
+also picks each side on seed 0 and reports it on seed 1: ``solver_selection.py``). The command is
+in docs/results.md.
 """
 
 from __future__ import annotations
