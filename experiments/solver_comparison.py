@@ -15,7 +15,9 @@ x_T, ``fixed_oracle_*``); the fit is cached by its settings, so
 a rerun on more held-out x_T (``n_network``, solved ``network_reference.chunk`` at a time) reuses
 both the fit and the reference chunks it has.
 At the end of a multirun the ``CollectResults`` callback writes the CSV, the Markdown table and the
-plot to ``out_dir``. The command is in docs/results.md.
+plot to ``out_dir`` (with the rows of the ``collect_from`` folders; with ``seed=0,1`` the report
+also picks each side on seed 0 and reports it on seed 1: ``solver_selection.py``). The command is
+in docs/results.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
 from sde_gen.solvers import FittedGrid, FixedStepSolver, fit_grid
 from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE, named_starting_grids
+from sde_gen.solvers.pndm import PNDM, Start
 from sde_gen.solvers.unipc import Variant
 
 CALIBRATION_STEPS = (4, 8)
@@ -128,7 +131,8 @@ def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
     Adaptive solvers (``solver.adaptive``): rtol = atol = ``adaptive_tolerance[nfe]``, set on
     each of ``tolerance_keys`` the config has.
     Fixed-step ones: NFE(steps) = a + b·steps, from ``expected_nfe()`` where the solver declares
-    it (else measured on two probe runs: the diffusers peers), inverted for the budget. The steps
+    it (else measured on two probe runs: the diffusers peers), inverted for the most steps whose
+    NFE is within the budget (DPM-2's 2·steps − 1 spends 9 of 10; at least one step). The steps
     live in ``steps`` or, for a fixed-step ODE backend, in ``backend.steps``.
     """
     scfg = OmegaConf.create(OmegaConf.to_container(cfg.solver, resolve=True))
@@ -161,17 +165,24 @@ def build_solver(cfg: DictConfig, sde: SDE, score_fn, x_probe: torch.Tensor):
     nfe_lo, nfe_hi = nfe(lo), nfe(hi)
     per_step = (nfe_hi - nfe_lo) / (hi - lo)
     offset = nfe_lo - per_step * lo
-    steps = max(1, math.floor((cfg.nfe - offset) / per_step + 0.5))
+    steps = max(1, math.floor((cfg.nfe - offset) / per_step + 1e-9))  # the most within budget
     return with_steps(steps), {"steps": steps, "nfe_per_step": per_step}
 
 
+#: PNDM's samplers named by how their ε̂ history starts (conf/solver/pndm, plms, ipndm)
+PNDM_NAMES = {Start.RUNGE_KUTTA: "PNDM", Start.HEUN: "PLMS", Start.EULER: "iPNDM"}
+
+
 def family(solver: Any) -> str:
-    """The row family: diffusers' scheduler and order, or our class and order (with UniPC's
-    variant where it is not the default bh2)."""
+    """The row family: diffusers' scheduler and order, or our class and its order as configured
+    (UniPC's variant where it is not the default bh2; PNDM by its start: PNDM, PLMS, iPNDM)."""
     if hasattr(solver, "family"):
         return f"diffusers {solver.family()}"
-    order = getattr(solver, "predictor_order", getattr(solver, "order", None))
+    attribute = getattr(solver, "option_attributes", {}).get("order", "order")
+    order = getattr(solver, "predictor_order", getattr(solver, attribute, None))
     name = type(solver).__name__
+    if isinstance(solver, PNDM):
+        name = PNDM_NAMES[solver.start]
     if getattr(solver, "variant", Variant.BH2) != Variant.BH2:  # UniPC-bh1-2; bh2 is the default
         name += f"-{solver.variant.value}"
     return f"{name}-{order:g}" if order else name
@@ -417,6 +428,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "sde": problem.sde_name,
         "nfe_budget": int(cfg.nfe),
         "grid": choices.get("solver/grid"),
+        "seed": int(cfg.seed),
     }
     sde, score_fn, x_T = problem.sde, problem.score_fn, problem.x_T
     try:
@@ -455,7 +467,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="solver_comparison")
 def main(cfg: DictConfig) -> None:
     if cfg.collect_only:
-        collect(Path(cfg.out_dir) / "sweep", Path(cfg.out_dir))
+        collect(Path(cfg.out_dir) / "sweep", Path(cfg.out_dir), [Path(d) for d in cfg.collect_from])
         return
     torch.set_num_threads(1)
     row = run_job(cfg)
@@ -469,14 +481,32 @@ class CollectResults(Callback):
     """Hydra callback: build the CSV, table and plot when the multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        collect(Path(config.hydra.sweep.dir), Path(config.out_dir))
+        extra = [Path(d) for d in config.collect_from]
+        collect(Path(config.hydra.sweep.dir), Path(config.out_dir), extra)
 
 
-def collect(sweep_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """Gather every summary.json below ``sweep_dir`` into CSV, Markdown and PNG in ``out_dir``."""
+def read_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every summary.json below ``folder``; a row without ``seed`` takes it from its job's
+    ``.hydra/config.yaml`` (rows written before the seed was recorded)."""
+    rows = []
+    for path in sorted(folder.rglob(SUMMARY_FILE)):
+        row = json.loads(path.read_text())
+        job_config = path.parent / ".hydra" / "config.yaml"
+        if "seed" not in row and job_config.exists():
+            row["seed"] = int(OmegaConf.load(job_config).seed)
+        rows.append(row)
+    return rows
+
+
+def collect(sweep_dir: Path, out_dir: Path, extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """Gather every summary.json below ``sweep_dir`` and the ``extra`` result folders (e.g.
+    fitted jobs run elsewhere) into CSV, Markdown and PNG in ``out_dir``."""
     from solver_comparison_report import write_report  # noqa: PLC0415 (experiments/ on sys.path)
 
-    rows = [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob(SUMMARY_FILE))]
+    for folder in extra:
+        if not folder.is_dir():
+            raise ValueError(f"collect_from: {folder} is not a folder")
+    rows = [r for folder in (sweep_dir, *extra) for r in read_rows(folder)]
     if not rows:
         raise ValueError(f"no {SUMMARY_FILE} files below {sweep_dir}")
     keys = sorted({k for r in rows for k in r})

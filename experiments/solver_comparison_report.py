@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from solver_selection import FRESH_SEED, SELECTION_SEED, held_out_report  # noqa: E402
 
 from sde_gen.plotting import plot_solver_comparison  # noqa: E402
 from sde_gen.runtime.files import atomic_write
@@ -348,12 +349,28 @@ def _display(r: dict[str, Any]) -> dict[str, Any]:
     return {**r, "solver": name}
 
 
+def by_x_T_set(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose ``data`` names the x_T set (``ring, x_T seed 1``) where several seeds are
+    present, so that the per-set tables never mix sets."""
+    if len({r.get("seed") for r in rows}) < 2:
+        return rows
+    return [{**r, "data": f"{r['data']}, x_T seed {r.get('seed')}"} for r in rows]
+
+
 def write_report(rows: list[dict[str, Any]], out_dir: Path) -> None:
-    named = [_display(r) for r in rows]
+    per_set = by_x_T_set(rows)
+    named = [_display(r) for r in per_set]
     skipped = [r for r in rows if r.get("status") != "ok"]
-    text = "# Solver comparison\n\n" + markdown_tables(named) + "\n## Targets\n\n" + targets(named)
+    text = "# Solver comparison\n\n"
+    if any("endpoint_error" in r for r in rows) and {SELECTION_SEED, FRESH_SEED} <= {
+        r.get("seed") for r in rows
+    }:
+        text += "## Picked on one x_T set, reported on a fresh one\n\n" + held_out_report(rows)
+        text += "\n## Every configuration, per x_T set\n\n"
+    text += markdown_tables(named) + "\n## Targets\n\n" + targets(named)
     if any("family" in r for r in rows):
-        text += "\n## The peers at their best\n\n" + peers_at_best(rows)
+        text += "\n## The peers at their best on each x_T set (in sample)\n\n"
+        text += peers_at_best(per_set)
     if skipped:
         text += (
             "\n## Skipped jobs\n\n"

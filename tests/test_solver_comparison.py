@@ -48,6 +48,14 @@ def test_job_spends_its_budget(tmp_path, solver, nfe, ode):
     assert row["mmd2"] > -0.05 and row["mmd2_floor_rms"] > 0
 
 
+def test_odd_nfe_solver_takes_the_most_steps_within_an_even_budget(tmp_path):
+    """DPM-2 spends 2·steps − 1 evaluations: at a budget of 10 it takes 5 steps (9 evaluations),
+    not 6 (11, over the budget and so out of the comparison)."""
+    row = _job(tmp_path, "dpm2", 10)
+    assert row["status"] == "ok" and row["steps"] == 5 and row["nfe"] == 9
+    assert row["family"] == "DPM2-2" and row["endpoint_error"] > 0
+
+
 def test_adaptive_solver_gets_a_tolerance_and_collect_writes_outputs(tmp_path):
     row = _job(tmp_path, "pf_ode", 100)
     assert row["status"] == "ok" and row["rtol"] == 1e-4
@@ -375,3 +383,119 @@ def test_a_fit_is_validated_and_its_rows_name_the_choice(tmp_path):
     assert not _job(tmp_path, "dpm_solver", 5, *args, "fit_validation=0.25")["fit_cached"]
     robust = _job(tmp_path, "dpm_solver", 5, *args, "objective@fit_objective=trimmed")
     assert not robust["fit_cached"] and robust["fit_objective"] == "Trimmed(q=0.05)"
+
+
+def test_family_names_the_new_samplers_and_they_are_ode_solvers():
+    """PNDM's three starts are three families (PNDM, PLMS, iPNDM, by their Adams–Bashforth
+    order); DEIS and LMS by order; every deterministic sampler of the sweep has its end point
+    compared (``ode_solvers``)."""
+    from omegaconf import OmegaConf
+
+    from sde_gen.solvers import DEIS, LMS, PNDM, DPMSolverSinglestep
+
+    assert sc.family(PNDM(start="runge_kutta")) == "PNDM-4"
+    assert sc.family(PNDM(start="heun", order=3)) == "PLMS-3"
+    assert sc.family(PNDM(start="euler")) == "iPNDM-4"
+    assert sc.family(DEIS(order=1)) == "DEIS-1" and sc.family(LMS(order=3)) == "LMS-3"
+    assert sc.family(DPMSolverSinglestep(order=2)) == "DPMSolverSinglestep-2"
+    ode = OmegaConf.load(EXPERIMENTS / "conf" / "solver_comparison.yaml").ode_solvers
+    sweep = ("deis", "ipndm", "plms", "pndm", "lms", "dpm_solver_singlestep", "dpm2", "ddim")
+    assert set(sweep) <= set(ode) and "dpm2_ancestral" not in ode
+
+
+def _selection_rows() -> list[dict]:
+    """Hand-made rows on ring at 10 evaluations: our grid A is best on the selection x_T (seed 0)
+    and B on the fresh x_T (seed 1); the peer P is best on seed 0, Q on seed 1."""
+    base = {"sde": "ddpm_linear", "data": "ring", "status": "ok", "finite": True}
+    base |= {"nfe": 10, "nfe_budget": 10}
+    ours = {**base, "solver": "unipc", "family": "UniPC-2"}
+    rows = []
+    for grid, e0, e1 in (("quadratic", 0.010, 0.040), ("trailing", 0.020, 0.008)):
+        rows += [
+            {**ours, "grid": grid, "seed": s, "endpoint_error": e} for s, e in ((0, e0), (1, e1))
+        ]
+    for peer, e0, e1 in (("diffusers_dpm_3m", 0.05, 0.12), ("diffusers_unipc", 0.06, 0.011)):
+        rows += [
+            {**base, "solver": peer, "family": "diffusers X", "seed": s, "endpoint_error": e}
+            for s, e in ((0, e0), (1, e1))
+        ]
+    return rows
+
+
+def test_held_out_selection_reports_the_selection_sets_pick_on_the_fresh_set():
+    """A configuration best on seed 0 but not on seed 1 is the one reported, on both sides; the
+    fresh set's winners (0.008, 0.011) appear nowhere; the ratio is peer ÷ ours on the fresh x_T
+    (0.12 / 0.04 = 3) and, beside it, on the selection x_T (0.05 / 0.01 = 5)."""
+    from solver_selection import choose, held_out_table
+
+    rows = _selection_rows()
+    ours = choose(rows, "ddpm_linear", "ring", 10, "ours fixed")
+    assert ours.selection["grid"] == ours.fresh["grid"] == "quadratic"
+    assert (ours.error("selection"), ours.error("fresh")) == (0.010, 0.040)
+    peer = choose(rows, "ddpm_linear", "ring", 10, "diffusers")
+    assert peer.fresh["solver"] == "diffusers_dpm_3m" and peer.error("fresh") == 0.12
+    table, ratios = held_out_table(rows)
+    assert ratios["fixed, fresh"][10]["ring"] == pytest.approx(3.0)
+    assert ratios["fixed, selection"][10]["ring"] == pytest.approx(5.0)
+    assert "0.008" not in table and "0.011" not in table
+    alone = {**rows[0], "grid": "karras", "endpoint_error": 0.001}  # not run on the fresh x_T
+    assert (
+        choose([*rows, alone], "ddpm_linear", "ring", 10, "ours fixed").fresh["grid"] == "quadratic"
+    )
+    assert "| ring | ours fixed, fresh x_T | 0.04 (UniPC-2/quadratic) |" in table
+    assert "| **geometric mean** | ratio, fixed, fresh x_T | **3.00** |" in table
+
+
+def test_held_out_fitted_pick_is_by_validation_and_checked_against_the_fixed_grid():
+    """Among fits on the fresh x_T the least validation error is picked (0.02 → 0.05), never the
+    fresh set's best fit (0.001); a fit worse on the fresh x_T than its solver's fixed grid picked
+    on seed 0 (UniPC-2 quadratic: 0.04) is flagged, one better is not; the target lines give the
+    geometric mean and say which fit misses."""
+    from solver_selection import choose, held_out_report
+
+    rows = _selection_rows()
+    fit = {**rows[0], "seed": 1, "fitted": True, "grid": "fitted", "fit_choice": "fitted"}
+    rows += [
+        {**fit, "fit_validation_error": 0.02, "endpoint_error": 0.05},
+        {**fit, "solver": "dpm_solver", "family": "DPMSolver-2", "fit_validation_error": 0.03}
+        | {"endpoint_error": 0.001, "fit_best_fixed_endpoint_error": 0.002},
+        {**fit, "solver": "deis", "family": "DEIS-3", "fit_validation_error": 0.04}
+        | {
+            "endpoint_error": 0.03,
+            "fit_best_fixed_endpoint_error": 0.02,
+            "fit_best_fixed": "logsnr",
+        },
+    ]
+    pick = choose(rows, "ddpm_linear", "ring", 10, "ours fitted")
+    assert pick.fresh["family"] == "UniPC-2" and pick.error("fresh") == 0.05
+    text = held_out_report(rows)
+    assert "| ring | ours fitted: validation → fresh x_T | 0.02 → 0.05 (UniPC-2/fitted) |" in text
+    assert "yes: UniPC-2/fitted 0.05 > 0.04 (UniPC-2/quadratic, seed 0)" in text
+    assert "DPMSolver-2/fitted 0.001" not in text  # better than its fixed grid: not flagged
+    assert (
+        "DEIS-3/fitted 0.03 > 0.02 (DEIS-3/logsnr, val.)" in text
+    )  # its own, picked on validation
+    assert (
+        "| ring | UniPC-2 | 0.02 → 0.05 |" in text
+        and "| ring | DPMSolver-2 | 0.03 → 0.001 |" in text
+    )
+    assert "fitted at 10 evaluations, geometric mean ≥ 4×: 2.40× over 1 data sets → NOT met" in text
+    assert "fixed grids ≥ 1× best diffusers, every budget and data set: met" in text
+
+
+def test_collect_reads_several_folders_and_a_rows_seed_from_its_job_config(tmp_path):
+    """Rows written without ``seed`` take it from their job's .hydra/config.yaml; rows from a
+    second result folder join; a missing folder is an error naming it."""
+    row = {"solver": "ddim", "data": "ring", "sde": "ddpm_linear", "nfe_budget": 5}
+    row |= {"status": "skipped", "reason": "test"}
+    write_summary(tmp_path / "a" / "job", {**row, "seed": 0})
+    write_summary(tmp_path / "b" / "job", row)
+    (tmp_path / "b" / "job" / ".hydra").mkdir()
+    (tmp_path / "b" / "job" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    assert [r["seed"] for r in sc.read_rows(tmp_path / "b")] == [1]
+    rows = sc.collect(tmp_path / "a", tmp_path / "out", [tmp_path / "b"])
+    assert [r["seed"] for r in rows] == [0, 1] and (
+        tmp_path / "out" / "solver_comparison.csv"
+    ).exists()
+    with pytest.raises(ValueError, match="collect_from: .*nowhere is not a folder"):
+        sc.collect(tmp_path / "a", tmp_path / "out", [tmp_path / "nowhere"])
