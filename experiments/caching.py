@@ -67,6 +67,26 @@ def stale_reason(stored: Mapping[str, Any] | None, settings: Mapping[str, Any]) 
     return "; ".join(parts) or f"key {stored['key']} ≠ {now['key']}"
 
 
+def is_current(record: Any, settings: Mapping[str, Any], path: Path) -> bool:
+    """Whether ``record`` (a dict loaded from ``path``) holds a ``"stamp"`` with the present key;
+    if not, one line saying why ``path`` is recomputed."""
+    reason = stale_reason(record.get("stamp") if isinstance(record, dict) else None, settings)
+    if reason is not None:
+        print(f"recomputing {path}: {reason}", flush=True)
+    return reason is None
+
+
+def file_digest(paths: list[Path]) -> str:
+    """SHA-256 (16 hex digits) of the contents of ``paths``, in order: a cached number's input
+    files (a checkpoint, a model's weights), by what they hold rather than where they lie."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -86,11 +106,8 @@ def _write_torch(path: Path, record: Any) -> None:
 def _cached(path: Path, settings: Mapping[str, Any], compute: Callable[[], Any], read, write):
     if path.is_file():
         record = read(path)
-        stored = record.get("stamp") if isinstance(record, dict) else None
-        reason = stale_reason(stored, settings)
-        if reason is None:
+        if is_current(record, settings, path):
             return record["result"]
-        print(f"recomputing {path}: {reason}", flush=True)
     result = compute()
     write(path, {"stamp": stamp(settings), "result": result})
     return result
