@@ -1,6 +1,7 @@
 """The experiments' caches (experiments/caching.py): the key moves with every setting and with the
 versions; a record made under another key, or under none, is recomputed, never returned; the
-digits studies, the network reference and the weighting study's across-seed statistics use it."""
+digits studies and the network reference use it. Also the statistics across seeds: the weighting
+study's Δ over training seeds and Analytic-DPM's NLL gap over calibration seeds."""
 
 from __future__ import annotations
 
@@ -141,3 +142,24 @@ def test_weighting_study_delta_and_its_spread_across_seeds():
     s = spread([-0.06, 0.0, -0.03])
     assert s["mean"] == pytest.approx(-0.03) and s["sd"] == pytest.approx(0.03)
     assert s["se"] == pytest.approx(0.03 / math.sqrt(3)) and (s["min"], s["max"]) == (-0.06, 0.0)
+
+
+def test_analytic_dpm_spread_is_over_calibration_seeds_only():
+    """Seed k of the spread is the default σ*² arm calibrated with mc_seed = k, on the same x_T
+    and sampling noise; the calibration seed moves the gap; mean and s.d. are those of the gaps."""
+    from analytic_dpm_study import calibration_spread, gap_and_se, problem
+
+    from sde_gen.sde import VPSDE
+    from sde_gen.solvers import AnalyticDPM
+
+    sde = VPSDE()
+    mix, ref, x_T = problem(sde, "ring", 500)
+    s = calibration_spread(sde, mix, x_T, ref, 5, 200, 3, "ring", None)
+    solver = AnalyticDPM(steps=5, mc_samples=200, mc_batch=200, mc_seed=1)
+    solver.calibrate(sde, mix.score_fn(sde), mix.sample64)
+    x0 = solver(sde, mix.score_fn(sde), x_T, torch.Generator().manual_seed(0)).x0
+    assert (s["gaps"][1], s["ses"][1]) == gap_and_se(mix, x0, ref)
+    assert len(set(s["gaps"])) == 3
+    assert s["mean"] == pytest.approx(np.mean(s["gaps"]), abs=1e-12)
+    assert s["sd"] == pytest.approx(np.std(s["gaps"], ddof=1), abs=1e-12)
+    assert (s["min"], s["max"]) == (min(s["gaps"]), max(s["gaps"]))
