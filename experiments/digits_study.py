@@ -80,7 +80,7 @@ def training_settings(cfg: DictConfig) -> dict:
     return settings
 
 
-def train_arm(cfg: DictConfig, out_dir: Path, args: argparse.Namespace) -> dict:
+def train_arm(cfg: DictConfig, out_dir: Path) -> dict:
     """Train ``cfg`` into ``out_dir`` (continuing a stopped run there), or reuse a finished run
     made under the same key (``training_settings`` and the versions); a run made under another
     key is moved aside and trained afresh."""

@@ -156,7 +156,7 @@ def main() -> None:
     space = FeatureSpace(data, args.out / "classifier.pt", args.classifier_epochs, args.n_samples)
     print(f"classifier test accuracy {space.accuracy:.3f}; Fréchet floor {space.floor:.2f}")
     configs = {name: arm_config(ARMS[name][0], args, solver) for name in args.arms}
-    summaries = {name: train_arm(cfg, args.out / name, args) for name, cfg in configs.items()}
+    summaries = {name: train_arm(cfg, args.out / name) for name, cfg in configs.items()}
     rows = {}
     for name, summary in summaries.items():
         _, label, learned = ARMS[name]

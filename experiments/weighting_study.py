@@ -306,7 +306,7 @@ def run_seed(args: argparse.Namespace, data: Digits, space: FeatureSpace, out: P
     for name in args.arms:
         overrides, label = ARMS[name]
         cfg = config(overrides, args)
-        summary = train_arm(cfg, out / name, args)
+        summary = train_arm(cfg, out / name)
 
         def evaluate(summary: dict = summary, label: str = label, name: str = name,
                      cfg: DictConfig = cfg) -> dict:  # fmt: skip
