@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from caching import cached_json, folder_is_current, stale_reason, stamp
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sde_gen.data import Digits
@@ -26,6 +27,7 @@ from sde_gen.models.digits_classifier import (
     fit_digits_classifier,
     pretrained_digits_classifier,
 )
+from sde_gen.runtime.files import atomic_write
 from sde_gen.sde.reverse_variance import analytic_chain_log_variance
 from sde_gen.solvers.calibration import CalibrationKey, estimate_ms_eps
 
@@ -63,35 +65,47 @@ def arm_config(arm: list[str], args: argparse.Namespace, solver: list[str]) -> D
         f"trainer.ema_decay={args.ema_decay}", f"trainer.log_every={max(1, args.steps // 50)}",
         "trainer.checkpoint_every=null", "trainer.keep_checkpoints=1", "trainer.progress=false",
         "trainer.resume=auto",  # an arm stopped by a signal continues from its checkpoint
+        "trainer.grad_clip=1.0",  # the studies' documented set-up (the trainer's default: none)
         *solver, *arm,
     ]  # fmt: skip
     with initialize_config_module("sde_gen.conf", version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
-def train_arm(cfg: DictConfig, out_dir: Path, args: argparse.Namespace) -> dict:
-    """Train ``cfg`` into ``out_dir`` (continuing a stopped run there), or reuse a finished run of
-    the same budget."""
+def training_settings(cfg: DictConfig) -> dict:
+    """Every setting a trained arm depends on: its composed config less the sampler run after
+    training (whose samples no study reads)."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("solver", None)
+    return settings
+
+
+def train_arm(cfg: DictConfig, out_dir: Path) -> dict:
+    """Train ``cfg`` into ``out_dir`` (continuing a stopped run there), or reuse a finished run
+    made under the same key (``training_settings`` and the versions); a run made under another
+    key is moved aside and trained afresh."""
     from sde_gen.train import run
 
     summary_path = out_dir / "summary.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if done.get("steps") == args.steps and done.get("trainer.batch_size") == args.batch_size:
-            return done
+    if folder_is_current(out_dir, training_settings(cfg)) and summary_path.is_file():
+        return json.loads(summary_path.read_text())
     return run(cfg, out_dir, progress=False, choices={"model": "unet_digits"})
 
 
-def cached_eval(out_dir: Path, key: dict, evaluate) -> dict:
-    """``evaluate()`` unless ``<out_dir>/eval.json`` holds a result computed with the same key."""
-    cached = out_dir / "eval.json"
-    if cached.is_file():
-        stored = json.loads(cached.read_text())
-        if stored.get("key") == key:
-            return stored["result"]
-    result = evaluate()
-    cached.write_text(json.dumps({"key": key, "result": result}, indent=2))
-    return result
+def eval_settings(cfg: DictConfig, args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
+    """What an arm's evaluation depends on: the trained arm's settings, the classifier's
+    training and the evaluation arguments ``keys``."""
+    return {
+        "training": training_settings(cfg),
+        "classifier_epochs": args.classifier_epochs,
+        "evaluation": {k: getattr(args, k) for k in keys},
+    }
+
+
+def cached_eval(out_dir: Path, settings: dict, evaluate) -> dict:
+    """``evaluate()`` unless ``<out_dir>/eval.json`` holds a result computed under the same key
+    (``settings`` and the versions, ``caching.cache_key``)."""
+    return cached_json(out_dir / "eval.json", settings, evaluate)
 
 
 class FeatureSpace:
@@ -99,7 +113,13 @@ class FeatureSpace:
     test split's features, and the Fréchet floor: train images against test images."""
 
     def __init__(self, data: Digits, path: Path, epochs: int, n_floor: int):
-        if path.is_file():
+        settings = {"epochs": epochs, "seed": 0, "data": "digits"}
+        key_path = path.with_suffix(".key.json")
+        stored = json.loads(key_path.read_text()) if key_path.is_file() else None
+        reason = stale_reason(stored, settings) if path.is_file() else "not trained yet"
+        if path.is_file() and reason is not None:
+            print(f"recomputing {path}: {reason}", flush=True)
+        if reason is None:
             self.net: nn.Module = pretrained_digits_classifier(str(path))
             _, y_test = digits_labels(data)
             with torch.no_grad():
@@ -107,7 +127,8 @@ class FeatureSpace:
         else:
             self.net, self.accuracy = fit_digits_classifier(data, epochs, 0)
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.net.state_dict(), path)
+            atomic_write(path, lambda tmp: torch.save(self.net.state_dict(), tmp))
+            atomic_write(key_path, lambda tmp: Path(tmp).write_text(json.dumps(stamp(settings))))
         self.test = feature_vectors(self.net, data.split("test"))
         self.floor = self.frechet(data.train_data[: min(n_floor, len(data.train_data))])
 

@@ -36,6 +36,7 @@ from digits_study import (
     analytic_vlb,
     arm_config,
     cached_eval,
+    eval_settings,
     train_arm,
 )
 
@@ -65,7 +66,8 @@ ARMS = {  # name: (overrides, label, learned variance)
     ),
 }
 EVAL_KEYS = ("steps", "batch_size", "seed", "n_eval", "n_samples", "sample_steps", "clip_x0")
-"""A finished arm's evaluation is reused when these arguments match (``<arm>/eval.json``)."""
+"""The evaluation arguments an arm's cached evaluation (``<arm>/eval.json``) is keyed by, beside
+its training settings and the versions (``digits_study.eval_settings``)."""
 
 
 def fd_of_samples(model, learned: bool, steps: int, space: FeatureSpace, args) -> tuple:
@@ -153,14 +155,12 @@ def main() -> None:
     data = Digits()
     space = FeatureSpace(data, args.out / "classifier.pt", args.classifier_epochs, args.n_samples)
     print(f"classifier test accuracy {space.accuracy:.3f}; Fréchet floor {space.floor:.2f}")
-    summaries = {
-        name: train_arm(arm_config(ARMS[name][0], args, solver), args.out / name, args)
-        for name in args.arms
-    }
+    configs = {name: arm_config(ARMS[name][0], args, solver) for name in args.arms}
+    summaries = {name: train_arm(cfg, args.out / name) for name, cfg in configs.items()}
     rows = {}
     for name, summary in summaries.items():
         _, label, learned = ARMS[name]
-        key = {k: getattr(args, k) for k in EVAL_KEYS}
+        key = eval_settings(configs[name], args, EVAL_KEYS)
 
         def evaluate(summary: dict = summary, label: str = label, learned: bool = learned,
                      name: str = name) -> dict:  # fmt: skip

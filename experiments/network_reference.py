@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from caching import file_digest, is_current, stamp
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from sde_gen.metrics.mixtures import endpoint_error
@@ -50,12 +52,15 @@ class NetworkScore:
 
 @dataclass
 class Network:
-    """A trained score: its SDE, score function, per-sample shape and a name for the tables."""
+    """A trained score: its SDE, score function, per-sample shape, a name for the tables and
+    what it was loaded from (``identity``: its files' digest and options; part of every cache
+    key of its references)."""
 
     sde: SDE
     score_fn: NetworkScore
     shape: tuple[int, ...]
     name: str
+    identity: dict[str, Any] = field(default_factory=dict)
 
 
 def load_network(path: str, ema: bool = True) -> Network:
@@ -65,7 +70,8 @@ def load_network(path: str, ema: bool = True) -> Network:
     model.requires_grad_(False)
     shape = tuple(int(s) for s in data.shape)
     name = f"{str(cfg.data._target_).rsplit('.', 1)[-1].lower()}@{Path(path).stem}"
-    return Network(model.sde, NetworkScore(model), shape, name)
+    identity = {"checkpoint": file_digest([Path(path)]), "ema": ema}
+    return Network(model.sde, NetworkScore(model), shape, name, identity)
 
 
 def load_model_network(node: Any) -> Network:
@@ -77,8 +83,11 @@ def load_model_network(node: Any) -> Network:
     if not isinstance(model, ScoreModel):
         raise ValueError(f"model={node.get('_target_')} does not build a score model")
     model.requires_grad_(False).eval()
-    name = f"{Path(str(node.get('path'))).name}@diffusers"
-    return Network(model.sde, NetworkScore(model), model.eps_net.sample_shape, name)
+    folder = Path(str(node.get("path")))
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".json"))
+    identity = {"files": file_digest(files), "model": OmegaConf.to_container(node, resolve=True)}
+    name = f"{folder.name}@diffusers"
+    return Network(model.sde, NetworkScore(model), model.eps_net.sample_shape, name, identity)
 
 
 def pf_ode_ends(
@@ -104,13 +113,17 @@ def reference_set(
     atol: float,
     check_rtol: float | None = None,
 ) -> dict[str, Any]:
-    """x_T and the reference end points at rtol = ``rtol`` (cached in ``cache``); with
-    ``check_rtol``, a second solve there and the RMS difference per end (``reference_error``)."""
+    """x_T and the reference end points at rtol = ``rtol`` (cached in ``cache``, keyed by the
+    network's identity, the solve's settings and the versions); with ``check_rtol``, a second
+    solve there and the RMS difference per end (``reference_error``)."""
+    settings = {"network": net.identity, "t_min": t_min, "t_zero": t_zero, "method": method,
+                "rtol": rtol, "atol": atol, "check_rtol": check_rtol}  # fmt: skip
     if cache.exists():
         shared = torch.load(cache, weights_only=False)
         if not torch.equal(shared["x_T"], x_T):
             raise ValueError(f"{cache}: cached for other x_T; delete it to recompute")
-        return shared
+        if is_current(shared, settings, cache):
+            return shared
     t0 = time.perf_counter()
     ends, nfe = pf_ode_ends(
         net.sde, net.score_fn, x_T, t_min, t_zero, method=method, rtol=rtol, atol=atol
@@ -121,6 +134,7 @@ def reference_set(
         "reference_nfe": nfe,
         "reference_seconds": time.perf_counter() - t0,
         "reference_tol": rtol,
+        "stamp": stamp(settings),
     }
     if check_rtol is not None:
         scale = check_rtol / rtol

@@ -35,6 +35,7 @@ from typing import Any
 
 import hydra
 import torch
+from caching import is_current, stamp
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
@@ -64,14 +65,20 @@ from sde_gen.solvers.pndm import PNDM, Start
 from sde_gen.solvers.unipc import Variant
 
 CALIBRATION_STEPS = (4, 8)
+SHARED_SETTINGS = ("data", "sde", "n", "n_high_dim", "seed", "bandwidth_scales", "floor_seeds",
+                   "reference")  # fmt: skip
+"""The settings ``shared_setup``'s cache is keyed by (with t_min and the versions)."""
 
 
 # -- shared per (data, sde) --------------------------------------------------------------------
 def shared_setup(cfg: DictConfig, mixture: GaussianMixture, sde: SDE, key: str) -> dict[str, Any]:
-    """x_T, reference samples, bandwidths, Monte Carlo floors and ODE reference end points."""
+    """x_T, reference samples, bandwidths, Monte Carlo floors and ODE reference end points;
+    cached under ``key``, reused only under the same settings and versions (``caching``)."""
     path = Path(cfg.out_dir) / "cache" / f"{key}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
+    node = OmegaConf.masked_copy(cfg, list(SHARED_SETTINGS))
+    settings = OmegaConf.to_container(node, resolve=True) | {"t_min": cfg.solver_overrides.t_min}
+    if path.exists() and is_current(shared := torch.load(path, weights_only=False), settings, path):
+        return shared
     n = cfg.n if mixture.dim <= 2 else cfg.n_high_dim
     g = torch.Generator().manual_seed(cfg.seed)
     reference = mixture.sample64(n, g)
@@ -101,6 +108,7 @@ def shared_setup(cfg: DictConfig, mixture: GaussianMixture, sde: SDE, key: str) 
         "ode_reference_zero": ref_zero,
         "flow": flow_metrics(mixture, ref_x0, reference, bandwidths),
         "ode_reference_seconds": time.perf_counter() - t0,
+        "stamp": stamp(settings),
     }
     atomic_write(path, lambda tmp: torch.save(shared, tmp))
     return shared

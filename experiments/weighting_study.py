@@ -14,9 +14,17 @@ Each arm is trained with the same seed, steps and batch size through ``sde_gen.t
     .venv/bin/python experiments/weighting_study.py                      # the real budget
     .venv/bin/python experiments/weighting_study.py --steps 20 --smoke   # a tiny check
     .venv/bin/python experiments/weighting_study.py --dry-run            # compose the arms only
+    .venv/bin/python experiments/weighting_study.py --seeds 0 1 2 \
+        --arms sigma2_deq likelihood_is_deq                              # Δ across seeds
 
-Outputs in ``results/weighting_study/``: one folder per arm (checkpoints, samples.png, eval),
-``classifier.pt``, ``results.json`` and ``results.md`` (the table for docs/results.md).
+``--seeds``: the training seeds (initial weights and data order; the evaluation's probes and
+dequantization noise too); Δ against λ = σ² is then reported per seed (± over test images) and
+across seeds (mean ± s.e. over seeds).
+
+Outputs in ``results/weighting_study/``: one folder per seed and arm (``seed<k>/<arm>``:
+checkpoints, samples.png, eval), ``classifier.pt``, ``results.json`` and ``results.md`` (the
+tables for docs/results.md). A trained arm and its evaluation are reused only under the same
+settings and versions (``caching``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from digits_study import (
     analytic_vlb,
     arm_config,
     cached_eval,
+    eval_settings,
     train_arm,
 )
 from omegaconf import DictConfig
@@ -83,8 +92,9 @@ ARMS = {  # name: (overrides, label); the DDPM arm is the only one with a VLB
     # VDM: the continuous VLB (λ = g² DSM up to ½) with a learned schedule, dequantized inside
     "vdm": (["sde=vdm", "loss=vdm"], "VDM (learned schedule, continuous VLB)"),
 }
-EVAL_KEYS = ("steps", "batch_size", "seed", "n_eval", "num_dequant", "n_samples", "sample_steps")
-"""A finished arm's evaluation is reused when these arguments match (``<arm>/eval.json``)."""
+EVAL_KEYS = ("seed", "n_eval", "num_dequant", "n_samples", "sample_steps")
+"""The evaluation arguments an arm's cached evaluation (``<arm>/eval.json``) is keyed by, beside
+its training settings and the versions (``digits_study.eval_settings``)."""
 
 
 def config(arm: list[str], args: argparse.Namespace) -> DictConfig:
@@ -163,6 +173,58 @@ def baseline(name: str) -> str:
     return "sigma2_deq" if name.endswith("_deq") else "sigma2"
 
 
+def paired_delta(r: dict, base: dict) -> tuple[float, float]:
+    """Mean and standard error over test images of the paired bits/dim difference ``r − base``
+    (same images, probes and dequantization noise)."""
+    diff = np.array(r["bpd_per_sample"]) - np.array(base["bpd_per_sample"])
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, its standard error s/√k, standard deviation s and range of k per-seed values."""
+    v = np.array(values, dtype=np.float64)
+    sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "se": sd / np.sqrt(len(v)), "sd": sd,
+            "min": float(v.min()), "max": float(v.max())}  # fmt: skip
+
+
+def seed_table(per_seed: dict[int, dict], args) -> str:
+    """Per seed: each arm's bits/dim against its λ = σ² baseline and the paired Δ (± s.e. over
+    test images); then across seeds: Δ's mean ± s.e. over seeds, s.d., range, and the mean
+    within-seed s.e."""
+    lines = []
+    for name in args.arms:
+        base = baseline(name)
+        seeds = [
+            k for k, rows in per_seed.items() if name in rows and base in rows and name != base
+        ]
+        if not seeds:
+            continue
+        lines += [
+            f"\n**{ARMS[name][1]}** against **{ARMS[base][1]}**\n",
+            "| seed | bits/dim λ = σ² | bits/dim this arm | Δ (paired, ± s.e. over test images) "
+            "| Fréchet λ = σ² | Fréchet this arm |",
+            "|---|---|---|---|---|---|",
+        ]
+        deltas, within = [], []
+        for k in seeds:
+            r, b = per_seed[k][name], per_seed[k][base]
+            d, se = paired_delta(r, b)
+            deltas.append(d)
+            within.append(se)
+            lines.append(f"| {k} | {b['bpd']:.3f} | {r['bpd']:.3f} | {d:+.3f} ± {se:.3f} | "
+                         f"{b['fd']:.2f} | {r['fd']:.2f} |")  # fmt: skip
+        s = spread(deltas)
+        lines += [
+            "\n| seeds | Δ mean ± s.e. over seeds | s.d. over seeds | range "
+            "| mean within-seed s.e. |",
+            "|---|---|---|---|---|",
+            f"| {len(seeds)} | {s['mean']:+.3f} ± {s['se']:.3f} | {s['sd']:.3f} | "
+            f"{s['min']:+.3f} to {s['max']:+.3f} | {np.mean(within):.3f} |",
+        ]
+    return "\n".join(lines)
+
+
 def table(rows: dict, floor: float, acc: float, args, wall: float) -> str:
     """One row per arm; Δ is paired against λ = σ² on the same training data (``baseline``) over
     the same test images and probes."""
@@ -174,8 +236,7 @@ def table(rows: dict, floor: float, acc: float, args, wall: float) -> str:
     for name, r in rows.items():
         delta, base = "–", baseline(name)
         if base in rows and name != base:
-            diff = np.array(r["bpd_per_sample"]) - np.array(rows[base]["bpd_per_sample"])
-            delta = f"{diff.mean():+.3f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}"
+            delta = "{:+.3f} ± {:.3f}".format(*paired_delta(r, rows[base]))
         vlb = "n/a" if r["vlb_bpd"] is None else f"{r['vlb_bpd']:.3f}"
         if r.get("vlb_analytic_bpd") is not None:
             vlb += f" (Analytic-DPM σ*²: {r['vlb_analytic_bpd']:.3f})"
@@ -200,6 +261,8 @@ def main() -> None:
     p.add_argument("--sample-steps", type=int, default=200)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "weighting_study")
     p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="training seeds (weights, data order, evaluation noise)")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny evaluation sizes for a quick check")
     p.add_argument("--dry-run", action="store_true", help="compose each arm's loss, then stop")
     args = p.parse_args()
@@ -217,31 +280,46 @@ def main() -> None:
     space = FeatureSpace(data, args.out / "classifier.pt", args.classifier_epochs, args.n_samples)
     acc, floor = space.accuracy, space.floor
     print(f"classifier test accuracy {acc:.3f}; Fréchet floor (train vs test) {floor:.2f}")
+    per_seed = {}
+    for seed in args.seeds or [args.seed]:
+        per_seed[seed] = run_seed(with_seed(args, seed), data, space, args.out / f"seed{seed}")
+    wall = time.perf_counter() - start
+    result = {"args": {k: str(v) for k, v in vars(args).items()}, "classifier_acc": acc,
+              "fd_floor": floor, "seeds": per_seed, "wall_s": wall}  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps(result, indent=2))
+    tables = [f"Seed {seed}:\n\n" + table(rows, floor, acc, with_seed(args, seed), wall)
+              for seed, rows in per_seed.items()]  # fmt: skip
+    md = "\n\n".join(tables) + "\n" + seed_table(per_seed, args)
+    (args.out / "results.md").write_text(md + "\n")
+    print(md)
+
+
+def with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """``args`` with the training (and evaluation) seed ``seed``."""
+    return argparse.Namespace(**{**vars(args), "seed": seed})
+
+
+def run_seed(args: argparse.Namespace, data: Digits, space: FeatureSpace, out: Path) -> dict:
+    """Train (or reuse) and evaluate every arm of ``args.arms`` with training seed ``args.seed``
+    in ``out/<arm>``; returns {arm: evaluation}."""
     rows = {}
     for name in args.arms:
         overrides, label = ARMS[name]
         cfg = config(overrides, args)
-        summary = train_arm(cfg, args.out / name, args)
-        key = {k: getattr(args, k) for k in EVAL_KEYS}
+        summary = train_arm(cfg, out / name)
 
         def evaluate(summary: dict = summary, label: str = label, name: str = name,
                      cfg: DictConfig = cfg) -> dict:  # fmt: skip
             r = evaluate_arm(summary["checkpoint"], data, space, args)
-            r.update(loss_statistics(cfg, summary, args.out / name, args))
-            grid_path = args.out / name / "eval_samples.png"
-            plot_image_grid(r.pop("samples")[:64], grid_path, title=label)
+            r.update(loss_statistics(cfg, summary, out / name, args))
+            plot_image_grid(r.pop("samples")[:64], out / name / "eval_samples.png", title=label)
             r["train_wall_s"] = summary.get("wall_s")
             return r
 
-        r = rows[name] = cached_eval(args.out / name, key, evaluate)
-        print(f"{label}: bpd {r['bpd']:.3f} ± {r['bpd_se']:.3f}, FD {r['fd']:.2f}", flush=True)
-    wall = time.perf_counter() - start
-    result = {"args": {k: str(v) for k, v in vars(args).items()}, "classifier_acc": acc,
-              "fd_floor": floor, "arms": rows, "wall_s": wall}  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps(result, indent=2))
-    md = table(rows, floor, acc, args, wall)
-    (args.out / "results.md").write_text(md + "\n")
-    print(md)
+        r = rows[name] = cached_eval(out / name, eval_settings(cfg, args, EVAL_KEYS), evaluate)
+        print(f"seed {args.seed}, {label}: bpd {r['bpd']:.3f} ± {r['bpd_se']:.3f}, "
+              f"FD {r['fd']:.2f}", flush=True)  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":
