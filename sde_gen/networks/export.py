@@ -46,15 +46,20 @@ VARIANCE_TYPES = ((LinearRange, "learned_range"), (Direct, "learned"))
 """sde_gen's learned-variance convention → diffusers' ``variance_type`` (exact classes)."""
 
 
+def diffusers_name(part: object, names: tuple[tuple[type, str], ...]) -> str | None:
+    """diffusers' name for ``part`` (an exact class of ``names``), None where it has none."""
+    return next((name for kind, name in names if type(part) is kind), None)
+
+
 def prediction_type(model: ScoreModel) -> str:
     """diffusers' name for what the network predicts; a ValueError naming ``model.param``."""
-    for kind, name in PREDICTION_TYPES:
-        if type(model.param) is kind:
-            return name
-    raise ValueError(
-        f"model.param={model.param!r} has no diffusers prediction_type: export needs "
-        "model/param=eps, v or x0"
-    )
+    name = diffusers_name(model.param, PREDICTION_TYPES)
+    if name is None:
+        raise ValueError(
+            f"model.param={model.param!r} has no diffusers prediction_type: export needs "
+            "model/param=eps, v or x0"
+        )
+    return name
 
 
 def variance_type(model: ScoreModel) -> str | None:
@@ -63,14 +68,14 @@ def variance_type(model: ScoreModel) -> str | None:
     config = diffusers_unet(model).config
     if config.out_channels != 2 * config.in_channels:
         return None
-    for kind, name in VARIANCE_TYPES:
-        if type(model.variance) is kind:
-            return name
-    raise ValueError(
-        f"model.learn_variance=true with model.variance={model.variance!r} has no diffusers "
-        "variance_type: export needs model/variance=linear_range (learned_range) or direct "
-        "(learned)"
-    )
+    name = diffusers_name(model.variance, VARIANCE_TYPES)
+    if name is None:
+        raise ValueError(
+            f"model.learn_variance=true with model.variance={model.variance!r} has no diffusers "
+            "variance_type: export needs model/variance=linear_range (learned_range) or direct "
+            "(learned)"
+        )
+    return name
 
 
 def scheduler_kwargs(model: ScoreModel) -> dict[str, Any]:

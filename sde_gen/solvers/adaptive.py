@@ -103,13 +103,7 @@ class ErrorControlled(Solver):
             raise ValueError(f"growth={growth} must be > 1")
         self.norm = check_enum("norm", norm, Norm)
         self.theta, self.shrink, self.growth = float(theta), float(shrink), float(growth)
-        self.final_step = check_enum("final_step", final_step, FinalStep)
-        self.ends_at_zero = self.final_step is FinalStep.ZERO
-        if self.ends_at_zero and self.denoise_final:
-            raise ValueError(
-                "denoise_final=True needs final_step='t_min' (final_step='zero' already ends "
-                "with the step to t = 0)"
-            )
+        self._check_final_step(final_step)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())

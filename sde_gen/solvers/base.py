@@ -118,6 +118,16 @@ class Solver(ABC):
         """The exact number of score evaluations of one call; None where the solver adapts it."""
         return None
 
+    def _check_final_step(self, final_step: FinalStep | str) -> None:
+        """Set ``final_step`` (checked once); ``zero`` excludes ``denoise_final``."""
+        self.final_step = check_enum("final_step", final_step, FinalStep)
+        self.ends_at_zero = self.final_step is FinalStep.ZERO
+        if self.ends_at_zero and self.denoise_final:
+            raise ValueError(
+                "denoise_final=True needs final_step='t_min' (final_step='zero' already ends "
+                "at t = 0)"
+            )
+
     def __call__(
         self,
         sde: SDE,
@@ -300,16 +310,6 @@ class FixedStepSolver(Solver):
     def expected_nfe(self) -> int:
         """steps · evals_per_step, + 1 for ``denoise_final`` unless the last step lands on x0."""
         return self.steps * self.evals_per_step + int(self.denoise_final and not self.ends_at_zero)
-
-    def _check_final_step(self, final_step: FinalStep | str) -> None:
-        """Set ``final_step`` (checked once); ``zero`` excludes ``denoise_final``."""
-        self.final_step = check_enum("final_step", final_step, FinalStep)
-        self.ends_at_zero = self.final_step is FinalStep.ZERO
-        if self.ends_at_zero and self.denoise_final:
-            raise ValueError(
-                "denoise_final=True needs final_step='t_min' (final_step='zero' already ends on "
-                "x̂0 of the last evaluation)"
-            )
 
     def time_grid(self, sde: SDE) -> Tensor:
         """The float64 times t_0 = T > … > t_N at which x is carried (t_N = 0 with
