@@ -33,16 +33,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from sde_gen.cli.commands import command_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "results.md"
-MODULES = {
-    "sde-gen-train": "sde_gen.train",
-    "sde-gen-sample": "sde_gen.sample",
-    "sde-gen-eval": "sde_gen.evaluate",
-    "sde-gen-collect": "sde_gen.collect",
-    "sde-gen-demo": "sde_gen.demo",
-    "sde-gen-fit-grid": "sde_gen.fit_grid",
-}
+MODULES = command_modules()
 MARK = re.compile(r"^\s*<!--\s*check:\s*(?P<command>.+?)\s*=>\s*(?P<values>.+?)\s*-->")
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 PRINTED = re.compile(rf"(?<![\w.])(?P<key>[A-Za-z_][\w.]*)\s*=\s*(?P<value>{NUMBER})")

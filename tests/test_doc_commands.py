@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from sde_gen.cli.commands import command_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("README.md", "docs/guide.md")
 SKIP_MARK = "not run by the tests"
@@ -46,15 +48,7 @@ SKIPPED_COMMANDS = {
     "bash scripts/test.sh",
 }
 
-MODULES = {
-    "sde-gen-train": "sde_gen.train",
-    "sde-gen-sample": "sde_gen.sample",
-    "sde-gen-eval": "sde_gen.evaluate",
-    "sde-gen-collect": "sde_gen.collect",
-    "sde-gen-demo": "sde_gen.demo",
-    "sde-gen-fit-grid": "sde_gen.fit_grid",
-    "sde-gen-export": "sde_gen.export",
-}
+MODULES = command_modules()
 TRAIN = [
     "trainer.batch_size=16",
     "trainer.log_every=2",

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from sde_gen.models.diffusers_unet import DiffusersUNet
-from sde_gen.models.learned_variance import Direct, LinearRange
 from sde_gen.models.network_time import DiscreteIndex
-from sde_gen.models.parametrisation import X0, Eps, V
 from sde_gen.models.score_model import ScoreModel
-from sde_gen.networks.diffusers_folder import DiffusersNet
+from sde_gen.networks.diffusers_folder import VARIANCE_TYPES, DiffusersNet
+from sde_gen.networks.diffusers_schedule import PREDICTIONS
 from sde_gen.sde import DiscreteVPSDE
 
 __all__ = [
@@ -39,21 +38,16 @@ __all__ = [
     "export_diffusers",
 ]
 
-PREDICTION_TYPES = ((Eps, "epsilon"), (V, "v_prediction"), (X0, "sample"))
-"""sde_gen's parametrisation → diffusers' ``prediction_type`` (exact classes)."""
 
-VARIANCE_TYPES = ((LinearRange, "learned_range"), (Direct, "learned"))
-"""sde_gen's learned-variance convention → diffusers' ``variance_type`` (exact classes)."""
-
-
-def diffusers_name(part: object, names: tuple[tuple[type, str], ...]) -> str | None:
-    """diffusers' name for ``part`` (an exact class of ``names``), None where it has none."""
-    return next((name for kind, name in names if type(part) is kind), None)
+def diffusers_name(part: object, names: dict[str, type]) -> str | None:
+    """diffusers' name for ``part``: the key of ``names`` (the loader's table, name → exact class)
+    whose class ``part`` is; None where it has none."""
+    return next((name for name, kind in names.items() if type(part) is kind), None)
 
 
 def prediction_type(model: ScoreModel) -> str:
     """diffusers' name for what the network predicts; a ValueError naming ``model.param``."""
-    name = diffusers_name(model.param, PREDICTION_TYPES)
+    name = diffusers_name(model.param, PREDICTIONS)
     if name is None:
         raise ValueError(
             f"model.param={model.param!r} has no diffusers prediction_type: export needs "
