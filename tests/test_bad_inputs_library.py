@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hand_checkpoints import checkpoint_state
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
-from torch.optim.swa_utils import AveragedModel
 
 from sde_gen.data import GaussianMixture, NpzImages, TensorData, TwoMoons, ring_mixture
 from sde_gen.evaluate import run_evaluation
@@ -24,7 +23,6 @@ from sde_gen.networks.checkpoint import load_score_model
 from sde_gen.networks.source import load_score_source
 from sde_gen.sample import run_sampling
 from sde_gen.sde import VESDE, VPSDE, DiscreteVPSDE, LinearSDE, Polynomial, SubVPSDE
-from sde_gen.training.checkpoint import FORMAT_VERSION
 
 VICTIM_BYTES = b"the user's precious file\n"
 RING = {"_target_": "sde_gen.data.ring_mixture", "std": 0.15}
@@ -41,19 +39,7 @@ def _craft(path: Path, config: Any, shape: tuple = (2,), **extra: Any) -> Path:
     """A file that passes ``torch.load(weights_only=True)`` and looks like an sde_gen checkpoint,
     with ``config`` (a dict, dumped to YAML, or a raw value) as its stored config."""
     net = ScoreModel(MLP(shape, hidden=8, num_layers=1), VPSDE())
-    text = OmegaConf.to_yaml(OmegaConf.create(config)) if isinstance(config, dict) else config
-    state = {
-        "format": FORMAT_VERSION,
-        "step": 1,
-        "model": net.state_dict(),
-        "ema": AveragedModel(net).state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "config": text,
-        "rng": {},
-        **extra,
-    }
-    torch.save(state, path)
+    torch.save(checkpoint_state(net, config, step=1, **extra), path)
     return path
 
 

@@ -18,6 +18,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from diffusers_folders import save_model_folder, save_pipeline, tiny_unet  # noqa: E402
+from hand_checkpoints import checkpoint_state  # noqa: E402
 
 from sde_gen.networks.diffusers_folder import load_diffusers  # noqa: E402
 from sde_gen.networks.guard import stored_config  # noqa: E402
@@ -224,11 +225,9 @@ def test_train_builds_the_loaded_model_with_its_own_sde(pipeline, tmp_path):
 def test_fine_tuned_checkpoint_loads_through_the_allow_list(pipeline, tmp_path):
     """A checkpoint written by sde-gen-train model=diffusers stores the loader's node; loading it
     rebuilds the folder's network and SDE and takes the checkpoint's weights, not the folder's."""
-    from omegaconf import OmegaConf
-    from torch.optim.swa_utils import AveragedModel
 
     from sde_gen.networks.checkpoint import load_score_model
-    from sde_gen.training.checkpoint import FORMAT_VERSION, save_checkpoint
+    from sde_gen.training.checkpoint import save_checkpoint
 
     np.savez(tmp_path / "rgb.npz", x=np.zeros((10, 3, 8, 8), dtype=np.uint8))
     model = load_diffusers(str(pipeline))
@@ -240,17 +239,7 @@ def test_fine_tuned_checkpoint_loads_through_the_allow_list(pipeline, tmp_path):
         "data": {"_target_": "sde_gen.data.NpzImages", "path": str(tmp_path / "rgb.npz")},
         "model": {**node, "clip_x0": None},
     }
-    state = {
-        "format": FORMAT_VERSION,
-        "step": 1,
-        "model": model.state_dict(),
-        "ema": AveragedModel(model).state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "config": OmegaConf.to_yaml(config),
-        "rng": {},
-    }
-    path = save_checkpoint(tmp_path / "step_00000001.pt", state)
+    path = save_checkpoint(tmp_path / "step_00000001.pt", checkpoint_state(model, config, step=1))
     loaded, _, data = load_score_model(path)
     x, t = torch.zeros(2, 3, 8, 8), torch.full((2,), 0.5)
     with torch.no_grad():

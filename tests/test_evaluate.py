@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from hand_checkpoints import checkpoint_state
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -16,7 +17,7 @@ from sde_gen.data import GaussianMixture, ring_mixture
 from sde_gen.evaluate import likelihood_report, run_evaluation
 from sde_gen.models.score_model import ScoreModel
 from sde_gen.sde import VPSDE
-from sde_gen.training.checkpoint import FORMAT_VERSION, rng_state, save_checkpoint
+from sde_gen.training.checkpoint import rng_state, save_checkpoint
 
 
 def _cfg(*overrides: str):
@@ -65,17 +66,7 @@ def _zero_score_checkpoint(path, raw_bias: float):
     ema = AveragedModel(model)
     with torch.no_grad():
         model.eps_net.out.bias.fill_(raw_bias)
-    state = {
-        "format": FORMAT_VERSION,
-        "step": 0,
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "config": OmegaConf.to_yaml(cfg),
-        "rng": rng_state({}),
-    }
-    return save_checkpoint(path, state)
+    return save_checkpoint(path, checkpoint_state(model, cfg, ema=ema, rng=rng_state({})))
 
 
 def test_checkpoint_with_zero_score_has_closed_form(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hand_checkpoints import checkpoint_state
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
@@ -229,9 +230,8 @@ def test_likelihood_options_name_the_bad_value():
 def _ddpm_checkpoint(path: Path) -> Path:
     """A ring MLP on an 8-step DDPM chain, saved as sde-gen-train would."""
     from omegaconf import OmegaConf
-    from torch.optim.swa_utils import AveragedModel
 
-    from sde_gen.training.checkpoint import FORMAT_VERSION, rng_state, save_checkpoint
+    from sde_gen.training.checkpoint import rng_state, save_checkpoint
 
     betas = {"_target_": "sde_gen.sde.ddpm.linear_betas", "T": 8, "beta_start": 0.01,
              "beta_end": 0.5}  # fmt: skip
@@ -243,12 +243,7 @@ def _ddpm_checkpoint(path: Path) -> Path:
         }
     )
     model = ScoreModel(instantiate(cfg.model, shape=(2,)), instantiate(cfg.sde))
-    state = {
-        "format": FORMAT_VERSION, "step": 0, "model": model.state_dict(),
-        "ema": AveragedModel(model).state_dict(), "optimizer": {}, "scheduler": {},
-        "config": OmegaConf.to_yaml(cfg), "rng": rng_state({}),
-    }  # fmt: skip
-    return save_checkpoint(path, state)
+    return save_checkpoint(path, checkpoint_state(model, cfg, rng=rng_state({})))
 
 
 def test_evaluate_refuses_what_the_likelihood_cannot_measure(tmp_path):

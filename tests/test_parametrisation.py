@@ -10,10 +10,10 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from hand_checkpoints import checkpoint_state
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 from sde_gen.data import ring_mixture
 from sde_gen.models.learned_variance import Direct, LinearRange, SigmoidRange
@@ -41,7 +41,7 @@ from sde_gen.sde import (
     SubVPSDE,
 )
 from sde_gen.sde.ddpm import linear_betas
-from sde_gen.training.checkpoint import FORMAT_VERSION, rng_state, save_checkpoint
+from sde_gen.training.checkpoint import rng_state, save_checkpoint
 
 F64 = torch.float64
 PARAMS: dict[str, Parametrisation] = {
@@ -370,17 +370,7 @@ def _checkpoint(path: Path, model_node: dict) -> Path:
         }
     )
     net = score_model_from_config(cfg.model, VPSDE(), (2,))
-    state = {
-        "format": FORMAT_VERSION,
-        "step": 0,
-        "model": net.state_dict(),
-        "ema": AveragedModel(net).state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "config": OmegaConf.to_yaml(cfg),
-        "rng": rng_state({}),
-    }
-    return save_checkpoint(path, state)
+    return save_checkpoint(path, checkpoint_state(net, cfg, rng=rng_state({})))
 
 
 MLP_NODE = {"_target_": "sde_gen.models.MLP", "hidden": 8, "num_layers": 1}

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hand_checkpoints import checkpoint_state
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
 from sde_gen.data import ring_mixture
 from sde_gen.models import MLP, ScoreModel
 from sde_gen.sample import _data_chosen, build_solver, exact_metrics, run_sampling, solver_facts
 from sde_gen.sde import VPSDE
-from sde_gen.training.checkpoint import FORMAT_VERSION, save_checkpoint
+from sde_gen.training.checkpoint import save_checkpoint
 
 CLI = str(Path(sys.executable).with_name("sde-gen-sample"))
 
@@ -42,16 +42,7 @@ def _tiny_checkpoint(path: Path, data: dict = RING, shape: tuple = (2,)) -> Path
         "data": data,
         "model": {"_target_": "sde_gen.models.MLP", "hidden": 8, "num_layers": 1},
     }
-    state = {
-        "format": FORMAT_VERSION,
-        "step": 1,
-        "model": net.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "config": OmegaConf.to_yaml(config),
-        "rng": {},
-    }
+    state = checkpoint_state(net, config, step=1, ema=ema)
     return save_checkpoint(path / "step_00000001.pt", state)
 
 

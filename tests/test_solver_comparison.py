@@ -14,6 +14,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 
 import solver_comparison as sc  # noqa: E402
+from hand_checkpoints import checkpoint_state  # noqa: E402
 
 from sde_gen.runtime.files import write_summary  # noqa: E402
 
@@ -178,15 +179,13 @@ def _network_checkpoint(path: Path) -> Path:
     """A small MLP ε_θ fitted in 200 steps of ‖ε_θ(x_t, t) − ε‖² to the ring over the linear DDPM
     chain (``sde=ddpm_linear``), with a slow time embedding (scale 1): a network whose ODE is smooth
     and carries x_T to the data's range."""
-    from omegaconf import OmegaConf
-    from torch.optim.swa_utils import AveragedModel
 
     from sde_gen.data import ring_mixture
     from sde_gen.models import MLP, ScoreModel
     from sde_gen.models.embeddings import SinusoidalEmbedding
     from sde_gen.sde import DiscreteVPSDE
     from sde_gen.sde.ddpm import linear_betas
-    from sde_gen.training.checkpoint import FORMAT_VERSION, save_checkpoint
+    from sde_gen.training.checkpoint import save_checkpoint
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -221,17 +220,7 @@ def _network_checkpoint(path: Path) -> Path:
         },
     }
     config["sde"]["betas"]["beta_end"] = 0.02
-    state = {
-        "format": FORMAT_VERSION,
-        "step": 200,
-        "model": model.state_dict(),
-        "ema": AveragedModel(model).state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "config": OmegaConf.to_yaml(config),
-        "rng": {},
-    }
-    return save_checkpoint(path / "step_00000200.pt", state)
+    return save_checkpoint(path / "step_00000200.pt", checkpoint_state(model, config, step=200))
 
 
 @pytest.fixture(scope="module")
