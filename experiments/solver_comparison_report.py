@@ -12,12 +12,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from solver_selection import FRESH_SEED, SELECTION_SEED, held_out_report  # noqa: E402
+from solver_selection import (  # noqa: E402
+    FRESH_SEED,
+    PEER_PREFIX,
+    SELECTION_SEED,
+    geometric_mean,
+    held_out_report,
+    side,
+)
 
 from sde_gen.plotting import plot_solver_comparison  # noqa: E402
 from sde_gen.runtime.files import atomic_write
 
-PEER_PREFIX = "diffusers_"
 METRICS = (
     ("mmd2", "MMD² to exact samples", 1e3, "×10⁻³"),
     ("nll_gap", "NLL gap E_gen[−log p] − E_data[−log p]", 1.0, "nats"),
@@ -155,12 +161,6 @@ def _label(r: dict[str, Any]) -> str:
     return str(r.get("grid") or "default")
 
 
-def _kind(r: dict[str, Any]) -> str:
-    if _is_peer(r["solver"]):
-        return "diffusers"
-    return "ours fitted" if r.get("fitted") else "ours fixed"
-
-
 def _best(cands: list[dict[str, Any]], metric: str, key) -> dict[str, Any] | None:
     cands = [r for r in cands if metric in r and math.isfinite(r[metric])]
     return min(cands, key=lambda r: key(r[metric])) if cands else None
@@ -205,7 +205,7 @@ def peers_at_best(rows: list[dict[str, Any]]) -> str:
         for metric, title, key in PEER_METRICS:
             scale = 1e3 if metric == "mmd2" else 1.0
             fams = sorted(
-                {(_kind(r), r.get("family", r["solver"])) for r in group if metric in r},
+                {(side(r), r.get("family", r["solver"])) for r in group if metric in r},
                 key=lambda kf: ({"ours fixed": 0, "ours fitted": 1, "diffusers": 2}[kf[0]], kf[1]),
             )
             if not fams:
@@ -222,7 +222,7 @@ def peers_at_best(rows: list[dict[str, Any]]) -> str:
                     cand = [
                         r
                         for r in group
-                        if r["nfe_budget"] == b and _kind(r) == kind and r.get("family") == fam
+                        if r["nfe_budget"] == b and side(r) == kind and r.get("family") == fam
                     ]
                     r = _best(cand, metric, key)
                     cells.append(f"{r[metric] * scale:.3g} ({_label(r)})" if r else "")
@@ -235,7 +235,7 @@ def peers_at_best(rows: list[dict[str, Any]]) -> str:
                 cells = []
                 for b in budgets:
                     r = _best(
-                        [x for x in group if x["nfe_budget"] == b and _kind(x) == kind], metric, key
+                        [x for x in group if x["nfe_budget"] == b and side(x) == kind], metric, key
                     )
                     best_of[(kind, b)] = r
                     cells.append(f"{r[metric] * scale:.3g} ({r.get('family')})" if r else "")
@@ -269,7 +269,7 @@ def peers_at_best(rows: list[dict[str, Any]]) -> str:
     summary += ["", "| schedules | budget | ratio | per data set |", "|---|---|---|---|"]
     for kind in ("ours fixed", "ours fitted"):
         for b, per in sorted(ratios[kind].items()):
-            gm = math.exp(sum(math.log(v) for v in per.values()) / len(per))
+            gm = geometric_mean(list(per.values()))
             each = ", ".join(f"{d} {v:.2f}" for d, v in sorted(per.items()))
             summary.append(f"| {kind} | {b} | {gm:.2f} | {each} |")
     return "\n\n".join(out) + "\n\n" + "\n".join(summary) + "\n"

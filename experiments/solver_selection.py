@@ -11,6 +11,7 @@ diffusers ÷ ours there, and its selection-set figure beside it.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +157,8 @@ def fits_worse_than_fixed(
 
 
 def geometric_mean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+    """(Π v)^(1/n) of positive ratios."""
+    return statistics.geometric_mean(values)
 
 
 def _ratio(peer: float | None, ours: float | None) -> float | None:
