@@ -156,6 +156,55 @@ def test_step_to_zero_is_second_order_in_sigma_tilde():
         assert torch.allclose(step_to_zero(ctx, point[-1][1], T_MIN, used), MU.expand_as(x_T))
 
 
+def test_step_to_zero_order_3_is_exact_for_a_quadratic_noise_estimate():
+    """With ε̂ = a + bσ̃ + cσ̃² along the path, x̃_0 = x̃_t − (aσ̃_t + bσ̃_t²/2 + cσ̃_t³/3): the
+    third-order step through three evaluations is exact (1e-12); the second-order one errs by
+    exactly its Newton remainder c(σ̃_t²σ̃_p/2 − σ̃_t³/6), the end's error estimate."""
+    sde = VPSDE()
+    ctx = StepContext(sde, None, None, torch.tensor([sde.T, T_MIN], dtype=F64), 0)
+    a, b, c = (torch.tensor([[v, -v]], dtype=F64) for v in (0.3, 1.7, -2.5))
+    x_t = torch.tensor([[0.4, -1.1]], dtype=F64)
+    evals = []
+    for u in (0.3, 0.1, 0.02):  # oldest first, the newest at t = 0.02
+        gamma, sigma = ctx.gamma(u), ctx.sigma(u)
+        sig = sigma / gamma
+        eps = a + b * sig + c * sig**2
+        x_u = x_t * gamma / ctx.gamma(0.02)  # any state: x̂0 is set so that ε̂ is the quadratic
+        evals.append((u, x_u, (x_u - sigma * eps) / gamma))
+    sig_t = ctx.sigma(0.02) / ctx.gamma(0.02)
+    sig_p = ctx.sigma(0.1) / ctx.gamma(0.1)
+    exact = x_t / ctx.gamma(0.02) - (a * sig_t + b * sig_t**2 / 2 + c * sig_t**3 / 3)
+    third = step_to_zero(ctx, x_t, 0.02, evals, order=3)
+    second = step_to_zero(ctx, x_t, 0.02, evals)
+    assert torch.allclose(third, exact, rtol=0, atol=1e-12)
+    remainder = c * (sig_t**2 * sig_p / 2 - sig_t**3 / 6)  # D₂ = c for a quadratic
+    assert torch.allclose(second - exact, remainder, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("solver_cls", [AdaptiveUniPC, AdaptiveDPM], ids=["unipc", "dpm"])
+def test_controlled_end_goes_below_t_min_only_when_the_tolerance_asks(solver_cls):
+    """N(μ, s²I) on the VP SDE: at tol 1e-3 the step to t = 0 is taken from t_min (its estimate
+    within tolerance); at tol 1e-9 the integration goes on below t_min, never below t_floor, and
+    ends 10× closer to the exact x(0) than with t_floor = t_min (the step from t_min alone); the
+    evaluations still follow the step log exactly."""
+    sde = VPSDE()
+    x_T = prior(sde, n=16)
+    exact_0 = pf_ode_exact(sde, x_T, 0.0)
+    score = gaussian().score_fn(sde)
+    loose = solver_cls(rtol=1e-3, atol=1e-3, t_floor=1e-5)(sde, score, x_T)
+    assert min(t for t, _, ok in loose.steps_log if ok) > T_MIN * (1 - 1e-9)
+    errors, lowest = {}, {}
+    for t_floor in (T_MIN, 1e-5):
+        solver = solver_cls(rtol=1e-9, atol=1e-9, t_floor=t_floor)
+        res = solver(sde, score, x_T)
+        starts = [t for t, _, _ in res.steps_log]
+        lowest[t_floor] = min(starts + [T_MIN])
+        errors[t_floor] = (res.x0 - exact_0).abs().max().item()
+        assert res.nfe == expected_nfe(solver, res.steps_log)
+    assert lowest[T_MIN] >= T_MIN * (1 - 1e-9) and 1e-5 * (1 - 1e-9) <= lowest[1e-5] < T_MIN
+    assert errors[1e-5] < errors[T_MIN] / 10, errors
+
+
 def pf_ode_point(sde, x_T, t: float):
     """The flow of a point mass at μ: x_t = γ_t μ + (σ_t/σ_T)(x_T − γ_T μ)."""
     c = [
@@ -217,6 +266,7 @@ def test_ring_target_error_1e4_within_80_evaluations_at_t_zero():
         ({"final_step": "end"}, "final_step='end'"),
         ({"norm": "l2"}, "norm='l2'.*rms"),
         ({"denoise_final": True}, "denoise_final=True needs final_step='t_min'"),
+        ({"t_floor": 2e-3}, r"t_floor=0.002 must lie in \(0, t_min=0.001\]"),
     ],
 )
 def test_bad_step_control_options_raise(options, match):

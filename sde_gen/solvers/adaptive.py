@@ -24,10 +24,18 @@ one errs by O(σ̃_t² σ̃_p²) (tests/test_adaptive.py). With t_min = 1e-3 on 
 (σ̃_t = 0.01) that leaves ≈ 2e-6 on data=ring (std 0.15), 1.5e-5 on mixture2d and 5e-5 on
 mixture64 (stds down to 0.05); a smaller t_min lowers it as σ̃_t⁴. UniPC's evaluation at t_min is
 free (its last attempt's, at the predicted point); DPM-Solver-12/23 spends one at (x, t_min).
+
+The step to t = 0 is error-controlled like every other step: its embedded estimate is the
+difference from the third-order step through the last three evaluations (ε̂ quadratic in σ̃,
+``step_to_zero(..., order=3)``), measured by the same norm and tolerance. Where it exceeds 1 the
+integration goes on below t_min, to the σ̃ that estimate asks for (σ̃ · (θ/E)^{1/3}, the estimate
+being O(σ̃³)), never below ``t_floor``, and tries again; ``t_floor = t_min`` turns this off. So a
+tight tolerance is not held up by the t_min floor, and a loose one costs nothing more.
 """
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any
 
@@ -52,19 +60,29 @@ def t_of_lambda(sde: SDE, lam: float) -> float:
     return float(sde.t_from_log_snr(torch.tensor([2 * lam], dtype=torch.float64))[0])
 
 
-def step_to_zero(ctx: StepContext, x: Tensor, t: float, evals: list[Evaluation]) -> Tensor:
-    """x_0 = x̃_t − σ̃_t ε̂_t + ½ σ̃_t² (ε̂_t − ε̂_p)/(σ̃_t − σ̃_p) (module doc) from the last two
-    evaluations, the newest at t; Tweedie's x̃_t − σ̃_t ε̂_t with one."""
+def step_to_zero(
+    ctx: StepContext, x: Tensor, t: float, evals: list[Evaluation], order: int = 2
+) -> Tensor:
+    """x̃_0 = x̃_t − ∫_0^{σ̃_t} ε̂ dσ̃ with ε̂ the Newton polynomial in σ̃ through the last ``order``
+    evaluations (the newest at t; fewer if fewer are kept): order 1 is Tweedie's x̃_t − σ̃_t ε̂_t,
+    order 2 adds ½ σ̃_t² D₁ (module doc), order 3 adds D₂ (σ̃_t³/6 − σ̃_t² σ̃_p/2), D₁ and D₂ the
+    first and second divided differences of ε̂ in σ̃."""
 
     def scaled(u: float, x_u: Tensor, m_u: Tensor) -> tuple[float, Tensor]:
         gamma, sigma = ctx.gamma(u), ctx.sigma(u)
         return sigma / gamma, (x_u - gamma * m_u) / sigma
 
-    sig_t, eps_t = scaled(*evals[-1])
-    x_0 = x / ctx.gamma(t) - sig_t * eps_t
-    if len(evals) > 1:
-        sig_p, eps_p = scaled(*evals[-2])
-        x_0 = x_0 + (0.5 * sig_t**2 / (sig_t - sig_p)) * (eps_t - eps_p)
+    points = [scaled(*e) for e in evals[-min(order, len(evals)) :][::-1]]  # newest first
+    (sig_t, eps_t), x_0 = points[0], x / ctx.gamma(t)
+    x_0 = x_0 - sig_t * eps_t
+    if len(points) > 1:
+        sig_p, eps_p = points[1]
+        d1 = (eps_t - eps_p) / (sig_t - sig_p)
+        x_0 = x_0 + 0.5 * sig_t**2 * d1
+    if len(points) > 2:
+        sig_q, eps_q = points[2]
+        d2 = (d1 - (eps_p - eps_q) / (sig_p - sig_q)) / (sig_t - sig_q)
+        x_0 = x_0 + (sig_t**3 / 6 - 0.5 * sig_t**2 * sig_p) * d2
     return x_0
 
 
@@ -88,10 +106,14 @@ class ErrorControlled(Solver):
         growth: float = 5.0,
         final_step: FinalStep | str = FinalStep.ZERO,
         t_min: float = 1e-3,
+        t_floor: float = 1e-4,
         denoise_final: bool = False,
         progress: bool = False,
     ):
         super().__init__(t_min=t_min, denoise_final=denoise_final, progress=progress)
+        if not (isinstance(t_floor, int | float) and 0 < t_floor <= t_min):
+            raise ValueError(f"t_floor={t_floor} must lie in (0, t_min={t_min}]")
+        self.t_floor = float(t_floor)
         self.rtol, self.atol = _check_tol("rtol", rtol), _check_tol("atol", atol)
         self.h_init = _check_tol("h_init", h_init)
         self.h_max = _check_tol("h_max", h_max)
@@ -121,7 +143,7 @@ class ErrorControlled(Solver):
             "growth",
             "final_step",
         )
-        return {k: getattr(self, k) for k in (*keys, "t_min", "denoise_final")}
+        return {k: getattr(self, k) for k in (*keys, "t_min", "t_floor", "denoise_final")}
 
     def evaluate(self, ctx: StepContext, x: Tensor, t: float) -> Tensor:
         """x̂0(x, t): one score evaluation, remembered in ``ctx.memory['evals']``."""
@@ -135,13 +157,31 @@ class ErrorControlled(Solver):
         ctx = StepContext(
             sde, score, generator, torch.tensor([sde.T, self.t_min], dtype=torch.float64), 0
         )
-        t, x, h, steps_log = sde.T, x_T, self.h_init, []
+        t, x, h = sde.T, x_T, self.h_init
         x_prev = x_T / ctx.gamma(t)  # x̃_low of the last accepted attempt
-        lam, lam_end = (half_log_snr(ctx.gamma(u), ctx.sigma(u)) for u in (sde.T, self.t_min))
+        lam, lam_end, lam_floor = (
+            half_log_snr(ctx.gamma(u), ctx.sigma(u)) for u in (sde.T, self.t_min, self.t_floor)
+        )
+        t_end = self.t_min
         keep(t, x)
+        while True:
+            x, t, x_prev, lam, h = self.run_to(ctx, x, t, x_prev, lam, h, lam_end, t_end, keep)
+            if not self.ends_at_zero:
+                return x, ctx.memory["steps_log"]
+            x_0, err = self.end_estimate(ctx, x, t, x_prev)
+            if err <= 1.0 or lam_end >= lam_floor - 1e-12:
+                keep(0.0, x_0)
+                return x_0, ctx.memory["steps_log"]
+            lam_end = min(lam_floor, lam + max(math.log(err / self.theta) / 3, 1e-3))
+            t_end = self.t_floor if lam_end >= lam_floor else t_of_lambda(sde, lam_end)
+
+    def run_to(self, ctx, x, t, x_prev, lam, h, lam_end, t_end, keep):
+        """The accept/reject loop from (x, t) to t_end (λ = lam_end); returns the state there
+        with the last accepted x̃_low, λ and the next step size."""
+        steps_log = ctx.memory.setdefault("steps_log", [])
         while lam_end - lam > 1e-12:
             h = min(h, self.h_max, lam_end - lam)
-            s = self.t_min if lam_end - lam - h <= 1e-12 else t_of_lambda(sde, lam + h)
+            s = t_end if lam_end - lam - h <= 1e-12 else t_of_lambda(ctx.sde, lam + h)
             x_low, x_high, q = self.attempt(ctx, x, t, s)
             gamma_s = ctx.gamma(s)
             err = error_norm(
@@ -156,13 +196,23 @@ class ErrorControlled(Solver):
                 evals = ctx.memory.get("evals", [])
                 evals[:] = [e for e in evals if e[0] >= t]
             h = next_step(h, err, q, self.theta, self.shrink, self.growth)
-        if self.ends_at_zero:
-            evals = ctx.memory["evals"]
-            if evals[-1][0] != t:
-                self.evaluate(ctx, x, t)
-            x = step_to_zero(ctx, x, t, evals)
-            keep(0.0, x)
-        return x, steps_log
+        return x, t, x_prev, lam, h
+
+    def end_estimate(self, ctx: StepContext, x: Tensor, t: float, x_prev: Tensor):
+        """(x̃_0, E): the second-order step to t = 0 and its error norm against the third-order
+        one (module doc); E = 0 while fewer than three evaluations are kept."""
+        evals = ctx.memory["evals"]
+        if evals[-1][0] != t:
+            self.evaluate_start(ctx, x, t)
+        x_0 = step_to_zero(ctx, x, t, evals)
+        if len(evals) < 3:
+            return x_0, 0.0
+        x_3 = step_to_zero(ctx, x, t, evals, order=3)
+        return x_0, error_norm(x_0, x_3, x_prev, self.rtol, self.atol, self.norm)
+
+    def evaluate_start(self, ctx: StepContext, x: Tensor, t: float) -> Tensor:
+        """x̂0 at an accepted point (x, t); DPM-Solver keeps it as the next attempt's start."""
+        return self.evaluate(ctx, x, t)
 
     @abstractmethod
     def attempt(
@@ -188,11 +238,14 @@ class AdaptiveDPM(ErrorControlled):
     def options(self) -> dict[str, Any]:
         return {"order": self.order, **super().options()}
 
-    def attempt(self, ctx, x, t, s):
+    def evaluate_start(self, ctx, x, t):
         m = ctx.memory
         if m.get("t") != t:
             m.update(t=t, m0=self.evaluate(ctx, x, t))
-        m0, lam_t = m["m0"], half_log_snr(ctx.gamma(t), ctx.sigma(t))
+        return m["m0"]
+
+    def attempt(self, ctx, x, t, s):
+        m0, lam_t = self.evaluate_start(ctx, x, t), half_log_snr(ctx.gamma(t), ctx.sigma(t))
         h = half_log_snr(ctx.gamma(s), ctx.sigma(s)) - lam_t
         rs = (0.5,) if self.order == 2 else (1 / 3, 2 / 3)
         mids = [t_of_lambda(ctx.sde, lam_t + r * h) for r in rs]
