@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from caching import is_current, stamp
 from hydra.core.hydra_config import HydraConfig
@@ -46,6 +47,7 @@ from network_reference import (  # experiments/ on sys.path
     reference_set,
 )
 from omegaconf import DictConfig, OmegaConf
+from solver_selection import SAMPLES_KEY  # a row's per-x_T errors (not a CSV column)
 
 import sde_gen
 from sde_gen.data.gaussian_mixture import GaussianMixture
@@ -68,6 +70,7 @@ CALIBRATION_STEPS = (4, 8)
 SHARED_SETTINGS = ("data", "sde", "n", "n_high_dim", "seed", "bandwidth_scales", "floor_seeds",
                    "reference")  # fmt: skip
 """The settings ``shared_setup``'s cache is keyed by (with t_min and the versions)."""
+SAMPLES_FILE = "endpoint_errors.npy"  # ... beside its summary.json
 
 
 # -- shared per (data, sde) --------------------------------------------------------------------
@@ -415,10 +418,26 @@ def fit_cache(cfg: DictConfig, solver: FixedStepSolver, problem: Problem, end: s
     return Path(cfg.out_dir) / "cache" / f"fit_{hashlib.sha1(key.encode()).hexdigest()[:12]}.yaml"
 
 
+def write_job(directory: Path, row: dict[str, Any]) -> None:
+    """A job's summary.json and, beside it, its per-x_T errors (``SAMPLES_FILE``), each atomic."""
+    row = dict(row)
+    samples = row.pop(SAMPLES_KEY, None)
+    if samples is not None:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, samples)
+
+        atomic_write(directory / SAMPLES_FILE, write)
+    write_summary(directory, row)
+
+
 def endpoint_errors(x0: torch.Tensor, x_ref: torch.Tensor, chunk: int | None) -> dict[str, Any]:
-    """The RMS end-point error, and with ``chunk`` < n also per chunk of the held-out x_T (their
-    spread shows how stable an RMS over ``chunk`` x_T is)."""
+    """The RMS end-point error, with ``chunk`` < n also per chunk of the held-out x_T (their
+    spread shows how stable an RMS over ``chunk`` x_T is), and each x_T's own error under
+    ``SAMPLES_KEY`` (written beside the summary: the report pairs two rows' x_T by it)."""
     errors: dict[str, Any] = {"endpoint_error": endpoint_error(x0, x_ref)}
+    errors[SAMPLES_KEY] = (x0 - x_ref).flatten(1).norm(dim=1).numpy()
     if chunk and len(x0) > chunk:
         parts = zip(x0.split(chunk), x_ref.split(chunk), strict=True)
         errors["endpoint_error_chunks"] = [endpoint_error(a, b) for a, b in parts]
@@ -479,7 +498,7 @@ def main(cfg: DictConfig) -> None:
         return
     torch.set_num_threads(1)
     row = run_job(cfg)
-    write_summary(HydraConfig.get().runtime.output_dir, row)
+    write_job(Path(HydraConfig.get().runtime.output_dir), row)
     shown = {k: row.get(k) for k in ("solver", "data", "nfe", "mmd2", "nll_gap", "status")}
     print(json.dumps(shown))
 
@@ -499,6 +518,8 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted(folder.rglob(SUMMARY_FILE)):
         row = json.loads(path.read_text())
+        if (path.parent / SAMPLES_FILE).exists():
+            row[SAMPLES_KEY] = np.load(path.parent / SAMPLES_FILE)
         job_config = path.parent / ".hydra" / "config.yaml"
         if "seed" not in row and job_config.exists():
             row["seed"] = int(OmegaConf.load(job_config).seed)
@@ -517,12 +538,12 @@ def collect(sweep_dir: Path, out_dir: Path, extra: Sequence[Path] = ()) -> list[
     rows = [r for folder in (sweep_dir, *extra) for r in read_rows(folder)]
     if not rows:
         raise ValueError(f"no {SUMMARY_FILE} files below {sweep_dir}")
-    keys = sorted({k for r in rows for k in r})
+    keys = sorted({k for r in rows for k in r} - {SAMPLES_KEY})
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

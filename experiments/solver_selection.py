@@ -5,7 +5,10 @@ picked without looking at the fresh x_T set: fixed grids and diffusers' schedule
 end-point error on the selection x_T (``seed`` = ``SELECTION_SEED``), fitted grids by their error
 on the pilot x_T held out from the fit (``fit_validation_error``). The picked configuration's
 error is then reported on the fresh x_T (``seed`` = ``FRESH_SEED``), with the ratio best
-diffusers ÷ ours there, and its selection-set figure beside it.
+diffusers ÷ ours there, and its selection-set figure beside it. Where both fresh rows carry their
+per-x_T errors (``SAMPLES_KEY``), the fresh ratio comes with a paired bootstrap interval
+(``paired_ratio_interval``): both sides ran from the same x_T, so a resample keeps each x_T's two
+errors together, and an RMS that a few trajectories carry shows a wide interval.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 SELECTION_SEED, FRESH_SEED = 0, 1
+SAMPLES_KEY = "_endpoint_error_samples"  # a row's per-x_T end-point errors (solver_comparison.py)
+LEVEL, DRAWS = 0.95, 2000  # the paired bootstrap interval's level and resamples
 PEER_PREFIX = "diffusers_"
 SIDES = ("ours fixed", "diffusers", "ours fitted")
 METRIC = "endpoint_error"
@@ -165,6 +172,31 @@ def _ratio(peer: float | None, ours: float | None) -> float | None:
     return peer / ours if peer is not None and ours is not None and ours > 0 else None
 
 
+def paired_ratio_interval(
+    peer: np.ndarray, ours: np.ndarray, level: float = LEVEL, draws: int = DRAWS, seed: int = 0
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of RMS(peer) ÷ RMS(ours) over the x_T resampled in
+    pairs (each x_T keeps both its errors; Efron & Tibshirani 1993, §13.3)."""
+    if peer.shape != ours.shape or peer.ndim != 1:
+        raise ValueError(f"paired errors need equal 1-D shapes, got {peer.shape} and {ours.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(ours), size=(draws, len(ours)))
+    ratios = np.sqrt((peer[idx] ** 2).mean(1) / (ours[idx] ** 2).mean(1))
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _ratio_cell(ratio: float | None, peer: Row | None, ours: Row | None, bold: bool = False) -> str:
+    """``ratio`` to two decimals, with its paired interval where both rows have per-x_T errors."""
+    if ratio is None:
+        return ""
+    text = f"**{ratio:.2f}**" if bold else f"{ratio:.2f}"
+    a, b = (r.get(SAMPLES_KEY) if r else None for r in (peer, ours))
+    if a is not None and b is not None and a.shape == b.shape:
+        lo, hi = paired_ratio_interval(np.asarray(a), np.asarray(b))
+        text += f" [{lo:.2f}–{hi:.2f}]"
+    return text
+
+
 def _fmt(r: Row | None) -> str:
     return f"{r[METRIC]:.3g} ({label(r)})" if r is not None else ""
 
@@ -194,7 +226,7 @@ def held_out_table(rows: list[Row]) -> tuple[str, dict[str, dict[int, dict[str, 
                 ratio = _ratio(peer.error(which), ours.error(which))
                 if ratio is not None:
                     ratios[name].setdefault(b, {})[data] = ratio
-                row.append(f"{ratio:.2f}" if ratio is not None else "")
+                row.append(_ratio_cell(ratio, getattr(peer, which), getattr(ours, which)))
             cells[f"ratio diffusers ÷ ours, {name.split(', ')[1]} x_T"] = row
         if any(picks[("ours fitted", b)].fresh for b in budgets):
             fitted_cells, fitted_ratio, worse_cells = [], [], []
@@ -207,7 +239,7 @@ def held_out_table(rows: list[Row]) -> tuple[str, dict[str, dict[int, dict[str, 
                 ratio = _ratio(peer.error("fresh"), pick.error("fresh"))
                 if ratio is not None:
                     ratios["fitted, fresh"].setdefault(b, {})[data] = ratio
-                fitted_ratio.append(f"**{ratio:.2f}**" if ratio is not None else "")
+                fitted_ratio.append(_ratio_cell(ratio, peer.fresh, pick.fresh, bold=True))
                 checked, worse = fits_worse_than_fixed(rows, sde, data, b)
                 worse_cells.append(
                     ("yes: " + "; ".join(worse))
@@ -316,6 +348,8 @@ def held_out_report(rows: list[Row]) -> str:
         f"Each side's configuration is picked on the selection x_T (seed {SELECTION_SEED}) and "
         f"reported on a fresh x_T set (seed {FRESH_SEED}); fitted grids are picked by their error "
         "on the validation part of their pilot x_T (validation → fresh). Ratio = best diffusers "
-        "÷ ours (> 1: ours ahead).\n\n"
+        f"÷ ours (> 1: ours ahead); in brackets its {LEVEL:.0%} paired bootstrap interval over "
+        "the x_T (both sides' errors from the same x_T resampled together), where the rows carry "
+        "per-x_T errors.\n\n"
     )
     return intro + table + "\nTargets (fresh x_T):\n\n" + targets(rows, ratios) + fits

@@ -61,7 +61,7 @@ def test_adaptive_solver_gets_a_tolerance_and_collect_writes_outputs(tmp_path):
     row = _job(tmp_path, "pf_ode", 100)
     assert row["status"] == "ok" and row["rtol"] == 1e-4
     assert row["endpoint_error"] < 0.05  # RK45 at 1e-4 against DOP853 at 1e-8
-    write_summary(tmp_path / "sweep" / "job0", row)
+    sc.write_job(tmp_path / "sweep" / "job0", row)
     sc.collect(tmp_path / "sweep", tmp_path)
     assert (tmp_path / "solver_comparison.csv").exists()
     assert "pf_ode" in (tmp_path / "solver_comparison.md").read_text()
@@ -488,3 +488,59 @@ def test_collect_reads_several_folders_and_a_rows_seed_from_its_job_config(tmp_p
     ).exists()
     with pytest.raises(ValueError, match="collect_from: .*nowhere is not a folder"):
         sc.collect(tmp_path / "a", tmp_path / "out", [tmp_path / "nowhere"])
+
+
+def test_paired_ratio_interval_is_exact_on_proportional_errors_and_covers_the_ratio():
+    """Peer errors c × ours on every x_T: every resample gives c, so the interval is [c, c]. On
+    independent heavy-tailed errors (peer and ours drawn alike, true ratio 1) the 95 % interval
+    over 2000 x_T holds 1 in at least 90 of 100 repeats (binomial: 95 expected, sd 2.2), and it
+    narrows about as 1/√n (n 500 → 8000: width ÷ 2.7–5.3)."""
+    import numpy as np
+    from solver_selection import paired_ratio_interval
+
+    rng = np.random.default_rng(1)
+    ours = rng.lognormal(size=700)
+    lo, hi = paired_ratio_interval(2.5 * ours, ours)
+    assert lo == pytest.approx(2.5, rel=1e-12) and hi == pytest.approx(2.5, rel=1e-12)
+    hits = 0
+    for k in range(100):
+        a, b = np.random.default_rng(100 + k).lognormal(size=(2, 2000))
+        lo, hi = paired_ratio_interval(a, b, draws=400, seed=k)
+        hits += lo <= 1.0 <= hi
+    assert hits >= 90, hits
+    widths = {}
+    for n in (500, 8000):
+        a, b = np.random.default_rng(n).lognormal(size=(2, n))
+        lo, hi = paired_ratio_interval(a, b, draws=1000)
+        widths[n] = hi - lo
+    assert 2.7 <= widths[500] / widths[8000] <= 5.3, widths
+    with pytest.raises(ValueError, match=r"equal 1-D shapes, got \(3,\) and \(4,\)"):
+        paired_ratio_interval(np.ones(3), np.ones(4))
+
+
+def test_per_x_T_errors_are_kept_beside_the_summary_and_give_the_ratio_an_interval(tmp_path):
+    """A job's per-x_T errors: their RMS is the row's end-point error; ``write_job`` writes them
+    beside summary.json, ``read_rows`` reads them back (not a CSV column), and the fresh ratio
+    of two picks then carries its paired interval, which contains the ratio itself."""
+    import numpy as np
+    from solver_selection import SAMPLES_KEY, held_out_table
+
+    row = _job(tmp_path, "unipc", 10)
+    samples = row[SAMPLES_KEY]
+    assert math.sqrt(float((samples**2).mean())) == pytest.approx(row["endpoint_error"], rel=1e-12)
+    sc.write_job(tmp_path / "job", row)
+    assert (tmp_path / "job" / sc.SAMPLES_FILE).exists()
+    (back,) = sc.read_rows(tmp_path)
+    assert np.array_equal(back[SAMPLES_KEY], samples)
+    sc.collect(tmp_path, tmp_path / "out")
+    assert SAMPLES_KEY not in (tmp_path / "out" / "solver_comparison.csv").read_text()
+    rows = _selection_rows()
+    rng = np.random.default_rng(0)
+    for r in rows:  # errors whose RMS is the row's, so the interval is about that ratio
+        e = rng.lognormal(size=400)
+        r[SAMPLES_KEY] = e * r["endpoint_error"] / math.sqrt(float((e**2).mean()))
+    table, ratios = held_out_table(rows)
+    cell = table.split("| ring | ratio diffusers ÷ ours, fresh x_T | ")[1].split(" |")[0]
+    value, interval = cell.split(" [")
+    lo, hi = (float(v) for v in interval.rstrip("]").split("–"))
+    assert float(value) == pytest.approx(3.0) and lo < 3.0 < hi, cell
