@@ -197,6 +197,15 @@ def _ratio_cell(ratio: float | None, peer: Row | None, ours: Row | None, bold: b
     return text
 
 
+def _bulk_cell(peer: Row | None, ours: Row | None) -> str:
+    """Per x_T on the same set: the share where ours is closer, and the two median errors
+    (ours / peer); "" without per-x_T errors on both sides."""
+    a, b = (r.get(SAMPLES_KEY) if r else None for r in (peer, ours))
+    if a is None or b is None or a.shape != b.shape:
+        return ""
+    return f"{float((b < a).mean()):.0%}; {np.median(b):.3g} / {np.median(a):.3g}"
+
+
 def _fmt(r: Row | None) -> str:
     return f"{r[METRIC]:.3g} ({label(r)})" if r is not None else ""
 
@@ -228,6 +237,10 @@ def held_out_table(rows: list[Row]) -> tuple[str, dict[str, dict[int, dict[str, 
                     ratios[name].setdefault(b, {})[data] = ratio
                 row.append(_ratio_cell(ratio, getattr(peer, which), getattr(ours, which)))
             cells[f"ratio diffusers ÷ ours, {name.split(', ')[1]} x_T"] = row
+        bulk = [_bulk_cell(picks[("diffusers", b)].fresh, picks[("ours fixed", b)].fresh)
+                for b in budgets]  # fmt: skip
+        if any(bulk):
+            cells["fresh x_T: ours closer on; median error ours / diffusers"] = bulk
         if any(picks[("ours fitted", b)].fresh for b in budgets):
             fitted_cells, fitted_ratio, worse_cells = [], [], []
             for b in budgets:

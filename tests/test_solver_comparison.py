@@ -544,3 +544,9 @@ def test_per_x_T_errors_are_kept_beside_the_summary_and_give_the_ratio_an_interv
     value, interval = cell.split(" [")
     lo, hi = (float(v) for v in interval.rstrip("]").split("–"))
     assert float(value) == pytest.approx(3.0) and lo < 3.0 < hi, cell
+    # the bulk: ours and the peer's fresh errors, x_T by x_T
+    fresh = {r["endpoint_error"]: r[SAMPLES_KEY] for r in rows if r["seed"] == 1}
+    ours, peer = fresh[0.04], fresh[0.12]  # the two picks' rows on the fresh x_T
+    share = float((ours < peer).mean())
+    bulk = f"{share:.0%}; {np.median(ours):.3g} / {np.median(peer):.3g}"
+    assert f"| ring | fresh x_T: ours closer on; median error ours / diffusers | {bulk} |" in table
