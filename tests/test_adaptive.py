@@ -191,17 +191,22 @@ def test_controlled_end_goes_below_t_min_only_when_the_tolerance_asks(solver_cls
     x_T = prior(sde, n=16)
     exact_0 = pf_ode_exact(sde, x_T, 0.0)
     score = gaussian().score_fn(sde)
-    loose = solver_cls(rtol=1e-3, atol=1e-3, t_floor=1e-5)(sde, score, x_T)
-    assert min(t for t, _, ok in loose.steps_log if ok) > T_MIN * (1 - 1e-9)
-    errors, lowest = {}, {}
+
+    def last_time(res) -> float:  # where the step to t = 0 started: the last kept time before 0
+        assert res.times[-1] == 0.0
+        return float(res.times[-2])
+
+    loose = solver_cls(rtol=1e-3, atol=1e-3, t_floor=1e-5)(sde, score, x_T, record=True)
+    assert last_time(loose) == pytest.approx(T_MIN, rel=1e-12)
+    errors, ends = {}, {}
     for t_floor in (T_MIN, 1e-5):
         solver = solver_cls(rtol=1e-9, atol=1e-9, t_floor=t_floor)
-        res = solver(sde, score, x_T)
-        starts = [t for t, _, _ in res.steps_log]
-        lowest[t_floor] = min(starts + [T_MIN])
+        res = solver(sde, score, x_T, record=True)
+        ends[t_floor] = last_time(res)
         errors[t_floor] = (res.x0 - exact_0).abs().max().item()
         assert res.nfe == expected_nfe(solver, res.steps_log)
-    assert lowest[T_MIN] >= T_MIN * (1 - 1e-9) and 1e-5 * (1 - 1e-9) <= lowest[1e-5] < T_MIN
+    assert ends[T_MIN] == pytest.approx(T_MIN, rel=1e-12)
+    assert 1e-5 * (1 - 1e-9) <= ends[1e-5] < T_MIN / 2, ends
     assert errors[1e-5] < errors[T_MIN] / 10, errors
 
 

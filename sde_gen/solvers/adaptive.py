@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -175,9 +176,20 @@ class ErrorControlled(Solver):
             lam_end = min(lam_floor, lam + max(math.log(err / self.theta) / 3, 1e-3))
             t_end = self.t_floor if lam_end >= lam_floor else t_of_lambda(sde, lam_end)
 
-    def run_to(self, ctx, x, t, x_prev, lam, h, lam_end, t_end, keep):
-        """The accept/reject loop from (x, t) to t_end (λ = lam_end); returns the state there
-        with the last accepted x̃_low, λ and the next step size."""
+    def run_to(
+        self,
+        ctx: StepContext,
+        x: Tensor,
+        t: float,
+        x_prev: Tensor,
+        lam: float,
+        h: float,
+        lam_end: float,
+        t_end: float,
+        keep: Callable[[float, Tensor], None],
+    ) -> tuple[Tensor, float, Tensor, float, float]:
+        """The accept/reject loop from (x, t) to t_end (λ = lam_end), each attempt logged in
+        ``ctx.memory['steps_log']``; returns (x, t, x̃_low, λ) at t_end and the next step size."""
         steps_log = ctx.memory.setdefault("steps_log", [])
         while lam_end - lam > 1e-12:
             h = min(h, self.h_max, lam_end - lam)
@@ -198,7 +210,9 @@ class ErrorControlled(Solver):
             h = next_step(h, err, q, self.theta, self.shrink, self.growth)
         return x, t, x_prev, lam, h
 
-    def end_estimate(self, ctx: StepContext, x: Tensor, t: float, x_prev: Tensor):
+    def end_estimate(
+        self, ctx: StepContext, x: Tensor, t: float, x_prev: Tensor
+    ) -> tuple[Tensor, float]:
         """(x̃_0, E): the second-order step to t = 0 and its error norm against the third-order
         one (module doc); E = 0 while fewer than three evaluations are kept."""
         evals = ctx.memory["evals"]
