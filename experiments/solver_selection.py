@@ -185,14 +185,21 @@ def paired_ratio_interval(
     return float(lo), float(hi)
 
 
+def _paired(peer: Row | None, ours: Row | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both rows' per-x_T errors (peer, ours) where both have them for the same x_T, else None."""
+    a, b = (r.get(SAMPLES_KEY) if r else None for r in (peer, ours))
+    if a is None or b is None or np.shape(a) != np.shape(b):
+        return None
+    return np.asarray(a), np.asarray(b)
+
+
 def _ratio_cell(ratio: float | None, peer: Row | None, ours: Row | None, bold: bool = False) -> str:
     """``ratio`` to two decimals, with its paired interval where both rows have per-x_T errors."""
     if ratio is None:
         return ""
     text = f"**{ratio:.2f}**" if bold else f"{ratio:.2f}"
-    a, b = (r.get(SAMPLES_KEY) if r else None for r in (peer, ours))
-    if a is not None and b is not None and a.shape == b.shape:
-        lo, hi = paired_ratio_interval(np.asarray(a), np.asarray(b))
+    if (pair := _paired(peer, ours)) is not None:
+        lo, hi = paired_ratio_interval(*pair)
         text += f" [{lo:.2f}–{hi:.2f}]"
     return text
 
@@ -200,9 +207,9 @@ def _ratio_cell(ratio: float | None, peer: Row | None, ours: Row | None, bold: b
 def _bulk_cell(peer: Row | None, ours: Row | None) -> str:
     """Per x_T on the same set: the share where ours is closer, and the two median errors
     (ours / peer); "" without per-x_T errors on both sides."""
-    a, b = (r.get(SAMPLES_KEY) if r else None for r in (peer, ours))
-    if a is None or b is None or a.shape != b.shape:
+    if (pair := _paired(peer, ours)) is None:
         return ""
+    a, b = pair
     return f"{float((b < a).mean()):.0%}; {np.median(b):.3g} / {np.median(a):.3g}"
 
 
