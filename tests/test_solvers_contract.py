@@ -32,6 +32,7 @@ from sde_gen.solvers import (
     DPMSolverSinglestep,
     EDMStochastic,
     EulerMaruyama,
+    FittedGrid,
     FixedStepSolver,
     Heun,
     OptimalTrajectory,
@@ -501,6 +502,51 @@ def test_final_step_zero_returns_x0_of_the_last_evaluation_for_free(solver):
     x_last = res.trajectory[-2]
     expect = sde.x0_from_score(x_last, t_last, data().score(x_last, t_last, sde))
     assert torch.allclose(res.x0, expect, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **k: DPMSolver(order=3, **k),
+        lambda **k: UniPC(order=3, **k),
+        lambda **k: DDIM(**k),
+        lambda **k: DPMSolverSinglestep(**k),
+        lambda **k: DEIS(**k),
+    ],
+    ids=["dpm3", "unipc3", "ddim", "dpm_singlestep3", "deis3"],
+)
+@pytest.mark.parametrize("grid", [LogSNRGrid(), QuadraticGrid(), KarrasGrid()], ids=repr)
+def test_final_step_zero_from_t_min_evaluates_last_at_t_min(make, grid):
+    """final_step='zero_from_t_min': the N evaluations are the grid of N − 1 steps T … t_min, then
+    the jump to 0 returns x̂0 of the state at t_min; N evaluations; and with N + 1 steps it is
+    ``zero`` on the same N + 1 evaluation times."""
+    sde = VPSDE()
+    xt = x_T(sde, n=6)
+    solver = make(steps=6, grid=grid, final_step="zero_from_t_min")
+    res = solver(sde, data().score_fn(sde), xt, record=True)
+    times = solver.time_grid(sde)
+    assert torch.equal(times[:-1], grid(sde, 5, solver.t_min)) and times[-1] == 0
+    assert res.nfe == solver.expected_nfe() == 6 and solver.ends_at_zero
+    t_last = torch.full((6,), solver.t_min, dtype=F64)
+    x_last = res.trajectory[-2]
+    expect = sde.x0_from_score(x_last, t_last, data().score(x_last, t_last, sde))
+    assert torch.allclose(res.x0, expect, atol=1e-12, rtol=0)
+    one = make(steps=1, grid=grid, final_step="zero_from_t_min")
+    assert one.time_grid(sde).tolist() == [sde.T, 0.0]
+    assert one(sde, data().score_fn(sde), xt).nfe == 1
+
+
+def test_final_step_zero_from_t_min_refuses_what_it_cannot_place():
+    """A fitted grid (made for N steps, not N − 1), an adaptive solver (no grid) and a Tweedie
+    step after the jump to 0 are refused, each naming the option."""
+    sde = VPSDE()
+    fitted = FittedGrid([1.0, 0.5, 0.1, 1e-3])
+    with pytest.raises(ValueError, match="zero_from_t_min.*FittedGrid"):
+        DPMSolver(steps=3, grid=fitted, final_step="zero_from_t_min").time_grid(sde)
+    with pytest.raises(ValueError, match="zero_from_t_min"):
+        AdaptiveUniPC(final_step="zero_from_t_min")
+    with pytest.raises(ValueError, match="denoise_final=True needs final_step='t_min'"):
+        DPMSolver(steps=3, final_step="zero_from_t_min", denoise_final=True)
 
 
 def test_dpm_solver_memory_is_per_call():

@@ -127,6 +127,11 @@ class ErrorControlled(Solver):
         self.norm = check_enum("norm", norm, Norm)
         self.theta, self.shrink, self.growth = float(theta), float(shrink), float(growth)
         self._check_final_step(final_step)
+        if self.final_step is FinalStep.ZERO_FROM_T_MIN:
+            raise ValueError(
+                "final_step='zero_from_t_min' places a fixed grid's last evaluation; an adaptive "
+                "solver reaches t_min anyway: use final_step='zero' or 't_min'"
+            )
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())

@@ -56,11 +56,16 @@ class FinalStep(str, Enum):
 
     ``zero``: the grid's last time t_min is replaced by 0, so the last step t_{N−1} → 0 returns
     x̂0 of the evaluation at t_{N−1} (first order: the s → 0 limit of every step, σ_s = 0; Lu et
-    al. 2022b's ``lower_order_final``): N steps, N evaluations, no Tweedie step. ``t_min``: the
-    grid ends at t_min (``denoise_final`` may add one Tweedie evaluation there).
+    al. 2022b's ``lower_order_final``): N steps, N evaluations, no Tweedie step.
+    ``zero_from_t_min``: the N evaluations are the grid of N − 1 steps from T to t_min, and the last
+    step jumps from t_min to 0 (the noise levels of k-diffusion's and diffusers' Karras and Lu-λ
+    schedules): the last evaluation is at t_min, one grid step lower than with ``zero``, and the
+    other steps are longer. ``t_min``: the grid ends at t_min (``denoise_final`` may add one
+    Tweedie evaluation there).
     """
 
     ZERO = "zero"
+    ZERO_FROM_T_MIN = "zero_from_t_min"
     T_MIN = "t_min"
 
     def __repr__(self) -> str:
@@ -119,13 +124,13 @@ class Solver(ABC):
         return None
 
     def _check_final_step(self, final_step: FinalStep | str) -> None:
-        """Set ``final_step`` (checked once); ``zero`` excludes ``denoise_final``."""
+        """Set ``final_step`` (checked once); ending at zero excludes ``denoise_final``."""
         self.final_step = check_enum("final_step", final_step, FinalStep)
-        self.ends_at_zero = self.final_step is FinalStep.ZERO
+        self.ends_at_zero = self.final_step is not FinalStep.T_MIN
         if self.ends_at_zero and self.denoise_final:
             raise ValueError(
-                "denoise_final=True needs final_step='t_min' (final_step='zero' already ends "
-                "at t = 0)"
+                f"denoise_final=True needs final_step='t_min' (final_step={self.final_step.value!r}"
+                " already ends at t = 0)"
             )
 
     def __call__(
@@ -312,12 +317,23 @@ class FixedStepSolver(Solver):
         return self.steps * self.evals_per_step + int(self.denoise_final and not self.ends_at_zero)
 
     def time_grid(self, sde: SDE) -> Tensor:
-        """The float64 times t_0 = T > … > t_N at which x is carried (t_N = 0 with
-        ``final_step='zero'``, else t_min)."""
-        times = self.grid(sde, self.steps, self.t_min)
-        if self.final_step is FinalStep.ZERO:
-            times[-1] = 0.0
-        return times
+        """The float64 times t_0 = T > … > t_N at which x is carried: t_N = 0 when the solver
+        ends at zero, else t_min; with ``final_step='zero_from_t_min'`` t_{N−1} = t_min (the grid
+        of N − 1 steps, then 0)."""
+        if self.final_step is not FinalStep.ZERO_FROM_T_MIN:
+            times = self.grid(sde, self.steps, self.t_min)
+            if self.ends_at_zero:
+                times[-1] = 0.0
+            return times
+        if not self.grid.standalone:
+            raise ValueError(
+                f"final_step='zero_from_t_min' takes a grid of steps − 1 = {self.steps - 1} steps,"
+                f" not {self.grid!r}, made for {self.steps}: use final_step='zero' with it"
+            )
+        if self.steps == 1:  # one evaluation, at T, and the jump to 0
+            return torch.tensor([sde.T, 0.0], dtype=torch.float64)
+        times = self.grid(sde, self.steps - 1, self.t_min)
+        return torch.cat([times, times.new_zeros(1)])
 
     def integrate(self, sde, score, x_T, generator, keep, record) -> Tensor:
         times = self.time_grid(sde)

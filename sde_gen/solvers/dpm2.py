@@ -56,7 +56,7 @@ class DPM2(FewStepSolver):
         self._check_final_step(final_step)
 
     def expected_nfe(self) -> int:
-        return super().expected_nfe() - int(self.final_step is FinalStep.ZERO)
+        return super().expected_nfe() - int(self.ends_at_zero)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
         if s == 0.0:  # final_step='zero': the Euler step onto ρ = 0 is x̂0

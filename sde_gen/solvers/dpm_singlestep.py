@@ -66,7 +66,7 @@ class DPMSolverSinglestep(FewStepSolver):
 
     def stages(self) -> list[int]:
         """``stage_orders`` for this solver's steps."""
-        final_zero = self.final_step is FinalStep.ZERO
+        final_zero = self.ends_at_zero
         return stage_orders(self.steps, self.order, self.lower_order_final, final_zero)
 
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:

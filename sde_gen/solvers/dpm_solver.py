@@ -58,7 +58,7 @@ class DPMSolver(FewStepSolver):
         h = lam_s - lam_t
         history = ctx.memory.setdefault("history", [])  # [(λ, x̂0)], newest last
         order = min(self.order, len(history) + 1)
-        if self.final_step is FinalStep.ZERO:
+        if self.ends_at_zero:
             order = min(order, ctx.steps_left)
         phi1 = math.expm1(-h)
         if order == 1:

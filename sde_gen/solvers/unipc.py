@@ -94,7 +94,7 @@ class UniPC(FewStepSolver):
                 ctx, x_prev, t_prev, t, history[-1][1], [*earlier, (lam_t, m0)]
             )
         order = min(self.predictor_order, len(history) + 1)
-        if self.final_step is FinalStep.ZERO:
+        if self.ends_at_zero:
             order = min(order, ctx.steps_left)
         earlier = history[len(history) - order + 1 :] if order > 1 else []
         x_s = self.exponential_step(ctx, x, t, s, m0, earlier)
