@@ -3,17 +3,21 @@
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 diffusers = pytest.importorskip("diffusers")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
 
 from diffusers_peers import DiffusersSampler, ExactEps  # noqa: E402
 
 from sde_gen.data import ring_mixture  # noqa: E402
 from sde_gen.sde import VPSDE, DiscreteVPSDE  # noqa: E402
 from sde_gen.sde.ddpm import linear_betas  # noqa: E402
+from sde_gen.solvers import LogSNRGrid  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +86,100 @@ def test_scheduler_sigmas_give_the_times_karras_and_lu():
         assert torch.allclose(sigma_tilde, sched.sigmas[:6].double(), rtol=1e-6)
         assert out.nfe == 6 and torch.isfinite(out.x0).all()
         assert sampler.family() == "DPMSolverMultistep-3"
+
+
+@pytest.mark.parametrize(
+    "peer,steps",
+    [("dpm_2m_trailing", 10), ("dpm_2m_lu", 10), ("dpm_2m_lu", 50), ("dpm_2m_karras", 10)],
+)
+def test_our_dpm_solver_2m_on_the_peers_grid_is_the_peer(peer, steps):
+    """``peer_grid``: our DPM-Solver++(2M) stepping on a scheduler's own noise levels ends where
+    diffusers' DPM-Solver++(2M) ends, to its float32 schedule's round-off (5e-6), and spends the
+    same evaluations; so a gap left between the two on that grid is the update formula's."""
+    from peer_grid import peer_times
+
+    from sde_gen.solvers import DPMSolver, FittedGrid
+
+    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
+    score = ring_mixture().score_fn(sde)
+    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / f"diffusers_{peer}.yaml")
+    times = peer_times(hydra.utils.instantiate(node.scheduler), steps, sde)
+    assert times[0] == sde.T and len(times) == steps + 1
+    ours = DPMSolver(steps=steps, order=2, grid=FittedGrid(times.tolist()))(sde, score, x_T)
+    node.steps = steps
+    theirs = hydra.utils.instantiate(node)(sde, score, x_T)
+    assert ours.nfe == theirs.nfe == steps
+    assert (ours.x0 - theirs.x0).abs().max() < 5e-6
+    moved = DPMSolver(steps=steps, order=2, grid=LogSNRGrid())(sde, score, x_T)
+    assert (moved.x0 - theirs.x0).abs().max() > 100 * (ours.x0 - theirs.x0).abs().max()
+
+
+def test_our_3m_on_the_peers_grid_differs_by_the_third_order_weight():
+    """On the same grid DPM-Solver++(3M) is not diffusers': diffusers weights the second
+    difference by φ₃, ours by the exact 2φ₃ (docs/theory.md), and the end points differ by more than
+    100× the 2M round-off."""
+    from peer_grid import peer_times
+
+    from sde_gen.solvers import DPMSolver, FittedGrid
+
+    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
+    score = ring_mixture().score_fn(sde)
+    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / "diffusers_dpm_3m_trailing.yaml")
+    times = peer_times(hydra.utils.instantiate(node.scheduler), 10, sde)
+    ours = DPMSolver(steps=10, order=3, grid=FittedGrid(times.tolist()))(sde, score, x_T)
+    node.steps = 10
+    theirs = hydra.utils.instantiate(node)(sde, score, x_T)
+    assert (ours.x0 - theirs.x0).abs().max() > 5e-4
+
+
+def test_peer_grid_refuses_a_scheduler_that_does_not_start_at_T(tmp_path, capsys):
+    """DDIM's leading spacing starts at t = 0.901: no grid of ours (which starts at T) is it; the
+    command says so in one line and exits 2, writing nothing."""
+    from peer_grid import main
+
+    out = tmp_path / "g.yaml"
+    assert (
+        main(
+            [
+                str(EXPERIMENTS / "conf/solver/diffusers_ddim.yaml"),
+                "--steps",
+                "10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "starts at t=0.901" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize(
+    "peer,grid,order",
+    [("dpm_2m_karras", "karras", 2), ("dpm_2m_lu", "logsnr", 2), ("unipc_karras", "karras", 2)],
+)
+def test_zero_from_t_min_on_our_karras_and_logsnr_grids_is_the_peers_schedule(
+    peer, grid, order, steps
+):
+    """diffusers' Karras and Lu-λ schedules put their N noise levels on T … t_min and jump from
+    t_min to 0: our KarrasGrid / LogSNRGrid with final_step='zero_from_t_min' are those levels,
+    and our 2M / UniPC-2 end where diffusers' do, to its float32 levels' round-off (1e-4), where
+    final_step='zero' (levels one step further apart, last evaluation one step above t_min) ends
+    more than 100× further off."""
+    from sde_gen.solvers import DPMSolver, KarrasGrid, UniPC
+
+    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
+    score = ring_mixture().score_fn(sde)
+    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / f"diffusers_{peer}.yaml")
+    node.steps = steps
+    theirs = hydra.utils.instantiate(node)(sde, score, x_T).x0
+    make = UniPC if peer.startswith("unipc") else DPMSolver
+    g = KarrasGrid() if grid == "karras" else LogSNRGrid()
+    ours = make(steps=steps, order=order, grid=g, final_step="zero_from_t_min")(sde, score, x_T)
+    shifted = make(steps=steps, order=order, grid=g, final_step="zero")(sde, score, x_T)
+    assert ours.nfe == steps
+    gap = float((ours.x0 - theirs).abs().max())
+    assert gap < 1e-4 and float((shifted.x0 - theirs).abs().max()) > 100 * gap
