@@ -8,7 +8,9 @@ error is then reported on the fresh x_T (``seed`` = ``FRESH_SEED``), with the ra
 diffusers ÷ ours there, and its selection-set figure beside it. Where both fresh rows carry their
 per-x_T errors (``SAMPLES_KEY``), the fresh ratio comes with a paired bootstrap interval
 (``paired_ratio_interval``): both sides ran from the same x_T, so a resample keeps each x_T's two
-errors together, and an RMS that a few trajectories carry shows a wide interval.
+errors together, and an RMS that a few trajectories carry shows a wide interval. Further x_T sets
+(seed ≥ 2, ``replication_table``) rerun the selection set's fixed-grid picks unchanged; their
+ratios are reported per set and over all fresh x_T pooled.
 """
 
 from __future__ import annotations
@@ -193,15 +195,22 @@ def _paired(peer: Row | None, ours: Row | None) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(a), np.asarray(b)
 
 
-def _ratio_cell(ratio: float | None, peer: Row | None, ours: Row | None, bold: bool = False) -> str:
-    """``ratio`` to two decimals, with its paired interval where both rows have per-x_T errors."""
+def _ratio_text(
+    ratio: float | None, pair: tuple[np.ndarray, np.ndarray] | None, bold: bool = False
+) -> str:
+    """``ratio`` to two decimals, with the paired interval of ``pair`` (peer, ours) if given."""
     if ratio is None:
         return ""
     text = f"**{ratio:.2f}**" if bold else f"{ratio:.2f}"
-    if (pair := _paired(peer, ours)) is not None:
+    if pair is not None:
         lo, hi = paired_ratio_interval(*pair)
         text += f" [{lo:.2f}–{hi:.2f}]"
     return text
+
+
+def _ratio_cell(ratio: float | None, peer: Row | None, ours: Row | None, bold: bool = False) -> str:
+    """``ratio`` to two decimals, with its paired interval where both rows have per-x_T errors."""
+    return _ratio_text(ratio, _paired(peer, ours), bold)
 
 
 def _bulk_cell(peer: Row | None, ours: Row | None) -> str:
@@ -354,6 +363,88 @@ def fitted_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replication_seeds(rows: list[Row]) -> list[int]:
+    """The x_T sets other than the selection and the fresh one (seed ≥ 2): replications, on
+    which the configurations picked on the selection set are run again."""
+    return sorted({r["seed"] for r in rows if usable(r)} - {SELECTION_SEED, FRESH_SEED})
+
+
+def _pooled(pairs: list[tuple[Row | None, Row | None]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-x_T errors (peer, ours) of several x_T sets joined, each x_T once; None unless
+    every set has both sides' errors."""
+    joined = [_paired(peer, ours) for peer, ours in pairs]
+    if not joined or any(p is None for p in joined):
+        return None
+    return np.concatenate([p[0] for p in joined]), np.concatenate([p[1] for p in joined])
+
+
+def _rms(errors: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(errors**2)))
+
+
+def replication_table(rows: list[Row]) -> tuple[str, list[str]]:
+    """The fixed-grid picks of the selection x_T run on each replication set (seed ≥ 2): per
+    (sde, data) × budget both sides' errors and the ratio there, and the ratio over all fresh
+    x_T pooled (seed 1 and the replications, every x_T weighted alike); returns the Markdown
+    table and the cells where a ratio is < 1."""
+    seeds = replication_seeds(rows)
+    again = [r for r in rows if usable(r) and r["seed"] in seeds]
+    if not again:
+        return "", []
+    budgets = sorted({r["nfe_budget"] for r in again})
+    lines = ["| data | row | " + " | ".join(f"NFE {b}" for b in budgets) + " |"]
+    lines.append("|---|---" + "|---" * len(budgets) + "|")
+    short = []
+    for sde, data in sorted({(r["sde"], r["data"]) for r in again}):
+        cells: dict[str, list[str]] = {}
+        for b in budgets:
+            ours, peer = (choose(rows, sde, data, b, k) for k in ("ours fixed", "diffusers"))
+            sets = [(peer.fresh, ours.fresh)]
+            for s in seeds:
+                mine, theirs = (
+                    counterpart(rows, c.selection, s) if c.selection else None for c in (ours, peer)
+                )
+                sets.append((theirs, mine))
+                ratio = _ratio(*(r[METRIC] if r else None for r in (theirs, mine)))
+                if ratio is not None and ratio < 1:
+                    short.append(f"{data} at {b}, seed {s}: {ratio:.2f}")
+                named = {f"ours fixed, seed {s} x_T": mine, f"diffusers, seed {s} x_T": theirs}
+                for name, r in named.items():
+                    cells.setdefault(name, []).append(
+                        f"{_fmt(r)}, {r['n']} x_T" if r and "n" in r else _fmt(r)
+                    )
+                cells.setdefault(f"ratio diffusers ÷ ours, seed {s} x_T", []).append(
+                    _ratio_cell(ratio, theirs, mine)
+                )
+            pair = _pooled(sets)
+            ratio = _rms(pair[0]) / _rms(pair[1]) if pair is not None else None
+            if ratio is not None and ratio < 1:
+                short.append(f"{data} at {b}, pooled: {ratio:.2f}")
+            text = _ratio_text(ratio, pair, bold=True)
+            cells.setdefault("ratio, all fresh x_T pooled", []).append(
+                f"{text}, {len(pair[1])} x_T" if pair is not None else ""
+            )
+        for name, row in cells.items():
+            lines.append(f"| {data} | {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n", short
+
+
+def replication_report(rows: list[Row]) -> str:
+    """The replication section: the table and the verdict, where replication rows exist."""
+    table, short = replication_table(rows)
+    if not table:
+        return ""
+    seeds = ", ".join(str(s) for s in replication_seeds(rows))
+    verdict = "met" if not short else "NOT met (" + "; ".join(short) + ")"
+    return (
+        f"\nReplication: the fixed-grid configurations picked on the selection x_T, run again on "
+        f"further fresh x_T (seed {seeds}); pooled = seed {FRESH_SEED} and these together. A cell"
+        " counts as met when its ratio on every replication set and on the pooled fresh x_T is ≥"
+        f" 1.\n\n{table}\n- fixed grids ≥ 1× best diffusers on the replication and pooled: "
+        f"{verdict}\n"
+    )
+
+
 def held_out_report(rows: list[Row]) -> str:
     """The section: how the picks are made, the table, the geometric means, the targets and
     every fit's validation and fresh-set error."""
@@ -372,4 +463,5 @@ def held_out_report(rows: list[Row]) -> str:
         "the x_T (both sides' errors from the same x_T resampled together), where the rows carry "
         "per-x_T errors.\n\n"
     )
-    return intro + table + "\nTargets (fresh x_T):\n\n" + targets(rows, ratios) + fits
+    report = intro + table + "\nTargets (fresh x_T):\n\n" + targets(rows, ratios)
+    return report + replication_report(rows) + fits
