@@ -24,6 +24,7 @@ from pathlib import Path
 import hydra
 import torch
 from diffusers_peers import ExactEps
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from sde_gen.sde import DiscreteVPSDE
@@ -60,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the grid file to write")
     args = parser.parse_args(argv)
     try:
+        if args.steps < 1:
+            raise ValueError(f"--steps {args.steps} must be >= 1")
         node = OmegaConf.load(args.scheduler_config)
+        if "scheduler" not in node:
+            raise ValueError("has no 'scheduler' node: not a diffusers_*.yaml peer config")
         scheduler = hydra.utils.instantiate(node.scheduler)
         sde = DiscreteVPSDE(linear_betas(T=1000, beta_start=1e-4, beta_end=0.02))
         times = peer_times(scheduler, args.steps, sde)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, InstantiationException) as e:
         print(f"error: {args.scheduler_config}: {e}", file=sys.stderr)
         return 2
     info = {"peer": str(args.scheduler_config.stem), "steps": args.steps, "sde": "ddpm_linear"}

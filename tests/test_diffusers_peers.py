@@ -134,25 +134,24 @@ def test_our_3m_on_the_peers_grid_differs_by_the_third_order_weight():
     assert (ours.x0 - theirs.x0).abs().max() > 5e-4
 
 
-def test_peer_grid_refuses_a_scheduler_that_does_not_start_at_T(tmp_path, capsys):
-    """DDIM's leading spacing starts at t = 0.901: no grid of ours (which starts at T) is it; the
-    command says so in one line and exits 2, writing nothing."""
+@pytest.mark.parametrize(
+    "config,steps,says",
+    [
+        ("conf/solver/diffusers_ddim.yaml", 10, "starts at t=0.901"),
+        ("../sde_gen/conf/solver/dpm_solver.yaml", 10, "has no 'scheduler' node"),
+        ("conf/solver/diffusers_dpm_3m_lu.yaml", 0, "--steps 0 must be >= 1"),
+    ],
+    ids=["ddim_leading", "not_a_peer", "no_steps"],
+)
+def test_peer_grid_refuses_what_is_no_grid_of_ours(tmp_path, capsys, config, steps, says):
+    """DDIM's leading spacing starts at t = 0.901, and no grid of ours (which starts at T) is it;
+    sde_gen's own solver config has no scheduler; zero steps are no grid. Each: one line naming
+    the file, exit 2, nothing written."""
     from peer_grid import main
 
     out = tmp_path / "g.yaml"
-    assert (
-        main(
-            [
-                str(EXPERIMENTS / "conf/solver/diffusers_ddim.yaml"),
-                "--steps",
-                "10",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
-    assert "starts at t=0.901" in capsys.readouterr().err and not out.exists()
+    assert main([str(EXPERIMENTS / config), "--steps", str(steps), "--out", str(out)]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.parametrize("steps", [10, 25])
