@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import sde_gen
 from sde_gen.data import GaussianMixture
 from sde_gen.metrics.mixtures import nll_gap
 from sde_gen.sample import run_sampling
@@ -368,10 +369,12 @@ def test_disk_cache_is_reused_and_a_bad_file_is_recomputed(tmp_path, caplog):
     unnamed = fresh().calibrate(sde, counted, GAUSS.sample64)  # no source: memory only
     assert unnamed.origin == "computed" and len(list(tmp_path.glob("*.json"))) == 1
     good = json.loads(path.read_text())
+    assert good["key"]["versions"] == f"sde_gen {sde_gen.__version__}, torch {torch.__version__}"
     for bad in (
         "{not json",
         json.dumps({**good, "ms_eps": [1.5] * 4}),  # residual: Γ̂ ≤ 1
         json.dumps({**good, "key": {**good["key"], "mc_samples": 7}}),
+        json.dumps({**good, "key": {**good["key"], "versions": "sde_gen 0.0.1, torch 1.0"}}),
         json.dumps({**good, "ms_eps": good["ms_eps"][:2]}),
     ):
         path.write_text(bad)

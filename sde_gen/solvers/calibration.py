@@ -14,8 +14,9 @@ eps_norm: Γ̂_t = mean ‖ε_θ(x_t, t)‖²/d, the paper's estimate (Bao et al
 
 These evaluations calibrate a solver once; they are not the sampling NFE. A calibration is keyed
 by the score's source, the grid times with γ_t and σ_t there (what q_t depends on), M, the seed,
-the dtype and the estimator; ``load``/``save`` keep it as a JSON file whose stored key must match
-the asked one.
+the dtype, the estimator and the sde_gen and torch versions that made it; ``load``/``save`` keep it
+as a JSON file whose stored key must match the asked one (a file of another release is recomputed,
+with a warning naming it).
 """
 
 from __future__ import annotations
@@ -74,11 +75,19 @@ Data = Tensor | Callable[[int, torch.Generator], Tensor]
 """Samples x0 (N, ...) to draw M of without replacement, or ``sample(n, generator)``."""
 
 
+def versions() -> str:
+    """The sde_gen and torch versions, part of every calibration key: a release that changes
+    the estimate or the network code recomputes it."""
+    import sde_gen
+
+    return f"sde_gen {sde_gen.__version__}, torch {torch.__version__}"
+
+
 @dataclass(frozen=True)
 class CalibrationKey:
     """What Γ_t depends on: the score (``source``: a name, or None for an unnamed score, which is
     cached only in memory), q_t at the grid ``times`` (γ_t, σ_t), ``mc_samples``, ``seed``,
-    ``dtype`` and the ``estimator``."""
+    ``dtype``, the ``estimator`` and the ``versions`` of sde_gen and torch (``versions()``)."""
 
     source: str | None
     times: tuple[float, ...]
@@ -88,6 +97,7 @@ class CalibrationKey:
     seed: int
     dtype: str
     estimator: str = Estimator.RESIDUAL.value
+    versions: str = ""
 
     @classmethod
     def of(
@@ -110,6 +120,7 @@ class CalibrationKey:
             seed,
             str(dtype).removeprefix("torch."),
             Estimator(estimator).value,
+            versions(),
         )
 
     def digest(self) -> str:
