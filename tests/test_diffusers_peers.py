@@ -88,11 +88,27 @@ def test_scheduler_sigmas_give_the_times_karras_and_lu():
         assert sampler.family() == "DPMSolverMultistep-3"
 
 
+@pytest.fixture(scope="module")
+def ring_on_chain():
+    """The ring's exact score on sde=ddpm_linear (the peers' chain) and 200 fixed x_T."""
+    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
+    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return sde, ring_mixture().score_fn(sde), x_T
+
+
+def run_peer(name: str, steps: int, sde, score, x_T):
+    """diffusers' sampler ``experiments/conf/solver/diffusers_<name>.yaml`` at ``steps``: its
+    result and its scheduler (a fresh instance, for ``peer_times``)."""
+    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / f"diffusers_{name}.yaml")
+    node.steps = steps
+    return hydra.utils.instantiate(node)(sde, score, x_T), hydra.utils.instantiate(node.scheduler)
+
+
 @pytest.mark.parametrize(
     "peer,steps",
     [("dpm_2m_trailing", 10), ("dpm_2m_lu", 10), ("dpm_2m_lu", 50), ("dpm_2m_karras", 10)],
 )
-def test_our_dpm_solver_2m_on_the_peers_grid_is_the_peer(peer, steps):
+def test_our_dpm_solver_2m_on_the_peers_grid_is_the_peer(ring_on_chain, peer, steps):
     """``peer_grid``: our DPM-Solver++(2M) stepping on a scheduler's own noise levels ends where
     diffusers' DPM-Solver++(2M) ends, to its float32 schedule's round-off (5e-6), and spends the
     same evaluations; so a gap left between the two on that grid is the update formula's."""
@@ -100,22 +116,18 @@ def test_our_dpm_solver_2m_on_the_peers_grid_is_the_peer(peer, steps):
 
     from sde_gen.solvers import DPMSolver, FittedGrid
 
-    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
-    score = ring_mixture().score_fn(sde)
-    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / f"diffusers_{peer}.yaml")
-    times = peer_times(hydra.utils.instantiate(node.scheduler), steps, sde)
+    sde, score, x_T = ring_on_chain
+    theirs, scheduler = run_peer(peer, steps, sde, score, x_T)
+    times = peer_times(scheduler, steps, sde)
     assert times[0] == sde.T and len(times) == steps + 1
     ours = DPMSolver(steps=steps, order=2, grid=FittedGrid(times.tolist()))(sde, score, x_T)
-    node.steps = steps
-    theirs = hydra.utils.instantiate(node)(sde, score, x_T)
     assert ours.nfe == theirs.nfe == steps
     assert (ours.x0 - theirs.x0).abs().max() < 5e-6
     moved = DPMSolver(steps=steps, order=2, grid=LogSNRGrid())(sde, score, x_T)
     assert (moved.x0 - theirs.x0).abs().max() > 100 * (ours.x0 - theirs.x0).abs().max()
 
 
-def test_our_3m_on_the_peers_grid_differs_by_the_third_order_weight():
+def test_our_3m_on_the_peers_grid_differs_by_the_third_order_weight(ring_on_chain):
     """On the same grid DPM-Solver++(3M) is not diffusers': diffusers weights the second
     difference by φ₃, ours by the exact 2φ₃ (docs/theory.md), and the end points differ by more than
     100× the 2M round-off."""
@@ -123,14 +135,10 @@ def test_our_3m_on_the_peers_grid_differs_by_the_third_order_weight():
 
     from sde_gen.solvers import DPMSolver, FittedGrid
 
-    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
-    score = ring_mixture().score_fn(sde)
-    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / "diffusers_dpm_3m_trailing.yaml")
-    times = peer_times(hydra.utils.instantiate(node.scheduler), 10, sde)
+    sde, score, x_T = ring_on_chain
+    theirs, scheduler = run_peer("dpm_3m_trailing", 10, sde, score, x_T)
+    times = peer_times(scheduler, 10, sde)
     ours = DPMSolver(steps=10, order=3, grid=FittedGrid(times.tolist()))(sde, score, x_T)
-    node.steps = 10
-    theirs = hydra.utils.instantiate(node)(sde, score, x_T)
     assert (ours.x0 - theirs.x0).abs().max() > 5e-4
 
 
@@ -156,11 +164,10 @@ def test_peer_grid_refuses_what_is_no_grid_of_ours(tmp_path, capsys, config, ste
 
 @pytest.mark.parametrize("steps", [10, 25])
 @pytest.mark.parametrize(
-    "peer,grid,order",
-    [("dpm_2m_karras", "karras", 2), ("dpm_2m_lu", "logsnr", 2), ("unipc_karras", "karras", 2)],
+    "peer,grid", [("dpm_2m_karras", "karras"), ("dpm_2m_lu", "logsnr"), ("unipc_karras", "karras")]
 )
 def test_zero_from_t_min_on_our_karras_and_logsnr_grids_is_the_peers_schedule(
-    peer, grid, order, steps
+    ring_on_chain, peer, grid, steps
 ):
     """diffusers' Karras and Lu-λ schedules put their N noise levels on T … t_min and jump from
     t_min to 0: our KarrasGrid / LogSNRGrid with final_step='zero_from_t_min' are those levels,
@@ -169,16 +176,12 @@ def test_zero_from_t_min_on_our_karras_and_logsnr_grids_is_the_peers_schedule(
     more than 100× further off."""
     from sde_gen.solvers import DPMSolver, KarrasGrid, UniPC
 
-    sde = DiscreteVPSDE(linear_betas(1000, 1e-4, 0.02))
-    score = ring_mixture().score_fn(sde)
-    x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    node = OmegaConf.load(EXPERIMENTS / "conf" / "solver" / f"diffusers_{peer}.yaml")
-    node.steps = steps
-    theirs = hydra.utils.instantiate(node)(sde, score, x_T).x0
+    sde, score, x_T = ring_on_chain
+    theirs = run_peer(peer, steps, sde, score, x_T)[0].x0
     make = UniPC if peer.startswith("unipc") else DPMSolver
     g = KarrasGrid() if grid == "karras" else LogSNRGrid()
-    ours = make(steps=steps, order=order, grid=g, final_step="zero_from_t_min")(sde, score, x_T)
-    shifted = make(steps=steps, order=order, grid=g, final_step="zero")(sde, score, x_T)
+    ours = make(steps=steps, order=2, grid=g, final_step="zero_from_t_min")(sde, score, x_T)
+    shifted = make(steps=steps, order=2, grid=g, final_step="zero")(sde, score, x_T)
     assert ours.nfe == steps
     gap = float((ours.x0 - theirs).abs().max())
     assert gap < 1e-4 and float((shifted.x0 - theirs).abs().max()) > 100 * gap
