@@ -20,7 +20,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from solver_comparison import read_rows
 from solver_selection import METRIC, usable
@@ -28,33 +28,46 @@ from solver_selection import METRIC, usable
 Row = dict[str, Any]
 
 
-def key(r: Row) -> tuple:
+class Key(NamedTuple):
     """What makes two rows the same configuration on the same x_T."""
-    fields = ("sde", "data", "n", "seed", "solver", "family", "grid", "nfe_budget")
-    return tuple(r.get(f) for f in fields)
+
+    sde: str
+    data: str
+    n: int
+    seed: int
+    solver: str
+    family: str
+    grid: str
+    nfe_budget: int
 
 
-def pairs(base: list[Row], new: list[Row]) -> dict[tuple, tuple[float, float]]:
+def key(r: Row) -> Key:
+    return Key(*(r.get(f) for f in Key._fields))
+
+
+def pairs(base: list[Row], new: list[Row]) -> dict[Key, tuple[float, float]]:
     """{key: (base error, new error)} for the fixed-grid rows present, usable, in both."""
 
-    def index(rows: list[Row]) -> dict[tuple, float]:
+    def index(rows: list[Row]) -> dict[Key, float]:
         return {key(r): r[METRIC] for r in rows if usable(r) and not r.get("fitted")}
 
     a, b = index(base), index(new)
     return {k: (a[k], b[k]) for k in a.keys() & b.keys() if a[k] > 0 and b[k] > 0}
 
 
-def table(matched: dict[tuple, tuple[float, float]]) -> str:
+def table(matched: dict[Key, tuple[float, float]]) -> str:
     """Per data set × budget: geometric mean of base ÷ new, and the pairs new wins."""
-    budgets = sorted({k[7] for k in matched})
-    sets = sorted({(k[1], k[2]) for k in matched})
+    budgets = sorted({k.nfe_budget for k in matched})
+    sets = sorted({(k.data, k.n) for k in matched})
     lines = ["| data (x_T) | " + " | ".join(f"NFE {b}" for b in budgets) + " |"]
     lines.append("|---" + "|---" * len(budgets) + "|")
     for data, n in sets:
         cells = []
         for b in budgets:
             ratios = [
-                e0 / e1 for k, (e0, e1) in matched.items() if k[1:3] == (data, n) and k[7] == b
+                e0 / e1
+                for k, (e0, e1) in matched.items()
+                if (k.data, k.n, k.nfe_budget) == (data, n, b)
             ]
             if not ratios:
                 cells.append("")

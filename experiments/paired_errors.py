@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from solver_comparison import SAMPLES_FILE
-from solver_selection import label, paired_ratio_interval
+from solver_selection import label, paired_ratio_interval, rms
 
 #: the bulk: x_T whose larger error is below this quantile; the tail: the rest
 BULK_QUANTILE = 0.9
@@ -40,15 +40,15 @@ def compare(a: np.ndarray, b: np.ndarray, top: int = 8) -> dict:
     """The paired statistics of errors ``a`` and ``b`` of the same x_T (see the module doc)."""
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"the two jobs have {a.shape} and {b.shape} x_T errors, not the same x_T")
-    rms = [float(np.sqrt(np.mean(e**2))) for e in (a, b)]
+    errors = [rms(e) for e in (a, b)]
     log_ratio = np.log(a / b)
     larger = np.maximum(a, b)
     tail = larger > np.quantile(larger, BULK_QUANTILE)
     worst = np.argsort(larger)[::-1][:top]
     return {
         "n": len(a),
-        "rms": rms,
-        "ratio": rms[0] / rms[1],
+        "rms": errors,
+        "ratio": errors[0] / errors[1],
         "interval": paired_ratio_interval(a, b),
         "median": [float(np.median(a)), float(np.median(b))],
         "a_closer": float((a < b).mean()),

@@ -378,7 +378,7 @@ def _pooled(pairs: list[tuple[Row | None, Row | None]]) -> tuple[np.ndarray, np.
     return np.concatenate([p[0] for p in joined]), np.concatenate([p[1] for p in joined])
 
 
-def _rms(errors: np.ndarray) -> float:
+def rms(errors: np.ndarray) -> float:
     return float(np.sqrt(np.mean(errors**2)))
 
 
@@ -417,7 +417,7 @@ def replication_table(rows: list[Row]) -> tuple[str, list[str]]:
                     _ratio_cell(ratio, theirs, mine)
                 )
             pair = _pooled(sets)
-            ratio = _rms(pair[0]) / _rms(pair[1]) if pair is not None else None
+            ratio = rms(pair[0]) / rms(pair[1]) if pair is not None else None
             if ratio is not None and ratio < 1:
                 short.append(f"{data} at {b}, pooled: {ratio:.2f}")
             text = _ratio_text(ratio, pair, bold=True)
