@@ -6,7 +6,13 @@ score/noise/data/drift identities live once in ``conversions``.
 """
 
 from sde_gen.sde.base import SDE, Coefficients, expand_as
-from sde_gen.sde.conversions import drift, eps_from_score, score_from_eps, x0_from_score
+from sde_gen.sde.conversions import (
+    drift,
+    eps_from_score,
+    score_from_eps,
+    score_from_x0,
+    x0_from_score,
+)
 from sde_gen.sde.discrete import DiscreteVPSDE
 from sde_gen.sde.linear import LinearSDE, Polynomial
 from sde_gen.sde.vdm import VDMSDE, LearnedNegLogSNR, NegLogSNR
@@ -28,6 +34,7 @@ __all__ = [
     "Polynomial",
     "expand_as",
     "x0_from_score",
+    "score_from_x0",
     "eps_from_score",
     "score_from_eps",
     "drift",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["x0_from_score", "eps_from_score", "score_from_eps", "drift"]
+__all__ = ["x0_from_score", "score_from_x0", "eps_from_score", "score_from_eps", "drift"]
 
 Coef = float | Tensor
 
@@ -17,6 +17,11 @@ Coef = float | Tensor
 def x0_from_score(x: Tensor, score: Tensor, gamma: Coef, sigma: Coef) -> Tensor:
     """Tweedie: E[x0 | x_t] = (x_t + σ_t² ∇log q_t(x_t)) / γ_t for x_t = γ_t x0 + σ_t ε."""
     return (x + sigma**2 * score) / gamma
+
+
+def score_from_x0(x: Tensor, x0: Tensor, gamma: Coef, sigma: Coef) -> Tensor:
+    """∇log q_t(x) = (γ_t x̂0 − x_t)/σ_t²: the score of a data prediction (Tweedie inverted)."""
+    return (gamma * x0 - x) / sigma**2
 
 
 def eps_from_score(score: Tensor, sigma: Coef) -> Tensor:

@@ -3,7 +3,8 @@
 Solvers, the likelihood, its priors and grid fitting all call the score through ``ScoreFn``: one
 evaluation of the whole batch at one time is one NFE, every output is checked for shape and
 finiteness, and the conversions of the score (ε̂ = −σ_t s, Tweedie's x̂0 = (x + σ_t² s)/γ_t,
-survey §4.3) are taken from ``sde.conversions`` here, once.
+survey §4.3) are taken from ``sde.conversions`` here, once. A solver may give it one known
+first answer (``start_from``: x̂0 at t = T, calibrated beforehand), which costs no evaluation.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde.base import SDE, expand_as
-from sde_gen.sde.conversions import eps_from_score, x0_from_score
+from sde_gen.sde.conversions import eps_from_score, score_from_x0, x0_from_score
 from sde_gen.sde.coordinates import coefficients_at
 
 __all__ = ["ScoreCallable", "ScoreFn"]
@@ -39,6 +40,12 @@ class ScoreFn:
         self.nfe = 0
         self.bar = progress_bar(unit=" evaluations", desc="score") if progress else None
         self._coefs: dict[float, tuple[float, float]] = {}
+        self.start: tuple[float, Tensor] | None = None
+
+    def start_from(self, t: float, x0: Tensor) -> None:
+        """Answer the next call, which must be at time ``t``, with the score of x̂0 = ``x0``
+        (broadcast over the batch) instead of evaluating ``score_fn``; it is not counted."""
+        self.start = (float(t), x0)
 
     @classmethod
     def of(cls, score_fn: ScoreCallable, sde: SDE) -> ScoreFn:
@@ -50,6 +57,8 @@ class ScoreFn:
     def __call__(self, x: Tensor, t: Tensor | float) -> Tensor:
         """∇log q_t(x): one counted evaluation; a ValueError naming t for a wrong shape or a
         non-finite value."""
+        if self.start is not None:
+            return self._from_start(x, t)
         t_vec = self._count(x, t)
         return _checked(self.score_fn(x, t_vec), x, t_vec, "score_fn")
 
@@ -66,6 +75,8 @@ class ScoreFn:
     def eps_and_extra(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """(ε_θ(x, t), v) of a learned-variance model (``ScoreModel.eps_and_extra``): one
         evaluation; a ValueError when ``score_fn`` has no learned variance."""
+        if self.start is not None:
+            raise ValueError("a known first answer gives x̂0, not a learned variance's output")
         name = type(self.score_fn).__name__
         model = getattr(self.score_fn, "eps_and_extra", None)
         if model is None:
@@ -96,6 +107,20 @@ class ScoreFn:
         """Close the progress bar, if any."""
         if self.bar is not None:
             self.bar.close()
+
+    def _from_start(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """The score (γ_t m − x)/σ_t² of the known x̂0 = m at the start time (``start_from``);
+        a ValueError when this first call is at another time."""
+        t_start, m = self.start
+        self.start = None
+        times = t.flatten().tolist() if isinstance(t, Tensor) else [float(t)]
+        if any(u != t_start for u in times):
+            raise ValueError(
+                f"the known first answer is for t={t_start:.6g}, but the first score call is at "
+                f"t={times[0]:.6g}: this solver does not start at T (use first_eval='model')"
+            )
+        gamma, sigma = self._gamma_sigma(x, t_start)
+        return score_from_x0(x, m.to(device=x.device, dtype=x.dtype).expand_as(x), gamma, sigma)
 
     def _count(self, x: Tensor, t: Tensor | float) -> Tensor:
         """One more evaluation at t, as a vector of shape (B,) in x's dtype and device."""

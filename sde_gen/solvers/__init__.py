@@ -12,6 +12,7 @@ from sde_gen.solvers.dpm_singlestep import DPMSolverSinglestep
 from sde_gen.solvers.dpm_solver import DPMSolver
 from sde_gen.solvers.edm_stochastic import EDMStochastic
 from sde_gen.solvers.euler_maruyama import EulerMaruyama
+from sde_gen.solvers.first_eval import FirstEval
 from sde_gen.solvers.fit_grid import FittedGrid, fit_grid
 from sde_gen.solvers.grids import (
     Grid,
@@ -44,6 +45,7 @@ __all__ = [
     "FixedStepSolver",
     "SampleResult",
     "FinalStep",
+    "FirstEval",
     "Ancestral",
     "AnalyticDPM",
     "OptimalTrajectory",

@@ -29,6 +29,7 @@ from sde_gen.sde import SDE
 from sde_gen.sde.base import finite_float
 from sde_gen.sde.conversions import score_from_eps, x0_from_score
 from sde_gen.solvers.base import FixedStepSolver, StepContext
+from sde_gen.solvers.first_eval import FirstEval
 
 __all__ = ["Ancestral", "Variance", "check_range"]
 
@@ -89,6 +90,11 @@ class Ancestral(FixedStepSolver):
         except ValueError:
             choices = tuple(v.value for v in Variance)
             raise ValueError(f"variance={variance!r} is not one of {choices}") from None
+        if self.variance is Variance.LEARNED and self.first_eval is FirstEval.PRIOR_MEAN:
+            raise ValueError(
+                "variance='learned' reads the model's variance output at T, which "
+                "first_eval='prior_mean' does not evaluate: use first_eval='model'"
+            )
 
     def time_grid(self, sde: SDE) -> Tensor:
         if not self.denoise_final:

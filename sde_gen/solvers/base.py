@@ -24,6 +24,7 @@ from sde_gen.runtime.progress import progress_bar
 from sde_gen.sde import SDE
 from sde_gen.sde.coordinates import coefficients_at
 from sde_gen.sde.score_fn import ScoreCallable, ScoreFn
+from sde_gen.solvers.first_eval import FirstEval, PriorMeanCache
 from sde_gen.solvers.grids import Grid, UniformGrid
 from sde_gen.solvers.options import check_enum
 
@@ -295,6 +296,8 @@ class FixedStepSolver(Solver):
         grid: Grid | None = None,
         denoise_final: bool | None = None,
         progress: bool = False,
+        *,
+        first_eval: FirstEval | str = FirstEval.MODEL,
     ):
         if denoise_final is None:
             denoise_final = self.default_denoise_final
@@ -306,6 +309,13 @@ class FixedStepSolver(Solver):
             raise ValueError(
                 f"grid={grid!r} is not a Grid; use one of {kinds} (from a config: solver/grid=…)"
             )
+        self.first_eval = check_enum("first_eval", first_eval, FirstEval)
+        if self.first_eval is FirstEval.PRIOR_MEAN and type(self).integrate is not _STEP_LOOP:
+            raise ValueError(
+                f"first_eval='prior_mean' needs the step loop that starts at T; "
+                f"{type(self).__name__} integrates its own way: use first_eval='model'"
+            )
+        self._prior_means = PriorMeanCache()
 
     def __repr__(self) -> str:
         names = {k: self.option_attributes.get(k, k) for k in _option_names(type(self))}
@@ -313,8 +323,11 @@ class FixedStepSolver(Solver):
         return f"{type(self).__name__}({opts})"
 
     def expected_nfe(self) -> int:
-        """steps · evals_per_step, + 1 for ``denoise_final`` unless the last step lands on x0."""
-        return self.steps * self.evals_per_step + int(self.denoise_final and not self.ends_at_zero)
+        """steps · evals_per_step, + 1 for ``denoise_final`` unless the last step lands on x0,
+        − 1 for ``first_eval='prior_mean'`` (the evaluation at T is m_T, ``first_eval``)."""
+        denoise = int(self.denoise_final and not self.ends_at_zero)
+        free_start = int(self.first_eval is FirstEval.PRIOR_MEAN)
+        return self.steps * self.evals_per_step + denoise - free_start
 
     def time_grid(self, sde: SDE) -> Tensor:
         """The float64 times t_0 = T > … > t_N at which x is carried: t_N = 0 when the solver
@@ -338,6 +351,8 @@ class FixedStepSolver(Solver):
     def integrate(self, sde, score, x_T, generator, keep, record) -> Tensor:
         times = self.time_grid(sde)
         ctx = StepContext(sde, score, generator, times, 0)
+        if self.first_eval is FirstEval.PRIOR_MEAN:
+            score.start_from(sde.T, self._prior_means.get(sde, score.score_fn, x_T).x0)
         x = x_T
         keep(sde.T, x)
         grid = times.tolist()
@@ -353,6 +368,9 @@ class FixedStepSolver(Solver):
     @abstractmethod
     def step(self, ctx: StepContext, x: Tensor, t: float, s: float) -> Tensor:
         """Carry x from time t to the earlier time s."""
+
+
+_STEP_LOOP = FixedStepSolver.integrate
 
 
 def _option_names(cls: type) -> list[str]:
