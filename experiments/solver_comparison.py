@@ -62,6 +62,7 @@ from sde_gen.metrics.mixtures import (
 from sde_gen.runtime.files import SUMMARY_FILE, atomic_write, write_summary
 from sde_gen.sde import SDE
 from sde_gen.solvers import FittedGrid, FixedStepSolver, fit_grid
+from sde_gen.solvers.first_eval import FirstEval
 from sde_gen.solvers.fit_grid import ZERO_SIGMA_TILDE, named_starting_grids
 from sde_gen.solvers.pndm import PNDM, Start
 from sde_gen.solvers.unipc import Variant
@@ -186,7 +187,8 @@ PNDM_NAMES = {Start.RUNGE_KUTTA: "PNDM", Start.HEUN: "PLMS", Start.EULER: "iPNDM
 
 def family(solver: Any) -> str:
     """The row family: diffusers' scheduler and order, or our class and its order as configured
-    (UniPC's variant where it is not the default bh2; PNDM by its start: PNDM, PLMS, iPNDM)."""
+    (UniPC's variant where it is not the default bh2; PNDM by its start: PNDM, PLMS, iPNDM;
+    "+m_T" with ``first_eval='prior_mean'``)."""
     if hasattr(solver, "family"):
         return f"diffusers {solver.family()}"
     attribute = getattr(solver, "option_attributes", {}).get("order", "order")
@@ -196,7 +198,9 @@ def family(solver: Any) -> str:
         name = PNDM_NAMES[solver.start]
     if getattr(solver, "variant", Variant.BH2) != Variant.BH2:  # UniPC-bh1-2; bh2 is the default
         name += f"-{solver.variant.value}"
-    return f"{name}-{order:g}" if order else name
+    name = f"{name}-{order:g}" if order else name
+    start = getattr(solver, "first_eval", FirstEval.MODEL) is FirstEval.PRIOR_MEAN
+    return f"{name}+m_T" if start else name
 
 
 @dataclass

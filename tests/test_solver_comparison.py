@@ -656,3 +656,45 @@ def test_final_step_study_pairs_configurations_and_takes_the_geometric_mean():
     matched = pairs(base, new)
     assert sorted(matched.values()) == [(0.1, 0.2), (0.4, 0.1)]
     assert "| ring (500) | 1.41 (1/2) |" in table(matched)
+
+
+def test_first_eval_study_picks_on_seed_0_and_scores_a_changed_pick_on_the_fresh_seed(capsys):
+    """With ``+m_T`` rows on the selection x_T only: the option's effect is the geometric mean of
+    RMS(model) ÷ RMS(prior_mean) over the configurations run both ways (0.010/0.005 = 2 and
+    0.020/0.040 = 1/2 give 1.00, helped 1 of 2); the pick is the least selection error over the
+    published candidates and the +m_T ones (quadratic+m_T, 0.005), never the fresh set's best
+    (trailing+m_T there); being a change, it meets the peer's seed-0 pick (dpm_3m) on seed 3,
+    ratio 0.03/0.06 = 0.50, not met. Without +m_T rows the study refuses (exit 2)."""
+    from first_eval_study import cells, effect, main, report
+
+    rows = _selection_rows()
+    free = {"family": "UniPC-2+m_T"}
+    for grid, e0, e3 in (("quadratic", 0.005, 0.06), ("trailing", 0.040, 0.001)):
+        base = next(r for r in rows if r.get("grid") == grid and r["seed"] == 0)
+        rows += [{**base, **free, "seed": s, "endpoint_error": e} for s, e in ((0, e0), (3, e3))]
+    peer = next(r for r in rows if r["solver"] == "diffusers_dpm_3m" and r["seed"] == 0)
+    other = next(r for r in rows if r["solver"] == "diffusers_unipc" and r["seed"] == 0)
+    rows += [
+        {**peer, "seed": 3, "endpoint_error": 0.03},
+        {**other, "seed": 3, "endpoint_error": 1e-4},
+    ]
+    gm, helped, pairs = effect(rows, "ddpm_linear", "ring", 10)
+    assert (gm, helped, pairs) == (pytest.approx(1.0), 1, 2)
+    (cell,) = cells(rows, fresh_seed=3)
+    assert cell.published["grid"] == "quadratic" and cell.published["family"] == "UniPC-2"
+    assert cell.pick["family"] == "UniPC-2+m_T" and cell.pick["grid"] == "quadratic"
+    assert cell.changed and cell.fresh_ours["endpoint_error"] == 0.06
+    assert cell.fresh_peer["solver"] == "diffusers_dpm_3m"
+    assert cell.fresh_ratio == pytest.approx(0.5)
+    text = report(rows, 3)
+    assert (
+        "| ring | 10 | 0.06 (UniPC-2+m_T/quadratic) | 0.03 (dpm_3m) | **0.50** | **no** |" in text
+    )
+    assert (
+        "| ring | 10 | 1.00 (1/2) | 0.01 (UniPC-2/quadratic) | 0.005 (UniPC-2+m_T/quadratic)"
+        in text
+    )
+    plain = [r for r in rows if not r["family"].endswith("+m_T")]
+    assert cells(plain, 3) == []
+    assert main([str(Path(__file__).parent / "no_such_folder")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
