@@ -1,6 +1,7 @@
 """A free first evaluation: ``first_eval=prior_mean`` as a candidate of the fixed-schedule picks.
 
-Reads the solver comparison's rows (one or more result folders) and, per data set and budget:
+Reads the solver comparison's rows (one or more result folders, each taken alone: the same seed
+in two folders may be two x_T sets of different sizes) and, per data set and budget:
 
 1. the option's own effect on the selection x_T (seed 0): for each configuration run both ways,
    RMS(model) ÷ RMS(prior_mean) (> 1: the free start is closer), their geometric mean and the
@@ -77,6 +78,7 @@ class Cell:
     published: Row | None
     pick: Row | None
     peer: Row | None
+    effect: tuple[float, int, int] | None = None
     fresh_ours: Row | None = None
     fresh_peer: Row | None = None
 
@@ -92,7 +94,8 @@ class Cell:
 
 
 def cells(rows: list[Row], fresh_seed: int) -> list[Cell]:
-    """Every (sde, data, budget) with ``+m_T`` rows on the selection x_T."""
+    """Every (sde, data, budget) with ``+m_T`` rows on the selection x_T, from the rows of one
+    result folder (another folder's sets of the same seed are other x_T)."""
     out = []
     keys = {(r["sde"], r["data"], r["nfe_budget"]) for r in rows if is_free_start(r)}
     for sde, data, b in sorted(keys):
@@ -104,7 +107,7 @@ def cells(rows: list[Row], fresh_seed: int) -> list[Cell]:
             if side(r) == "ours fixed" and is_free_start(r)
         ]
         pick = min([*free, *([published] if published else [])], key=lambda r: r[METRIC])
-        cell = Cell(data, b, published, pick, peer)
+        cell = Cell(data, b, published, pick, peer, effect(rows, sde, data, b))
         if cell.changed:
             cell.fresh_ours = counterpart(rows, pick, fresh_seed)
             cell.fresh_peer = counterpart(rows, peer, fresh_seed) if peer else None
@@ -116,17 +119,15 @@ def _err(r: Row | None) -> str:
     return f"{r[METRIC]:.3g} ({label(r)})" if r else ""
 
 
-def report(rows: list[Row], fresh_seed: int) -> str:
+def report(found: list[Cell], fresh_seed: int) -> str:
     """The Markdown of both tables and the verdict on every changed cell."""
-    found = cells(rows, fresh_seed)
     lines = [
         "| data | NFE | RMS(model) ÷ RMS(prior_mean), geo. mean (helped / pairs) | published pick"
         " | pick with the free start | diffusers' pick | changed |",
         "|---|---|---|---|---|---|---|",
     ]
-    sdes = {r["data"]: r["sde"] for r in rows}
     for c in found:
-        e = effect(rows, sdes[c.data], c.data, c.budget)
+        e = c.effect
         eff = f"{e[0]:.2f} ({e[1]}/{e[2]})" if e else ""
         lines.append(
             f"| {c.data} | {c.budget} | {eff} | {_err(c.published)} | {_err(c.pick)} | "
@@ -157,18 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folders", nargs="+", type=Path, help="solver comparison result folders")
     p.add_argument("--fresh-seed", type=int, default=3, help="the x_T set changed picks meet")
     args = p.parse_args(argv)
-    rows: list[Row] = []
+    found: list[Cell] = []
     for folder in args.folders:
         if not folder.is_dir():
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
-        rows += read_rows(folder)
-    if not any(is_free_start(r) for r in rows):
-        print(
-            f"error: no first_eval=prior_mean rows ({MARK}) under {args.folders}", file=sys.stderr
-        )
+        found += cells(read_rows(folder), args.fresh_seed)
+    if not found:
+        where = ", ".join(map(str, args.folders))
+        print(f"error: no first_eval=prior_mean rows ({MARK}) under {where}", file=sys.stderr)
         return 2
-    print(report(rows, args.fresh_seed))
+    print(report(found, args.fresh_seed))
     return 0
 
 

@@ -685,8 +685,8 @@ def test_first_eval_study_picks_on_seed_0_and_scores_a_changed_pick_on_the_fresh
     assert cell.pick["family"] == "UniPC-2+m_T" and cell.pick["grid"] == "quadratic"
     assert cell.changed and cell.fresh_ours["endpoint_error"] == 0.06
     assert cell.fresh_peer["solver"] == "diffusers_dpm_3m"
-    assert cell.fresh_ratio == pytest.approx(0.5)
-    text = report(rows, 3)
+    assert cell.fresh_ratio == pytest.approx(0.5) and cell.effect == (pytest.approx(1.0), 1, 2)
+    text = report(cells(rows, 3), 3)
     assert (
         "| ring | 10 | 0.06 (UniPC-2+m_T/quadratic) | 0.03 (dpm_3m) | **0.50** | **no** |" in text
     )
