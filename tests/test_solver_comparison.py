@@ -557,7 +557,8 @@ def test_replication_reruns_the_selection_picks_and_pools_every_fresh_x_T():
     ones reported, though other configurations are better there; the seed-2 ratio is RMS(peer) ÷
     RMS(ours) of their per-x_T errors, and the pooled ratio is that of seed 1's and seed 2's x_T
     joined (unequal set sizes, each x_T weighted alike); the seed-2 ratio (about 0.5) is named as
-    short, the pooled one (about 2.4: seed 1 favours ours threefold) is not."""
+    short, the pooled one (about 2.4: seed 1 favours ours threefold) is not. A set on which ours'
+    picks did not run is no replication and adds nothing."""
     import numpy as np
     from solver_selection import SAMPLES_KEY, held_out_report, replication_table
 
@@ -597,6 +598,11 @@ def test_replication_reruns_the_selection_picks_and_pools_every_fresh_x_T():
     assert seed2 < 1 < pooled and short == [f"ring at 10, seed 2: {seed2:.2f}"]
     text = held_out_report(rows + third)
     assert f"on the replication and pooled: NOT met (ring at 10, seed 2: {seed2:.2f})" in text
+    # a set where only other configurations ran (the peer's pick and a +m_T one) replicates
+    # nothing: it leaves the table as it was
+    fourth = [{**r, "seed": 3, "family": r["family"] + "+m_T"} for r in third if r.get("grid")]
+    fourth += [{**r, "seed": 3} for r in third if not r.get("grid")]
+    assert replication_table(rows + third + fourth) == (table, short)
 
 
 def _rms(errors) -> float:
