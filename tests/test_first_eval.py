@@ -54,6 +54,7 @@ MAKERS = {
     "SASolver": lambda fe: SASolver(6, first_eval=fe),
     "SDEDPMSolver": lambda fe: SDEDPMSolver(6, first_eval=fe),
     "EDMStochastic": lambda fe: EDMStochastic(4, s_churn=0.0, first_eval=fe),
+    "EDMStochastic-churn": lambda fe: EDMStochastic(4, s_churn=40.0, s_tmax=1e4, first_eval=fe),
 }
 
 
