@@ -106,7 +106,10 @@ def cells(rows: list[Row], fresh_seed: int) -> list[Cell]:
             for r in _where(rows, sde, data, b, SELECTION_SEED)
             if side(r) == "ours fixed" and is_free_start(r)
         ]
-        pick = min([*free, *([published] if published else [])], key=lambda r: r[METRIC])
+        candidates = [*free, *([published] if published else [])]
+        if not candidates:  # +m_T rows on other x_T sets only: nothing to pick from
+            continue
+        pick = min(candidates, key=lambda r: r[METRIC])
         cell = Cell(data, b, published, pick, peer, effect(rows, sde, data, b))
         if cell.changed:
             cell.fresh_ours = counterpart(rows, pick, fresh_seed)

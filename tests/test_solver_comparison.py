@@ -702,5 +702,11 @@ def test_first_eval_study_picks_on_seed_0_and_scores_a_changed_pick_on_the_fresh
     )
     plain = [r for r in rows if not r["family"].endswith("+m_T")]
     assert cells(plain, 3) == []
+    fresh_only = [  # +m_T rows on seed 3 only, no fixed grid of ours: nothing to pick from
+        r
+        for r in rows
+        if r["family"] != "UniPC-2" and not (r["family"].endswith("+m_T") and r["seed"] == 0)
+    ]
+    assert any(r["family"].endswith("+m_T") for r in fresh_only) and cells(fresh_only, 3) == []
     assert main([str(Path(__file__).parent / "no_such_folder")]) == 2
     assert "is not a folder" in capsys.readouterr().err
