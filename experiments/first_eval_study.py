@@ -20,8 +20,6 @@ in two folders may be two x_T sets of different sizes) and, per data set and bud
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from solver_selection import (
     choose,
     config,
     counterpart,
+    geometric_mean,
     label,
     side,
 )
@@ -64,8 +63,7 @@ def effect(rows: list[Row], sde: str, data: str, budget: int) -> tuple[float, in
     ratios = [model[k] / free[k] for k in model.keys() & free.keys() if free[k] > 0]
     if not ratios:
         return None
-    gm = math.exp(statistics.fmean(math.log(x) for x in ratios))
-    return gm, sum(x > 1 for x in ratios), len(ratios)
+    return geometric_mean(ratios), sum(x > 1 for x in ratios), len(ratios)
 
 
 @dataclass

@@ -95,13 +95,14 @@ def fingerprint(score_fn: ScoreCallable) -> tuple[float, ...] | None:
     is then known by identity alone."""
     if not isinstance(score_fn, torch.nn.Module):
         return None
+    f64 = torch.float64
     with torch.no_grad():
-        tensors = [
-            v.detach().double() for v in score_fn.state_dict().values() if v.is_floating_point()
-        ]
+        tensors = [v for v in score_fn.state_dict().values() if v.is_floating_point()]
         if not tensors:
             return ()
-        sums = torch.stack([torch.stack([v.sum(), v.square().sum()]) for v in tensors])
+        sums = torch.stack(
+            [torch.stack([v.sum(dtype=f64), v.square().sum(dtype=f64)]) for v in tensors]
+        )
         return tuple(sums.flatten().cpu().tolist())
 
 
